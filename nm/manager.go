@@ -1,0 +1,218 @@
+package nm
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// Config configures a Manager. The zero value is ready to use.
+type Config struct {
+	// Workers is the number of shards. If zero, runtime.GOMAXPROCS(0).
+	Workers int
+	// LockThreads locks each shard's long-lived goroutines (its job loop and
+	// its listening sockets' readers) to OS threads. If false, they run as
+	// ordinary goroutines, which is usually faster under Go's scheduler.
+	LockThreads bool
+	// Pin binds each shard's locked threads to one CPU (Linux; a no-op
+	// elsewhere). It implies LockThreads. Shard i gets CPUs[i%len(CPUs)],
+	// or, if CPUs is empty, the i-th CPU the process may run on.
+	Pin  bool
+	CPUs []int
+	// Logger receives the library's diagnostics. If nil, they are dropped.
+	Logger *slog.Logger
+}
+
+// Manager owns the shards and every socket, listener and handle created
+// with it. Its methods are safe for concurrent use.
+//
+// Close shuts everything down; when it returns no goroutine the manager
+// started is left running.
+type Manager struct {
+	cfg    Config
+	log    *slog.Logger
+	shards []*Shard
+	next   atomic.Uint32 // round-robin shard choice for clients
+
+	ctx    context.Context // canceled when Close starts
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closing bool                 // guarded by mu; no new goroutine or socket after it is set
+	live    map[*func()]struct{} // shutdown functions of live sockets, run by Close; guarded by mu
+	wg      sync.WaitGroup       // every goroutine started by the library; Add only under mu while !closing
+
+	pmu    sync.Mutex // serialises Pause, Resume and the paused part of Close
+	paused bool       // guarded by pmu
+
+	closeOnce sync.Once
+}
+
+// New starts a manager with cfg's shards.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Workers < 0 {
+		return nil, errors.New("nm: negative worker count")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Pin {
+		cfg.LockThreads = true
+		if len(cfg.CPUs) == 0 {
+			cfg.CPUs = transport.AllowedCPUs()
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[*func()]struct{})}
+	m.shards = make([]*Shard, cfg.Workers)
+	for i := range m.shards {
+		m.shards[i] = newShard(m, i)
+	}
+	for _, s := range m.shards {
+		s.start()
+	}
+	return m, nil
+}
+
+// Workers returns the number of shards.
+func (m *Manager) Workers() int { return len(m.shards) }
+
+// Shard returns shard i, 0 <= i < Workers().
+func (m *Manager) Shard(i int) *Shard { return m.shards[i] }
+
+// NextShard returns shards in turn, to spread client sockets.
+func (m *Manager) NextShard() *Shard {
+	return m.shards[int(m.next.Add(1)-1)%len(m.shards)]
+}
+
+// Done returns a channel closed when the manager starts closing.
+func (m *Manager) Done() <-chan struct{} { return m.ctx.Done() }
+
+// Logger returns the manager's logger.
+func (m *Manager) Logger() *slog.Logger { return m.log }
+
+// Stats returns a snapshot of every shard's counters added up.
+func (m *Manager) Stats() Stats {
+	var st Stats
+	for _, s := range m.shards {
+		ss := s.Stats()
+		st.add(&ss)
+	}
+	return st
+}
+
+// Track registers shutdown to be called when the manager closes, and
+// returns the function that unregisters it. It fails with ErrShuttingDown if
+// the manager is closing. Socket implementations call it; users need not.
+func (m *Manager) Track(shutdown func()) (untrack func(), err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return nil, ErrShuttingDown
+	}
+	key := &shutdown
+	m.live[key] = struct{}{}
+	return func() {
+		m.mu.Lock()
+		delete(m.live, key)
+		m.mu.Unlock()
+	}, nil
+}
+
+// Go runs fn on a new goroutine that Close waits for. It fails with
+// ErrShuttingDown if the manager is closing. fn must return once the
+// manager closes (Done is closed and every tracked socket is closed).
+func (m *Manager) Go(fn func()) error {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return ErrShuttingDown
+	}
+	m.wg.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+	return nil
+}
+
+// Pause stops every shard at a safe point and returns when all are stopped:
+// until Resume, no event is delivered and no job runs. A second Pause before
+// Resume returns ErrPaused. Pause must not be called from a shard job.
+func (m *Manager) Pause() error {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if m.paused {
+		return ErrPaused
+	}
+	if m.ctx.Err() != nil {
+		return ErrShuttingDown
+	}
+	for _, s := range m.shards {
+		s.gate.Lock()
+	}
+	m.paused = true
+	return nil
+}
+
+// Resume restarts the shards stopped by Pause. Without a Pause it returns
+// ErrNotPaused.
+func (m *Manager) Resume() error {
+	m.pmu.Lock()
+	defer m.pmu.Unlock()
+	if !m.paused {
+		return ErrNotPaused
+	}
+	m.resumeLocked()
+	return nil
+}
+
+func (m *Manager) resumeLocked() {
+	for _, s := range m.shards {
+		s.gate.Unlock()
+	}
+	m.paused = false
+}
+
+// Close shuts the manager down: listeners stop, every live handle gets its
+// final event, pending sends fail, and every goroutine the library started
+// has returned when Close returns. A paused manager is resumed first.
+// Close is idempotent and always returns nil.
+func (m *Manager) Close() error {
+	m.closeOnce.Do(m.close)
+	return nil
+}
+
+func (m *Manager) close() {
+	m.cancel()
+	m.pmu.Lock()
+	if m.paused {
+		m.resumeLocked()
+	}
+	m.pmu.Unlock()
+
+	m.mu.Lock()
+	m.closing = true
+	live := make([]func(), 0, len(m.live))
+	for fn := range m.live {
+		live = append(live, *fn)
+	}
+	m.mu.Unlock()
+	for _, fn := range live {
+		fn()
+	}
+	m.wg.Wait()
+	for _, s := range m.shards {
+		s.stop()
+	}
+}

@@ -1,0 +1,230 @@
+package nm
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// Defaults of UDPConfig.
+const (
+	DefaultUDPListenSize = 4096
+	DefaultUDPClientSize = 65535
+	DefaultUDPBatch      = 32
+	DefaultUDPQueue      = 1024
+)
+
+// UDPConfig configures a UDP listener or client. The zero value is ready
+// to use. A config must not be modified after use.
+type UDPConfig struct {
+	// MaxSize is the largest datagram delivered; longer ones are dropped and
+	// counted. If zero, 4096 bytes for listeners and 65535 for clients.
+	MaxSize int
+	// Batch is how many datagrams a listener reads per system call. If
+	// zero, 32.
+	Batch int
+	// Queue is the capacity of a listener's event channel. When it is full,
+	// new datagrams are dropped and counted: UDP ingress never waits for a
+	// slow consumer. If zero, 1024 per shard.
+	Queue int
+	// Filter, if set, is called on the shard for each datagram before it
+	// is delivered; a non-nil error drops it and counts it. It must not
+	// keep b, and must be safe for concurrent use.
+	Filter func(b []byte, peer netip.AddrPort) error
+}
+
+func (c *UDPConfig) maxSize(def int) int {
+	if c.MaxSize > 0 {
+		return min(c.MaxSize, 65535)
+	}
+	return def
+}
+
+func (c *UDPConfig) batch() int {
+	if c.Batch > 0 {
+		return c.Batch
+	}
+	return DefaultUDPBatch
+}
+
+// UDPListener is a UDP server: one socket per shard bound to one address.
+// Every datagram arrives as an Event on Datagrams, with a handle to reply
+// on. Its methods are safe for concurrent use.
+type UDPListener struct {
+	m    *Manager
+	cfg  UDPConfig
+	addr netip.AddrPort
+	// ch carries requests to the consumer. Senders: the readers, with
+	// non-blocking sends. The last reader to end sends the final event and
+	// closes it.
+	ch      chan Event
+	socks   []*udpListenSocket
+	running atomic.Int32 // readers still running
+	once    sync.Once
+	untrack func()
+}
+
+type udpListenSocket struct {
+	l      *UDPListener
+	shard  *Shard
+	conn   *net.UDPConn
+	local  netip.AddrPort
+	batch  *transport.Batch
+	writer *transport.Writer
+	pool   handlePool
+	stats  *Counters
+}
+
+// ListenUDP binds addr on every shard of m and starts reading. ctx bounds
+// the binding only.
+func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UDPListener, error) {
+	conns, err := transport.ListenUDP(ctx, "udp", addr, m.Workers())
+	if err != nil {
+		m.shards[0].counters[UDP].BindFailed.Add(1)
+		return nil, err
+	}
+	queue := cfg.Queue
+	if queue <= 0 {
+		queue = DefaultUDPQueue * len(conns)
+	}
+	l := &UDPListener{m: m, cfg: cfg, ch: make(chan Event, queue)}
+	l.addr = transport.AddrPort(conns[0].LocalAddr())
+	size := cfg.maxSize(DefaultUDPListenSize)
+	for i, c := range conns {
+		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: l.addr}
+		s.pool.max = queue
+		s.stats = &s.shard.counters[UDP]
+		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
+			s.writer, err = transport.NewWriter(c, false)
+		}
+		if err != nil {
+			transportClose(conns)
+			return nil, err
+		}
+		l.socks = append(l.socks, s)
+	}
+	if l.untrack, err = m.Track(func() { l.Close() }); err != nil {
+		transportClose(conns)
+		return nil, err
+	}
+	l.running.Store(int32(len(l.socks)))
+	for _, s := range l.socks {
+		s.stats.Opened.Add(1)
+		s.stats.Active.Add(1)
+		if err := m.Go(s.readLoop); err != nil {
+			s.conn.Close()
+			s.end()
+		}
+	}
+	return l, nil
+}
+
+func transportClose(conns []*net.UDPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Addr returns the bound address.
+func (l *UDPListener) Addr() netip.AddrPort { return l.addr }
+
+// Datagrams returns the listener's event channel: one event per datagram,
+// then, once the listener is closed, one final event with ErrCanceled; then
+// it is closed. The receiver owns one reference to each event's handle.
+func (l *UDPListener) Datagrams() <-chan Event { return l.ch }
+
+// Close stops the listener. Its final event comes from the shards once
+// every reader has stopped. Close does not wait for that and is idempotent.
+func (l *UDPListener) Close() error {
+	l.once.Do(func() {
+		for _, s := range l.socks {
+			s.conn.Close()
+		}
+	})
+	return nil
+}
+
+func (s *udpListenSocket) readLoop() {
+	s.shard.Bind()
+	defer runtime.UnlockOSThread()
+	defer s.end()
+	for {
+		n, err := s.batch.Read()
+		if err != nil {
+			if transport.IsClosed(err) {
+				return
+			}
+			s.stats.RecvFailed.Add(1)
+			s.shard.m.log.Debug("nm: udp read", "addr", s.local, "err", err)
+			continue
+		}
+		s.shard.Enter()
+		for i := range s.batch.Msgs[:n] {
+			s.deliver(&s.batch.Msgs[i])
+		}
+		s.shard.Exit()
+	}
+}
+
+func (s *udpListenSocket) deliver(m *transport.Message) {
+	s.stats.Received.Add(1)
+	b := m.Buf[:m.N]
+	if m.Truncated || !m.Addr.IsValid() {
+		s.stats.Dropped.Add(1)
+		return
+	}
+	if f := s.l.cfg.Filter; f != nil && f(b, m.Addr) != nil {
+		s.stats.Dropped.Add(1)
+		return
+	}
+	h := s.pool.get()
+	h.Reuse(s.shard, s, s.local, m.Addr)
+	h.Buf = append(h.Buf[:0], b...)
+	select {
+	case s.l.ch <- Event{Handle: h, Data: h.Buf}:
+	default:
+		s.stats.Dropped.Add(1)
+		h.Detach()
+	}
+}
+
+// end runs when a reader stops; the last one delivers the final event.
+func (s *udpListenSocket) end() {
+	s.stats.Closed.Add(1)
+	s.stats.Active.Add(-1)
+	if s.l.running.Add(-1) == 0 {
+		s.l.untrack()
+		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
+	}
+	s.pool.close()
+}
+
+// Send replies to h's peer from the socket the request came in on.
+func (s *udpListenSocket) Send(h *Handle, b []byte) error {
+	if err := s.writer.WriteTo(b, h.peer); err != nil {
+		s.stats.SendFailed.Add(1)
+		return MapError(err)
+	}
+	s.stats.Sent.Add(1)
+	return nil
+}
+
+// Read on a request handle has nothing to read: a UDP request is one
+// datagram, already delivered.
+func (s *udpListenSocket) Read(h *Handle) <-chan Event { return notSupported() }
+
+func (s *udpListenSocket) ReadStop(h *Handle) {}
+func (s *udpListenSocket) Close(h *Handle)    {}
+func (s *udpListenSocket) Released(h *Handle) { s.pool.put(h) }
+
+func notSupported() <-chan Event {
+	ch := make(chan Event, 1)
+	ch <- Event{Err: ErrNotSupported}
+	close(ch)
+	return ch
+}
