@@ -190,11 +190,14 @@ func (c *udpClient) loop() {
 		if !pending {
 			_, err = c.batch.Read()
 		}
+		c.h.shard.Enter()
 		ev, ok, final := c.outcome(err, deadline)
+		sent := ok && c.tryDeliver(ev)
+		c.h.shard.Exit()
 		if !ok {
 			continue
 		}
-		if !c.deliver(ev) || final {
+		if !sent && !c.deliver(ev) || final {
 			c.mu.Lock()
 			c.closing = true
 			if final {
@@ -240,6 +243,16 @@ func (c *udpClient) outcome(err error, deadline time.Time) (ev Event, ok, final 
 	default:
 		c.stats.RecvFailed.Add(1)
 		return Event{Handle: c.h, Err: MapError(err)}, true, true
+	}
+}
+
+// tryDeliver sends ev if the channel has room.
+func (c *udpClient) tryDeliver(ev Event) bool {
+	select {
+	case c.ch <- ev:
+		return true
+	default:
+		return false
 	}
 }
 
