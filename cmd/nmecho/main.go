@@ -1,0 +1,35 @@
+// Command nmecho is the netmgr demo server: it answers every DNS request
+// with the same message, QR bit set. With no flags it serves on loopback.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rainbowduck/netmgr/internal/echo"
+)
+
+func main() {
+	var o echo.Options
+	flag.StringVar(&o.UDP, "udp", "127.0.0.1:5300", "DNS over UDP `address` (empty: off)")
+	flag.StringVar(&o.TCP, "tcp", "127.0.0.1:5300", "DNS over TCP `address` (empty: off)")
+	flag.StringVar(&o.DoT, "dot", "127.0.0.1:8530", "DNS over TLS `address` (empty: off)")
+	flag.StringVar(&o.DoH, "doh", "127.0.0.1:8443", "DNS over HTTPS `address` (empty: off)")
+	flag.StringVar(&o.Echo, "echo", "", "raw TCP echo `address` (empty: off)")
+	flag.StringVar(&o.TLSEcho, "tls-echo", "", "raw TLS echo `address` (empty: off)")
+	flag.StringVar(&o.CertFile, "cert", "", "TLS certificate PEM `file` (default: self-signed for localhost)")
+	flag.StringVar(&o.KeyFile, "key", "", "TLS key PEM `file`")
+	flag.IntVar(&o.Workers, "workers", 0, "worker shards (0: one per CPU)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := echo.Run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,184 @@
+package dnsmsg
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// DefaultReadTimeout is the read timeout of a client when ClientConfig
+// leaves it zero.
+const DefaultReadTimeout = 5 * time.Second
+
+// recentIDs is how many of the last query IDs a client accepts replies for.
+const recentIDs = 64
+
+// ClientConfig configures a client Conn. The zero value is ready to use.
+type ClientConfig struct {
+	// ReadTimeout bounds each Read. If zero, DefaultReadTimeout; if
+	// negative, reads wait until a reply or the Conn closes.
+	ReadTimeout time.Duration
+	// MaxUDPSize is the largest UDP reply accepted; longer ones are
+	// discarded and counted. If zero, 65535 bytes.
+	MaxUDPSize int
+}
+
+func (c *ClientConfig) readTimeout() time.Duration {
+	switch {
+	case c.ReadTimeout < 0:
+		return 0
+	case c.ReadTimeout == 0:
+		return DefaultReadTimeout
+	}
+	return c.ReadTimeout
+}
+
+// Conn is a client conversation with one DNS server. Send, Read and
+// Exchange may be called from different goroutines, but one goroutine at a
+// time should read (Read or Exchange).
+type Conn struct {
+	h    *nm.Handle
+	once sync.Once
+
+	mu      sync.Mutex
+	timeout time.Duration     // the read timeout; guarded by mu
+	ids     [recentIDs]uint16 // IDs of the last queries sent; guarded by mu
+	next    int               // where the next ID goes in ids; guarded by mu
+	sent    int               // queries sent, up to recentIDs; guarded by mu
+}
+
+// DialUDP opens a UDP client Conn to the server at addr.
+func DialUDP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
+	c := &Conn{timeout: cfg.readTimeout()}
+	h, err := nm.DialUDP(ctx, m, addr, nm.UDPConfig{MaxSize: cfg.MaxUDPSize, Filter: c.checkReply})
+	if err != nil {
+		return nil, err
+	}
+	h.SetReadTimeout(c.timeout)
+	c.h = h
+	return c, nil
+}
+
+// Handle returns the Conn's handle.
+func (c *Conn) Handle() *nm.Handle { return c.h }
+
+// checkReply accepts replies to the queries sent on this Conn.
+func (c *Conn) checkReply(b []byte, _ netip.AddrPort) error {
+	if len(b) < HeaderLen || !IsResponse(b) {
+		return nm.ErrBadMessage
+	}
+	id := ID(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, sent := range c.ids[:c.sent] {
+		if sent == id {
+			return nil
+		}
+	}
+	return nm.ErrBadMessage
+}
+
+// Send sends the wire query b; replies to its ID will be accepted.
+func (c *Conn) Send(b []byte) error {
+	if len(b) < HeaderLen {
+		return nm.ErrBadMessage
+	}
+	if len(b) > MaxSize {
+		return nm.ErrTooLarge
+	}
+	c.mu.Lock()
+	c.ids[c.next] = ID(b)
+	c.next = (c.next + 1) % recentIDs
+	c.sent = min(c.sent+1, recentIDs)
+	c.mu.Unlock()
+	return c.h.Send(b)
+}
+
+// Read arms one read and returns the Conn's event channel; see the package
+// documentation for what each read yields. The reply's Data is valid until
+// the next Read.
+func (c *Conn) Read() <-chan nm.Event { return c.h.Read() }
+
+// ReadStop cancels the armed read, if any; a reply that arrives meanwhile
+// waits for the next Read.
+func (c *Conn) ReadStop() { c.h.ReadStop() }
+
+// SetReadTimeout sets the timeout of later reads; zero means none.
+func (c *Conn) SetReadTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.timeout = d
+	c.mu.Unlock()
+	c.h.SetReadTimeout(d)
+}
+
+func (c *Conn) readTimeout() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timeout
+}
+
+// Close closes the Conn. A read armed now ends with nm.ErrCanceled; Close
+// is idempotent.
+func (c *Conn) Close() error {
+	c.once.Do(c.h.Detach)
+	return nil
+}
+
+// Exchange sends q and returns its reply. It waits until the read timeout
+// or ctx's deadline, whichever comes first, and returns ctx.Err() if ctx is
+// done first. Replies to other queries are skipped.
+func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Send(b); err != nil {
+		return nil, err
+	}
+	timeout := c.readTimeout()
+	if dl, ok := ctx.Deadline(); ok && (timeout == 0 || time.Until(dl) < timeout) {
+		timeout = max(time.Until(dl), time.Nanosecond)
+	}
+	c.h.SetReadTimeout(timeout)
+	defer c.h.SetReadTimeout(c.readTimeout())
+	for {
+		select {
+		case ev, ok := <-c.Read():
+			if !ok {
+				return nil, nm.ErrClosed
+			}
+			if ev.Err != nil {
+				if errors.Is(ev.Err, nm.ErrTimedOut) && ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				return nil, ev.Err
+			}
+			r, err := Parse(ev.Data)
+			if err != nil {
+				return nil, err
+			}
+			if r.Id == q.Id {
+				return r, nil
+			}
+		case <-ctx.Done():
+			c.ReadStop()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Exchange sends q to the UDP server at addr from a new Conn on m and
+// returns the reply.
+func Exchange(ctx context.Context, m *nm.Manager, addr string, q *dns.Msg) (*dns.Msg, error) {
+	c, err := DialUDP(ctx, m, addr, ClientConfig{})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Exchange(ctx, q)
+}

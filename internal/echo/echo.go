@@ -1,0 +1,132 @@
+// Package echo is the DNS echo server behind cmd/nmecho: it answers every
+// DNS request with the same message, QR bit set, on every transport asked
+// for.
+package echo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/internal/certs"
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// Options says where to listen. An empty address turns that listener off.
+type Options struct {
+	UDP, TCP, DoT, DoH string // DNS listeners
+	Echo, TLSEcho      string // raw stream echo listeners
+	CertFile, KeyFile  string // PEM files; both empty: a self-signed localhost certificate
+	Workers            int    // shards; zero: one per CPU
+}
+
+// Server is a running echo server.
+type Server struct {
+	m     *nm.Manager
+	addrs map[string]netip.AddrPort
+	notes []string
+	wg    sync.WaitGroup
+}
+
+// Start opens every listener o asks for. Close the Server to stop it.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("nmecho: -cert and -key go together")
+	}
+	if _, err := certs.Load(o.CertFile, o.KeyFile); err != nil {
+		return nil, fmt.Errorf("nmecho: certificate: %w", err)
+	}
+	m, err := nm.New(nm.Config{Workers: o.Workers})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{m: m, addrs: make(map[string]netip.AddrPort)}
+	if o.UDP != "" {
+		l, err := dnsmsg.ListenUDP(ctx, m, o.UDP, dnsmsg.ServerConfig{})
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("nmecho: udp: %w", err)
+		}
+		s.addrs["udp"] = l.Addr()
+		for i := 0; i < m.Workers(); i++ {
+			s.wg.Go(func() { serve(l) })
+		}
+	}
+	for _, x := range []struct{ name, addr string }{
+		{"tcp", o.TCP}, {"dot", o.DoT}, {"doh", o.DoH}, {"echo", o.Echo}, {"tls-echo", o.TLSEcho},
+	} {
+		if x.addr != "" {
+			s.notes = append(s.notes, fmt.Sprintf("%s on %s: not in this version yet", x.name, x.addr))
+		}
+	}
+	return s, nil
+}
+
+// serve answers requests until the listener's channel closes.
+func serve(l *dnsmsg.Listener) {
+	for ev := range l.Requests() {
+		if ev.Err != nil {
+			continue // the final event; the channel closes next
+		}
+		dnsmsg.SetResponse(ev.Data)
+		ev.Handle.Send(ev.Data) // failures are counted in the stats
+		ev.Handle.Detach()
+	}
+}
+
+// Addr returns the bound address of a listener ("udp", ...), if it runs.
+func (s *Server) Addr(name string) (netip.AddrPort, bool) {
+	a, ok := s.addrs[name]
+	return a, ok
+}
+
+// Manager returns the server's manager.
+func (s *Server) Manager() *nm.Manager { return s.m }
+
+// Close stops every listener and waits for the server to finish.
+func (s *Server) Close() {
+	s.m.Close()
+	s.wg.Wait()
+}
+
+// Run serves until ctx is done, writing what it listens on and, at the
+// end, a one-line summary of the stats to out.
+func Run(ctx context.Context, o Options, out io.Writer) error {
+	s, err := Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"udp"} {
+		if a, ok := s.addrs[name]; ok {
+			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
+		}
+	}
+	for _, n := range s.notes {
+		fmt.Fprintf(out, "nmecho: %s\n", n)
+	}
+	fmt.Fprintf(out, "nmecho: %d workers; Ctrl-C stops\n", s.m.Workers())
+	<-ctx.Done()
+	s.Close()
+	fmt.Fprintln(out, Summary(s.m.Stats()))
+	return nil
+}
+
+// Summary renders the counters of every transport that was used on one line.
+func Summary(st nm.Stats) string {
+	var b strings.Builder
+	b.WriteString("nmecho: stopped;")
+	for t := nm.UDP; t <= nm.HTTP; t++ {
+		c := st.Of(t)
+		if c.Opened == 0 && c.BindFailed == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, " %s: received %d, sent %d, dropped %d, failed recv %d send %d;",
+			t, c.Received, c.Sent, c.Dropped, c.RecvFailed, c.SendFailed)
+	}
+	return strings.TrimSuffix(b.String(), ";")
+}
