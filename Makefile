@@ -1,0 +1,25 @@
+GO ?= go
+BENCHTIME ?= 2s
+
+.PHONY: all test vet run bench build clean
+
+all: vet test
+
+vet:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -shuffle=on -timeout 8m ./...
+
+run:
+	$(GO) run ./cmd/nmecho
+
+build:
+	$(GO) build -o nmecho ./cmd/nmecho
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 5 ./...
+
+clean:
+	rm -f nmecho

@@ -1,0 +1,125 @@
+package dnsmsg_test
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// benchServer starts an echo server whose consumers reply in place, as
+// nmecho does: the server path allocates nothing per message.
+func benchServer(b *testing.B, workers int) *dnsmsg.Listener {
+	m, err := nm.New(nm.Config{Workers: workers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < workers; i++ {
+		go func() {
+			for ev := range l.Requests() {
+				if ev.Err != nil {
+					continue
+				}
+				dnsmsg.SetResponse(ev.Data)
+				ev.Handle.Send(ev.Data)
+				ev.Handle.Detach()
+			}
+		}()
+	}
+	return l
+}
+
+func benchQuery(b *testing.B) []byte {
+	q := new(dns.Msg)
+	q.SetQuestion("bench.example.", dns.TypeA)
+	p, err := q.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkUDPServerPath measures one request/reply through the UDP server
+// path (recvmmsg, filter, handle from the pool, channel, Send, sendmsg),
+// driven by a plain blocking client. allocs/op counts the whole process.
+func BenchmarkUDPServerPath(b *testing.B) {
+	l := benchServer(b, 1)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Addr()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	q := benchQuery(b)
+	buf := make([]byte, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(q); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUDPServerParallel keeps several queries in flight from several
+// clients, so the server reads and writes in batches.
+func BenchmarkUDPServerParallel(b *testing.B) {
+	l := benchServer(b, 2)
+	q := benchQuery(b)
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(l.Addr()))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 512)
+		for pb.Next() {
+			if _, err := c.Write(q); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := c.Read(buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkUDPClientExchange measures the client path: Conn.Send and one
+// Read per reply, against the same server.
+func BenchmarkUDPClientExchange(b *testing.B) {
+	l := benchServer(b, 1)
+	m, err := nm.New(nm.Config{Workers: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	c, err := dnsmsg.DialUDP(context.Background(), m, l.Addr().String(), dnsmsg.ClientConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	q := benchQuery(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Send(q); err != nil {
+			b.Fatal(err)
+		}
+		if ev := <-c.Read(); ev.Err != nil {
+			b.Fatal(ev.Err)
+		}
+	}
+}

@@ -1,0 +1,39 @@
+package dnsmsg_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// A DNS server over UDP that echoes each query as its answer.
+func ExampleListenUDP() {
+	m, _ := nm.New(nm.Config{})
+	defer m.Close()
+	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for ev := range l.Requests() {
+			if ev.Err != nil {
+				continue
+			}
+			dnsmsg.SetResponse(ev.Data) // reply in place: the handle owns Data
+			ev.Handle.Send(ev.Data)
+			ev.Handle.Detach()
+		}
+	}()
+
+	q := new(dns.Msg)
+	q.SetQuestion("example.org.", dns.TypeA)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := dnsmsg.Exchange(ctx, m, l.Addr().String(), q)
+	fmt.Println(r.Response, r.Question[0].Name, err)
+	// Output: true example.org. <nil>
+}

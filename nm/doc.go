@@ -1,0 +1,60 @@
+// Package nm is the network manager of netmgr: worker shards, handles,
+// event channels, errors, pause and resume, shutdown and statistics. It is
+// BIND 9's netmgr ("rainbow duck") re-thought for Go: callbacks become
+// typed channels, libuv becomes Go's net poller, and one event loop per CPU
+// becomes one shard per CPU.
+//
+// # Shards
+//
+// A Manager owns N shards (one per CPU by default). Every socket and handle
+// belongs to one shard for its whole life. Listening sockets are spread over
+// the shards with SO_REUSEPORT. Each shard has a job loop (Shard.Post), the
+// reader goroutines of its listening sockets, pools, and counters. With
+// Config.LockThreads or Config.Pin, a shard's long-lived goroutines are
+// locked to OS threads, pinned to the shard's CPU.
+//
+// # Events
+//
+// Conversations report on receive-only channels of Event. A channel
+// delivers 0..n events with Err == nil, then exactly one final event with
+// Err != nil, then it is closed; nothing is ever delivered after the final
+// event. On client handles, ErrTimedOut ends only the read it answers. The
+// final error says how the conversation ended:
+//
+//	shut down (closed, listener stopped, manager closing) while reading  ErrCanceled
+//	shut down while not reading (after ReadStop)                         ErrShuttingDown
+//	peer closed                                                          ErrEOF
+//	peer reset                                                           ErrConnReset
+//	server timeout                                                       ErrTimedOut
+//
+// A handle that was never read produces no event and is still released.
+// Events come from the shard, never from inside Send or Close on the
+// caller's stack.
+//
+// # Handles
+//
+// A Handle is one conversation, reference counted with Attach and Detach:
+// the last Detach ends it and returns the handle to its socket's pool, where
+// it keeps its user value (SetData) for the next conversation, after the
+// value's Reset hook. A listener gives the receiver of each request one
+// reference, which the receiver must Detach. Attach after the last Detach,
+// or one Detach too many, panics.
+//
+// # Pause
+//
+// Pause stops every shard at a safe point: until Resume no event is
+// delivered and no job runs. It is meant for changing configuration
+// atomically. A second Pause before Resume fails with ErrPaused.
+//
+// # Limits
+//
+// UDP listeners never wait for a slow consumer: when a listener's queue is
+// full, datagrams are dropped and counted (Counters.Dropped). Datagrams
+// larger than UDPConfig.MaxSize, or refused by UDPConfig.Filter, are dropped
+// and counted too.
+//
+// # Shutdown
+//
+// Manager.Close stops every listener, gives every live handle its final
+// event, and returns once every goroutine the library started has ended.
+package nm
