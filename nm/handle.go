@@ -15,6 +15,9 @@ type Socket interface {
 	// Send writes b for h. It returns when b was handed to the kernel or
 	// failed; the caller may reuse b at once.
 	Send(h *Handle, b []byte) error
+	// SendAsync queues b for h and returns at once. Unless it returns an
+	// error, done receives exactly one value when b was written or failed.
+	SendAsync(h *Handle, b []byte, done chan<- error) error
 	// Read starts reading and returns h's event channel.
 	Read(h *Handle) <-chan Event
 	// ReadStop pauses reading.
@@ -131,6 +134,17 @@ func (h *Handle) Data() any {
 // at once.
 func (h *Handle) Send(b []byte) error { return h.sock.Send(h, b) }
 
+// SendAsync queues b after the sends before it and returns at once; b must
+// not be modified until the send completes. If SendAsync returns nil, done
+// receives exactly one value: nil once b was handed to the kernel, or the
+// error that stopped it (ErrCanceled when the handle closed first). The
+// library waits for room in done, so give it a buffer as large as the sends
+// kept in flight, or drain it. If SendAsync returns an error (a closed
+// handle, a full send queue), done receives nothing.
+func (h *Handle) SendAsync(b []byte, done chan<- error) error {
+	return h.sock.SendAsync(h, b, done)
+}
+
 // Read starts reading and returns the handle's event channel; calling it
 // again returns the same channel. See Event for the channel's contract.
 func (h *Handle) Read() <-chan Event { return h.sock.Read(h) }
@@ -143,13 +157,45 @@ func (h *Handle) ReadStop() { h.sock.ReadStop(h) }
 // go; its final event, if it was read, comes from the shard.
 func (h *Handle) Close() { h.sock.Close(h) }
 
-// SetReadTimeout sets the timeout of each read on handles whose socket
-// supports it (client sockets); zero means none.
+// Timeouts of a conversation. A zero field means no timeout.
+type Timeouts struct {
+	// Initial bounds, on servers, the time from accepting a connection to
+	// its first data.
+	Initial time.Duration
+	// Idle bounds, on servers, the time between data events while reading.
+	Idle time.Duration
+	// Keepalive replaces Idle once the handle is marked with SetKeepalive.
+	Keepalive time.Duration
+	// Write bounds each send; a peer that does not read is reset.
+	Write time.Duration
+	// Read bounds, on clients, each read; it ends only that read.
+	Read time.Duration
+}
+
+// SetTimeouts replaces the handle's timeouts, on sockets that have them;
+// the others ignore it.
+func (h *Handle) SetTimeouts(t Timeouts) {
+	if s, ok := h.sock.(interface{ SetTimeouts(*Handle, Timeouts) }); ok {
+		s.SetTimeouts(h, t)
+	}
+}
+
+// SetReadTimeout sets the timeout of each read on client handles; zero
+// means none. Other handles ignore it.
 func (h *Handle) SetReadTimeout(d time.Duration) {
 	if s, ok := h.sock.(interface {
 		SetReadTimeout(*Handle, time.Duration)
 	}); ok {
 		s.SetReadTimeout(h, d)
+	}
+}
+
+// SetKeepalive marks the conversation as kept alive (EDNS tcp-keepalive):
+// its idle timeout becomes the keepalive timeout. Handles without timeouts
+// ignore it.
+func (h *Handle) SetKeepalive(on bool) {
+	if s, ok := h.sock.(interface{ SetKeepalive(*Handle, bool) }); ok {
+		s.SetKeepalive(h, on)
 	}
 }
 

@@ -159,7 +159,7 @@ func (m *Manager) Pause() error {
 		return ErrShuttingDown
 	}
 	for _, s := range m.shards {
-		s.gate.Lock()
+		s.pause()
 	}
 	m.paused = true
 	return nil
@@ -179,7 +179,7 @@ func (m *Manager) Resume() error {
 
 func (m *Manager) resumeLocked() {
 	for _, s := range m.shards {
-		s.gate.Unlock()
+		s.resume()
 	}
 	m.paused = false
 }

@@ -17,6 +17,10 @@ type Shard struct {
 	// gate is read-locked while the shard delivers events or runs a job;
 	// Pause write-locks it to stop the shard at a safe point.
 	gate sync.RWMutex
+	// pausing is closed by Pause before it locks gate, so that goroutines
+	// waiting in Deliver let go of the gate; Resume replaces it. Read under
+	// gate's read lock, replaced under its write lock.
+	pausing chan struct{}
 
 	jobsMu sync.Mutex
 	jobs   []func() // queued jobs; guarded by jobsMu
@@ -33,8 +37,9 @@ type Shard struct {
 
 func newShard(m *Manager, id int) *Shard {
 	return &Shard{
-		m:    m,
-		id:   id,
+		m:       m,
+		id:      id,
+		pausing: make(chan struct{}),
 		wake: make(chan struct{}, 1),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
@@ -160,3 +165,35 @@ func (s *Shard) Enter() { s.gate.RLock() }
 
 // Exit ends the work started by Enter.
 func (s *Shard) Exit() { s.gate.RUnlock() }
+
+// Deliver sends ev on ch, waiting for room, but never while the manager is
+// paused: an event is never delivered between Pause and Resume. It returns
+// false, without sending, as soon as wake is ready, so that the caller can
+// look at its state again (a close or a ReadStop). It must not be called
+// between Enter and Exit.
+func (s *Shard) Deliver(ch chan<- Event, ev Event, wake <-chan struct{}) bool {
+	for {
+		s.gate.RLock()
+		select {
+		case ch <- ev:
+			s.gate.RUnlock()
+			return true
+		case <-wake:
+			s.gate.RUnlock()
+			return false
+		case <-s.pausing:
+			// Let go of the gate; the next RLock waits for Resume.
+			s.gate.RUnlock()
+		}
+	}
+}
+
+func (s *Shard) pause() {
+	close(s.pausing)
+	s.gate.Lock()
+}
+
+func (s *Shard) resume() {
+	s.pausing = make(chan struct{})
+	s.gate.Unlock()
+}

@@ -214,6 +214,12 @@ func (s *udpListenSocket) Send(h *Handle, b []byte) error {
 	return nil
 }
 
+// SendAsync sends at once; done gets the result.
+func (s *udpListenSocket) SendAsync(h *Handle, b []byte, done chan<- error) error {
+	done <- s.Send(h, b)
+	return nil
+}
+
 // Read on a request handle has nothing to read: a UDP request is one
 // datagram, already delivered.
 func (s *udpListenSocket) Read(h *Handle) <-chan Event { return notSupported() }

@@ -123,6 +123,18 @@ func (c *udpClient) Send(h *Handle, b []byte) error {
 	return nil
 }
 
+// SendAsync sends at once; done gets the result.
+func (c *udpClient) SendAsync(h *Handle, b []byte, done chan<- error) error {
+	err := c.Send(h, b)
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	done <- err
+	return nil
+}
+
+func (c *udpClient) SetTimeouts(h *Handle, t Timeouts) { c.SetReadTimeout(h, t.Read) }
+
 func (c *udpClient) Read(h *Handle) <-chan Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
@@ -259,19 +271,15 @@ func (c *udpClient) tryDeliver(ev Event) bool {
 // deliver sends ev, waiting for room if the caller left the channel full.
 // It returns false if the handle was closed while waiting.
 func (c *udpClient) deliver(ev Event) bool {
-	for {
-		select {
-		case c.ch <- ev:
-			return true
-		case <-c.wake:
-			c.mu.Lock()
-			closing := c.closing
-			c.mu.Unlock()
-			if closing {
-				return false
-			}
+	for !c.h.shard.Deliver(c.ch, ev, c.wake) {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return false
 		}
 	}
+	return true
 }
 
 // finish delivers the final event, if the handle was ever read, and closes
