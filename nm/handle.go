@@ -206,6 +206,13 @@ func (h *Handle) resetData() {
 	}
 }
 
+// Socket returns the socket the handle is bound to, for transports.
+func (h *Handle) Socket() Socket { return h.sock }
+
+// Free calls the user value's Close hook and drops the value: for socket
+// implementations, when a released handle is freed for good.
+func (h *Handle) Free() { h.free() }
+
 // free calls the user value's Close hook when the handle is freed for good.
 func (h *Handle) free() {
 	if c, ok := h.Data().(io.Closer); ok {

@@ -97,6 +97,13 @@ func (m *Manager) NextShard() *Shard {
 // Done returns a channel closed when the manager starts closing.
 func (m *Manager) Done() <-chan struct{} { return m.ctx.Done() }
 
+// Context returns a context canceled when the manager starts closing, to
+// bound work such as a dial that must not outlive the manager.
+func (m *Manager) Context() context.Context { return m.ctx }
+
+// Closing reports whether the manager has started closing.
+func (m *Manager) Closing() bool { return m.ctx.Err() != nil }
+
 // Logger returns the manager's logger.
 func (m *Manager) Logger() *slog.Logger { return m.log }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // ListenUDP binds n UDP sockets to addr (network "udp", "udp4" or "udp6").
@@ -108,4 +109,23 @@ func IsClosed(err error) bool {
 
 func errf(format string, args ...any) error {
 	return fmt.Errorf("transport: "+format, args...)
+}
+
+// SetStreamOptions sets TCP_NODELAY (unless delay) and the keepalive probe
+// period (zero: the system's default; negative: off) on c.
+func SetStreamOptions(c *net.TCPConn, delay bool, keepAlive time.Duration) error {
+	if err := c.SetNoDelay(!delay); err != nil {
+		return err
+	}
+	if keepAlive < 0 {
+		return c.SetKeepAlive(false)
+	}
+	return c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: keepAlive, Interval: keepAlive})
+}
+
+// Reset closes c so that the peer gets a reset (RST) rather than an orderly
+// end of stream, dropping unsent data.
+func Reset(c *net.TCPConn) error {
+	c.SetLinger(0)
+	return c.Close()
 }

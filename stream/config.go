@@ -1,0 +1,82 @@
+package stream
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// Defaults of Config.
+const (
+	DefaultInitialTimeout = 30 * time.Second
+	DefaultIdleTimeout    = 30 * time.Second
+	DefaultKeepalive      = 30 * time.Second
+	DefaultWriteTimeout   = 30 * time.Second
+	DefaultBackpressure   = 64 << 10
+	DefaultSendQueue      = 1 << 20
+)
+
+// Config configures a listener or a dialed connection. The zero value is
+// ready to use; a config must not be modified after use.
+type Config struct {
+	// Timeouts of each connection; a zero field takes its default
+	// (DefaultInitialTimeout, DefaultIdleTimeout, DefaultKeepalive,
+	// DefaultWriteTimeout; no Read timeout), a negative one means none.
+	// Handles can change theirs with SetTimeouts.
+	Timeouts nm.Timeouts
+	// MaxConns caps a listener's concurrent connections; zero means no cap.
+	// At the cap the listener stops accepting, so new connections wait in
+	// the kernel's backlog, unless RefuseAtCap is set: then they are
+	// accepted and closed at once (counted as dropped).
+	MaxConns    int
+	RefuseAtCap bool
+	// Accept, if set, is called for each new connection before any read or
+	// TLS handshake; a non-nil error closes it unseen (counted as dropped).
+	// It must be safe for concurrent use.
+	Accept func(peer, local netip.AddrPort) error
+	// Backpressure is how many unsent bytes make a server connection stop
+	// reading until its peer has taken them. If zero, 64 KiB.
+	Backpressure int
+	// SendQueue is how many unsent bytes a connection queues at most; a send
+	// beyond it fails at once with nm.ErrQuota (the first send on an empty
+	// queue is always taken). If zero, 1 MiB.
+	SendQueue int
+	// Delay turns Nagle's algorithm back on (TCP_NODELAY is set otherwise).
+	Delay bool
+	// KeepAlive is the TCP keepalive probe period; zero uses the
+	// system's default, negative turns probes off.
+	KeepAlive time.Duration
+}
+
+func (c *Config) timeouts() nm.Timeouts {
+	t := c.Timeouts
+	def := func(d *time.Duration, v time.Duration) {
+		switch {
+		case *d == 0:
+			*d = v
+		case *d < 0:
+			*d = 0
+		}
+	}
+	def(&t.Initial, DefaultInitialTimeout)
+	def(&t.Idle, DefaultIdleTimeout)
+	def(&t.Keepalive, DefaultKeepalive)
+	def(&t.Write, DefaultWriteTimeout)
+	def(&t.Read, 0)
+	return t
+}
+
+func (c *Config) backpressure() int {
+	if c.Backpressure > 0 {
+		return c.Backpressure
+	}
+	return DefaultBackpressure
+}
+
+func (c *Config) sendQueue() int {
+	if c.SendQueue > 0 {
+		return c.SendQueue
+	}
+	return DefaultSendQueue
+}

@@ -1,0 +1,221 @@
+package stream
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// conn is the socket behind a stream handle: one TCP connection, with TLS
+// over it or not. Its reader goroutine owns the reading state machine and
+// delivers every event; Read, ReadStop, Close and the writer reach it
+// through mu and the wake channel. Writes are done by whoever holds the
+// writing flag under wmu: a Send caller, or a writer goroutine started by
+// SendAsync that ends when the queue is empty.
+type conn struct {
+	h      *nm.Handle
+	m      *nm.Manager
+	shard  *nm.Shard
+	stats  *nm.Counters
+	nc     net.Conn     // what is read and written: tcp, or the TLS conn over it
+	tcp    *net.TCPConn // the socket
+	tls    *tls.Conn    // nil for TCP
+	sr     *transport.StreamReader
+	l      *Listener // the listener that accepted it; nil on clients
+	server bool
+	born   time.Time // when it was accepted: the initial timeout runs from here
+
+	backpressure int
+	sendQueue    int
+
+	// ch carries the handle's events. Sender: the reader goroutine only,
+	// which closes it after the final event. Its one slot lets the reader
+	// read ahead by one event and leaves room for the final event.
+	ch chan nm.Event
+	// wake (buffer 1, non-blocking sends) tells the reader that the state
+	// under mu changed or that the send queue drained.
+	wake chan struct{}
+
+	mu        sync.Mutex
+	t         nm.Timeouts // guarded by mu
+	keepalive bool        // guarded by mu
+	started   bool        // Read was called; guarded by mu
+	reading   bool        // reading and not stopped; guarded by mu
+	gotData   bool        // the first data came: idle timeout from now on; guarded by mu
+	closing   bool        // shut down locally or by a fatal error; guarded by mu
+	reason    error       // the final error a shutdown gives, if not ErrCanceled/ErrShuttingDown; guarded by mu
+	deadline  time.Time   // client: when the armed read times out; guarded by mu
+
+	// Owned by the reader goroutine.
+	class int       // buffer class of the next read
+	inUse [2]*[]byte // buffers of the last two data events, still the consumer's
+
+	wmu     sync.Mutex
+	writing bool      // a goroutine is writing; guarded by wmu
+	queue   []sendReq // sends waiting for the writer; guarded by wmu
+	spare   []sendReq // the writer's drained queue, reused; owned by the writer
+	unsent  int       // bytes queued or being written; guarded by wmu
+	broken  error     // the socket can no longer be written; guarded by wmu
+	vec     net.Buffers
+	one     [1][]byte
+	tlsBuf  []byte
+
+	closeOnce sync.Once
+	quota     func() // releases the listener quota slot; nil if none
+	untrack   func()
+}
+
+type sendReq struct {
+	b    []byte
+	done chan<- error
+}
+
+func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
+	c := &conn{
+		m:            m,
+		shard:        shard,
+		stats:        shard.Counters(kind),
+		nc:           tcp,
+		tcp:          tcp,
+		tls:          tc,
+		born:         time.Now(),
+		backpressure: cfg.backpressure(),
+		sendQueue:    cfg.sendQueue(),
+		t:            cfg.timeouts(),
+		ch:           make(chan nm.Event, 1),
+		wake:         make(chan struct{}, 1),
+	}
+	if tc != nil {
+		c.nc = tc
+	} else {
+		sr, err := transport.NewStreamReader(tcp, c.getBuf, putBuf)
+		if err != nil {
+			return nil, err
+		}
+		c.sr = sr
+	}
+	if err := transport.SetStreamOptions(tcp, cfg.Delay, cfg.KeepAlive); err != nil {
+		return nil, err
+	}
+	untrack, err := m.Track(func() { c.shutdown(nil) })
+	if err != nil {
+		return nil, err
+	}
+	c.untrack = untrack
+	c.h = nm.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
+	return c, nil
+}
+
+// poke wakes the reader and interrupts its socket read. Called with mu held.
+func (c *conn) poke() {
+	c.signal()
+	c.nc.SetReadDeadline(aLongTimeAgo)
+}
+
+// signal wakes the reader without interrupting a read.
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// shutdown ends the conversation: the reader gives the final event (reason,
+// or ErrCanceled/ErrShuttingDown if nil) and closes the socket.
+func (c *conn) shutdown(reason error) {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing, c.reason = true, reason
+		c.poke()
+	}
+	c.mu.Unlock()
+}
+
+// closeSocket closes the socket once; reset sends an RST.
+func (c *conn) closeSocket(reset bool) {
+	c.closeOnce.Do(func() {
+		c.wmu.Lock()
+		if c.broken == nil {
+			c.broken = nm.ErrClosed
+		}
+		c.wmu.Unlock()
+		if reset {
+			transport.Reset(c.tcp)
+			return
+		}
+		if c.tls != nil {
+			// Sends close_notify, bounded by a write deadline.
+			c.tls.SetWriteDeadline(time.Now().Add(time.Second))
+			c.tls.Close()
+			return
+		}
+		c.tcp.Close()
+	})
+}
+
+// end runs once, when the reader goroutine ends.
+func (c *conn) end() {
+	c.mu.Lock()
+	c.closing = true
+	reset := c.reason == nm.ErrTimedOut
+	c.mu.Unlock()
+	c.closeSocket(reset)
+	if c.quota != nil {
+		c.quota()
+	}
+	c.untrack()
+	c.stats.Closed.Add(1)
+	c.stats.Active.Add(-1)
+}
+
+// Close implements nm.Socket: it shuts the conversation down at once;
+// pending sends fail.
+func (c *conn) Close(h *nm.Handle) { c.shutdown(nil) }
+
+// Released implements nm.Socket: the last reference is gone (and with it
+// every pending send, which holds one), so the conversation ends.
+func (c *conn) Released(h *nm.Handle) {
+	c.shutdown(nil)
+	h.Free()
+}
+
+func (c *conn) SetTimeouts(h *nm.Handle, t nm.Timeouts) {
+	c.mu.Lock()
+	c.t = t
+	if !c.server && t.Read > 0 && c.reading {
+		c.deadline = time.Now().Add(t.Read)
+	}
+	c.poke()
+	c.mu.Unlock()
+}
+
+func (c *conn) SetReadTimeout(h *nm.Handle, d time.Duration) {
+	c.mu.Lock()
+	t := c.t
+	c.mu.Unlock()
+	t.Read = d
+	c.SetTimeouts(h, t)
+}
+
+func (c *conn) SetKeepalive(h *nm.Handle, on bool) {
+	c.mu.Lock()
+	c.keepalive = on
+	c.poke()
+	c.mu.Unlock()
+}
+
+// TLSState returns the TLS state of a stream handle, and false for handles
+// that are not TLS connections.
+func TLSState(h *nm.Handle) (tls.ConnectionState, bool) {
+	c, ok := h.Socket().(*conn)
+	if !ok || c.tls == nil {
+		return tls.ConnectionState{}, false
+	}
+	return c.tls.ConnectionState(), true
+}

@@ -1,0 +1,216 @@
+package stream
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// tlsChunk is the most plaintext the writer hands to one TLS Write: the
+// queued replies are coalesced into as few records as that allows.
+const tlsChunk = 16 << 10
+
+var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// Send implements nm.Socket: it writes b and waits for the outcome. When no
+// write is in progress it writes from the caller's goroutine.
+func (c *conn) Send(h *nm.Handle, b []byte) error {
+	c.wmu.Lock()
+	if c.broken != nil {
+		c.wmu.Unlock()
+		return nm.ErrClosed
+	}
+	if c.writing {
+		c.wmu.Unlock()
+		done := donePool.Get().(chan error)
+		if err := c.SendAsync(h, b, done); err != nil {
+			donePool.Put(done)
+			return err
+		}
+		err := <-done
+		donePool.Put(done)
+		return err
+	}
+	c.writing = true
+	c.unsent += len(b)
+	c.wmu.Unlock()
+	c.one[0] = b
+	err := c.write(c.one[:])
+	c.one[0] = nil
+	c.wmu.Lock()
+	c.unsent -= len(b)
+	more := len(c.queue) > 0
+	if !more {
+		c.writing = false
+	}
+	c.wmu.Unlock()
+	c.signal()
+	if more {
+		c.startWriter()
+	}
+	return err
+}
+
+// SendAsync implements nm.Socket: it queues b for the writer goroutine.
+// The send holds a reference to h until it completes.
+func (c *conn) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	c.wmu.Lock()
+	switch {
+	case c.broken != nil:
+		c.wmu.Unlock()
+		return nm.ErrClosed
+	case c.unsent > 0 && c.unsent+len(b) > c.sendQueue:
+		c.wmu.Unlock()
+		c.stats.SendFailed.Add(1)
+		return nm.ErrQuota
+	}
+	h.Attach()
+	c.queue = append(c.queue, sendReq{b: b, done: done})
+	c.unsent += len(b)
+	start := !c.writing
+	c.writing = true
+	c.wmu.Unlock()
+	if start {
+		c.startWriter()
+	}
+	return nil
+}
+
+func (c *conn) startWriter() {
+	if err := c.m.Go(c.writeLoop); err != nil {
+		// The manager is closing: fail what is queued.
+		c.closeSocket(false)
+		c.writeLoop()
+	}
+}
+
+// writeLoop writes the queue until it is empty. Only the goroutine holding
+// the writing flag runs it.
+func (c *conn) writeLoop() {
+	var bufs [][]byte
+	for {
+		c.wmu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			c.wmu.Unlock()
+			c.signal()
+			return
+		}
+		batch := c.queue
+		c.queue = c.spare[:0]
+		broken := c.broken
+		c.wmu.Unlock()
+
+		n := 0
+		bufs = bufs[:0]
+		for _, r := range batch {
+			bufs = append(bufs, r.b)
+			n += len(r.b)
+		}
+		err := broken
+		if err == nil {
+			err = c.write(bufs)
+		}
+		c.wmu.Lock()
+		c.unsent -= n
+		c.wmu.Unlock()
+		c.signal()
+		for i := range batch {
+			c.complete(batch[i].done, err)
+			batch[i] = sendReq{}
+		}
+		c.spare = batch[:0]
+		clear(bufs)
+	}
+}
+
+// complete reports a send's outcome and drops its reference to the handle.
+// It waits for room in done, but not past the manager's shutdown.
+func (c *conn) complete(done chan<- error, err error) {
+	select {
+	case done <- err:
+	default:
+		select {
+		case done <- err:
+		case <-c.m.Done():
+			select {
+			case done <- err:
+			default:
+				c.m.Logger().Warn("stream: send completion dropped: done channel full at shutdown")
+			}
+		}
+	}
+	c.h.Detach()
+}
+
+// write writes bufs in order with the write timeout. A timeout resets the
+// connection; any failure makes later sends fail at once.
+func (c *conn) write(bufs [][]byte) error {
+	c.mu.Lock()
+	wt := c.t.Write
+	c.mu.Unlock()
+	var deadline time.Time
+	if wt > 0 {
+		deadline = time.Now().Add(wt)
+	}
+	c.nc.SetWriteDeadline(deadline)
+	var err error
+	if c.tls != nil {
+		err = c.writeTLS(bufs)
+	} else {
+		c.vec = append(c.vec[:0], bufs...)
+		_, err = c.vec.WriteTo(c.tcp)
+		clear(c.vec[:cap(c.vec)])
+	}
+	if err == nil {
+		c.stats.Sent.Add(int64(len(bufs)))
+		return nil
+	}
+	c.stats.SendFailed.Add(int64(len(bufs)))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nm.ErrTimedOut
+		c.shutdown(nm.ErrTimedOut)
+		c.closeSocket(true)
+	} else {
+		err = nm.MapError(err)
+	}
+	c.wmu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	c.wmu.Unlock()
+	return err
+}
+
+// writeTLS coalesces bufs into as few TLS records as possible.
+func (c *conn) writeTLS(bufs [][]byte) error {
+	if len(bufs) == 1 {
+		_, err := c.tls.Write(bufs[0])
+		return err
+	}
+	out := c.tlsBuf[:0]
+	for _, b := range bufs {
+		if len(out) > 0 && len(out)+len(b) > tlsChunk {
+			if _, err := c.tls.Write(out); err != nil {
+				return err
+			}
+			out = out[:0]
+		}
+		if len(b) >= tlsChunk {
+			if _, err := c.tls.Write(b); err != nil {
+				return err
+			}
+			continue
+		}
+		out = append(out, b...)
+	}
+	c.tlsBuf = out[:0]
+	if len(out) > 0 {
+		_, err := c.tls.Write(out)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// sessionCache resumes TLS sessions for DialTLS calls whose tls.Config has
+// no ClientSessionCache of its own.
+var sessionCache = tls.NewLRUClientSessionCache(0)
+
+// Dial connects to the TCP server at addr and returns the connection's
+// handle, whose one reference the caller owns. The connect timeout is
+// cfg.Timeouts.Initial (DefaultInitialTimeout if zero), within ctx. Exactly
+// one outcome: the handle, or an error matching nm.ErrConnRefused,
+// nm.ErrTimedOut, nm.ErrCanceled (ctx canceled) or nm.ErrShuttingDown (the
+// manager is closing).
+//
+// On client handles, cfg.Timeouts.Read bounds each wait for data while
+// reading: it delivers nm.ErrTimedOut and stops reading, and Read resumes.
+func Dial(ctx context.Context, m *nm.Manager, addr string, cfg Config) (*nm.Handle, error) {
+	return dial(ctx, m, addr, nil, cfg)
+}
+
+// DialTLS is Dial with TLS; the handshake completes within the connect
+// timeout. If tlsConf has no ServerName, the host of addr is used; if it has
+// no ClientSessionCache, a cache shared by DialTLS calls resumes sessions.
+func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*nm.Handle, error) {
+	if tlsConf == nil {
+		tlsConf = &tls.Config{}
+	}
+	return dial(ctx, m, addr, tlsConf, cfg)
+}
+
+func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*nm.Handle, error) {
+	kind := nm.TCP
+	if tlsConf != nil {
+		kind = nm.TLS
+	}
+	shard := m.NextShard()
+	stats := shard.Counters(kind)
+	if m.Closing() {
+		return nil, nm.ErrShuttingDown
+	}
+	t := cfg.timeouts()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(m.Context(), cancel)
+	defer stop()
+	if t.Initial > 0 {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithTimeout(ctx, t.Initial)
+		defer c2()
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		stats.BindFailed.Add(1)
+		return nil, dialError(ctx, m, err)
+	}
+	tc := nc.(*net.TCPConn)
+	var tlsConn *tls.Conn
+	if tlsConf != nil {
+		conf := tlsConf.Clone()
+		if conf.ServerName == "" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				conf.ServerName = host
+			}
+		}
+		if conf.ClientSessionCache == nil {
+			conf.ClientSessionCache = sessionCache
+		}
+		tlsConn = tls.Client(tc, conf)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			tc.Close()
+			stats.RecvFailed.Add(1)
+			return nil, dialError(ctx, m, err)
+		}
+	}
+	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	stats.Opened.Add(1)
+	stats.Active.Add(1)
+	if err := m.Go(c.run); err != nil {
+		c.end()
+		return nil, err
+	}
+	return c.h, nil
+}
+
+// dialError names why a dial failed.
+func dialError(ctx context.Context, m *nm.Manager, err error) error {
+	switch {
+	case m.Closing():
+		return nm.ErrShuttingDown
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nm.ErrTimedOut
+	case ctx.Err() != nil:
+		return nm.ErrCanceled
+	}
+	if _, ok := err.(*net.OpError); ok {
+		return nm.MapError(err)
+	}
+	return err
+}

@@ -1,0 +1,43 @@
+// Package stream gives raw byte streams over TCP and TLS behind one
+// interface: nm handles. Switching a listener or a dialer from TCP to TLS
+// changes one call (Listen to ListenTLS, Dial to DialTLS).
+//
+// # Events
+//
+// Listener.Conns delivers one event per accepted connection (after its TLS
+// handshake), then a final nm.ErrCanceled when the listener is closed.
+// h.Read() starts reading a connection and returns its channel: 0..n data
+// events, then exactly one final event, then the channel is closed:
+//
+//	shut down while reading (Close, last Detach, manager closing)  nm.ErrCanceled
+//	shut down while not reading (after ReadStop)                    nm.ErrShuttingDown
+//	peer closed (FIN, or TLS close_notify)                          nm.ErrEOF
+//	peer reset                                                      nm.ErrConnReset
+//	server initial or idle timeout, or write timeout               nm.ErrTimedOut
+//
+// A data event's Data is valid until the next receive from the channel. On
+// a client, a read timeout (Timeouts.Read) delivers nm.ErrTimedOut and stops
+// reading without ending the connection; Read resumes. After nm.ErrEOF the
+// connection stays open for writing (half-close) until the handle is closed.
+// A handle never read gets no event and is released at shutdown.
+//
+// # Sending
+//
+// Send writes and waits; SendAsync queues and reports on a channel. Sends on
+// one handle go out in order, each completes exactly once, and sends pending
+// when the connection closes complete with an error. A pending send holds a
+// reference to its handle, so the last Detach closes the connection only
+// after them; Close does not wait. Queued replies are written together: one
+// writev on TCP, as few records as possible on TLS.
+//
+// # Limits
+//
+// A server connection stops reading while more than Config.Backpressure
+// bytes (64 KiB) are unsent, and resumes below it, so a peer that does not
+// read cannot grow our memory; at most Config.SendQueue bytes (1 MiB) are
+// queued, beyond which SendAsync fails with nm.ErrQuota. A write that takes
+// longer than Timeouts.Write resets the connection. Config.MaxConns caps a
+// listener's connections; at the cap it stops accepting (connections wait in
+// the kernel's backlog) or, with RefuseAtCap, closes new ones at once. The
+// slot is released exactly once, however the connection ends.
+package stream

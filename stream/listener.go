@@ -1,0 +1,266 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// acceptQueue is the capacity of a listener's channel of new connections;
+// when it is full, connections wait (their goroutines block) until the
+// consumer takes them.
+const acceptQueue = 64
+
+// Listener accepts stream connections on one address, with one listening
+// socket per shard. Its methods are safe for concurrent use.
+type Listener struct {
+	m    *nm.Manager
+	cfg  Config
+	kind nm.Transport
+	addr netip.AddrPort
+	lns  []*net.TCPListener
+	tls  atomic.Pointer[tls.Config] // nil for TCP
+
+	// ch carries accepted connections. Senders: the connections' goroutines,
+	// after the TLS handshake. The last of the accept loops and pending
+	// deliveries to end sends the final event and closes it.
+	ch chan nm.Event
+	// done is closed by Close.
+	done chan struct{}
+	// quota holds one token per open connection when MaxConns is set.
+	quota   chan struct{}
+	refs    atomic.Int32 // accept loops and connections not yet delivered
+	once    sync.Once
+	untrack func()
+}
+
+// Listen accepts TCP connections on addr with one socket per shard of m.
+// ctx bounds the binding only.
+func Listen(ctx context.Context, m *nm.Manager, addr string, cfg Config) (*Listener, error) {
+	return listen(ctx, m, addr, nil, cfg)
+}
+
+// ListenTLS is Listen with TLS: the handshake completes before a connection
+// is delivered. tlsConf (its certificates, NextProtos for ALPN) can be
+// replaced with SetTLSConfig while the listener runs.
+func ListenTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*Listener, error) {
+	if tlsConf == nil {
+		return nil, errors.New("stream: ListenTLS needs a tls.Config")
+	}
+	return listen(ctx, m, addr, tlsConf, cfg)
+}
+
+func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*Listener, error) {
+	kind := nm.TCP
+	if tlsConf != nil {
+		kind = nm.TLS
+	}
+	if m.Closing() {
+		return nil, nm.ErrShuttingDown
+	}
+	lns, err := transport.ListenTCP(ctx, "tcp", addr, m.Workers())
+	if err != nil {
+		m.Shard(0).Counters(kind).BindFailed.Add(1)
+		return nil, err
+	}
+	l := &Listener{m: m, cfg: cfg, kind: kind, lns: lns, ch: make(chan nm.Event, acceptQueue), done: make(chan struct{})}
+	l.addr = transport.AddrPort(lns[0].Addr())
+	l.tls.Store(tlsConf)
+	if cfg.MaxConns > 0 {
+		l.quota = make(chan struct{}, cfg.MaxConns)
+	}
+	if l.untrack, err = m.Track(func() { l.Close() }); err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, err
+	}
+	l.refs.Store(int32(len(lns)))
+	for i, ln := range lns {
+		shard := m.Shard(i % m.Workers())
+		shard.Counters(kind).Opened.Add(1)
+		shard.Counters(kind).Active.Add(1)
+		if err := m.Go(func() { l.acceptLoop(shard, ln) }); err != nil {
+			ln.Close()
+			l.unref()
+		}
+	}
+	return l, nil
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() netip.AddrPort { return l.addr }
+
+// Conns returns the channel of accepted connections: one event per
+// connection, whose handle the receiver owns (one reference), then, after
+// Close or the manager's Close, one final event with nm.ErrCanceled; then it
+// is closed. Connections already delivered stay open when the listener
+// closes; the manager's Close ends them.
+func (l *Listener) Conns() <-chan nm.Event { return l.ch }
+
+// SetTLSConfig replaces the TLS configuration for connections accepted from
+// now on. It does nothing on a TCP listener.
+func (l *Listener) SetTLSConfig(c *tls.Config) {
+	if c != nil && l.tls.Load() != nil {
+		l.tls.Store(c)
+	}
+}
+
+// Close stops accepting. It does not wait; the final event follows on Conns.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		for _, ln := range l.lns {
+			ln.Close()
+		}
+	})
+	return nil
+}
+
+func (l *Listener) unref() {
+	if l.refs.Add(-1) == 0 {
+		l.untrack()
+		nm.Finalize(l.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+	}
+}
+
+func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
+	shard.Bind()
+	defer runtime.UnlockOSThread()
+	defer l.unref()
+	stats := shard.Counters(l.kind)
+	defer func() {
+		stats.Closed.Add(1)
+		stats.Active.Add(-1)
+	}()
+	backoff := time.Duration(0)
+	for {
+		if l.quota != nil && !l.cfg.RefuseAtCap {
+			select {
+			case l.quota <- struct{}{}:
+			case <-l.done:
+				return
+			}
+		}
+		tc, err := ln.AcceptTCP()
+		if err != nil {
+			l.release()
+			if transport.IsClosed(err) {
+				return
+			}
+			// Out of descriptors, say: back off as net/http does.
+			stats.RecvFailed.Add(1)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(backoff):
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		stats.Accepted.Add(1)
+		l.accepted(shard, tc)
+	}
+}
+
+// accepted vets a new connection and starts its goroutine.
+func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
+	stats := shard.Counters(l.kind)
+	if l.quota != nil && l.cfg.RefuseAtCap {
+		select {
+		case l.quota <- struct{}{}:
+		default:
+			stats.Dropped.Add(1)
+			tc.Close()
+			return
+		}
+	}
+	if f := l.cfg.Accept; f != nil {
+		if f(transport.AddrPort(tc.RemoteAddr()), transport.AddrPort(tc.LocalAddr())) != nil {
+			stats.Dropped.Add(1)
+			tc.Close()
+			l.release()
+			return
+		}
+	}
+	var tlsConn *tls.Conn
+	if conf := l.tls.Load(); conf != nil {
+		tlsConn = tls.Server(tc, conf)
+	}
+	c, err := newConn(l.m, shard, l.kind, tc, tlsConn, &l.cfg)
+	if err != nil {
+		stats.Dropped.Add(1)
+		tc.Close()
+		l.release()
+		return
+	}
+	c.server, c.l = true, l
+	if l.quota != nil {
+		c.quota = l.release
+	}
+	stats.Active.Add(1)
+	l.refs.Add(1)
+	if err := l.m.Go(c.run); err != nil {
+		l.refs.Add(-1)
+		c.end()
+	}
+}
+
+// release gives a quota token back.
+func (l *Listener) release() {
+	if l.quota != nil {
+		<-l.quota
+	}
+}
+
+// deliver runs on the connection's goroutine: it completes the TLS
+// handshake within the initial timeout and hands the connection to the
+// consumer. It returns false if the connection did not make it.
+func (l *Listener) deliver(c *conn) bool {
+	defer l.unref()
+	if c.tls != nil {
+		c.mu.Lock()
+		initial := c.t.Initial
+		c.mu.Unlock()
+		if initial > 0 {
+			c.tcp.SetDeadline(c.born.Add(initial))
+		}
+		// The manager's context interrupts a handshake when it closes.
+		err := c.tls.HandshakeContext(l.m.Context())
+		c.tcp.SetDeadline(time.Time{})
+		if err != nil {
+			c.stats.RecvFailed.Add(1)
+			l.m.Logger().Debug("stream: TLS handshake failed", "peer", c.h.PeerAddr(), "err", err)
+			c.h.Detach()
+			return false
+		}
+	}
+	for {
+		select {
+		case <-l.done:
+			c.h.Detach()
+			return false
+		default:
+		}
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			c.h.Detach()
+			return false
+		}
+		if c.shard.Deliver(l.ch, nm.Event{Handle: c.h}, l.done) {
+			return true
+		}
+	}
+}
