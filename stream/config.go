@@ -28,7 +28,8 @@ type Config struct {
 	// MaxConns caps a listener's concurrent connections; zero means no cap.
 	// At the cap the listener stops accepting, so new connections wait in
 	// the kernel's backlog, unless RefuseAtCap is set: then they are
-	// accepted and closed at once (counted as dropped).
+	// accepted and closed at once (counted as dropped). A listener with a
+	// waiting cap uses one listening socket rather than one per shard.
 	MaxConns    int
 	RefuseAtCap bool
 	// Accept, if set, is called for each new connection before any read or

@@ -219,3 +219,16 @@ func TLSState(h *nm.Handle) (tls.ConnectionState, bool) {
 	}
 	return c.tls.ConnectionState(), true
 }
+
+// CloseWrite shuts down the writing side of a stream handle (a TCP FIN, or
+// a TLS close_notify) after the sends in progress; reading goes on.
+func CloseWrite(h *nm.Handle) error {
+	c, ok := h.Socket().(*conn)
+	if !ok {
+		return nm.ErrNotSupported
+	}
+	if c.tls != nil {
+		return c.tls.CloseWrite()
+	}
+	return c.tcp.CloseWrite()
+}

@@ -187,7 +187,9 @@ func (c *conn) deliver(ev nm.Event, data bool) bool {
 func (c *conn) readFailed(err error, deadline time.Time) (final error, keepOpen, done bool) {
 	c.mu.Lock()
 	switch {
-	case c.closing:
+	case c.closing || c.m.Closing():
+		// A local shutdown; when the whole manager closes, the peer's
+		// reset (ours, from the other end) is part of it too.
 		c.mu.Unlock()
 		return nil, false, true
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -67,7 +67,14 @@ func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config
 	if m.Closing() {
 		return nil, nm.ErrShuttingDown
 	}
-	lns, err := transport.ListenTCP(ctx, "tcp", addr, m.Workers())
+	sockets := m.Workers()
+	if cfg.MaxConns > 0 && !cfg.RefuseAtCap {
+		// A waiting quota needs one acceptor: with one socket per shard, a
+		// shard holding the free slot could wait on an empty socket while
+		// the waiting connection sits in another shard's backlog.
+		sockets = 1
+	}
+	lns, err := transport.ListenTCP(ctx, "tcp", addr, sockets)
 	if err != nil {
 		m.Shard(0).Counters(kind).BindFailed.Add(1)
 		return nil, err
@@ -143,8 +150,9 @@ func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
 		stats.Active.Add(-1)
 	}()
 	backoff := time.Duration(0)
+	waits := l.quota != nil && !l.cfg.RefuseAtCap
 	for {
-		if l.quota != nil && !l.cfg.RefuseAtCap {
+		if waits {
 			select {
 			case l.quota <- struct{}{}:
 			case <-l.done:
@@ -153,7 +161,9 @@ func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
 		}
 		tc, err := ln.AcceptTCP()
 		if err != nil {
-			l.release()
+			if waits {
+				l.release()
+			}
 			if transport.IsClosed(err) {
 				return
 			}
