@@ -40,9 +40,9 @@ func newShard(m *Manager, id int) *Shard {
 		m:       m,
 		id:      id,
 		pausing: make(chan struct{}),
-		wake: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 

@@ -51,7 +51,7 @@ type conn struct {
 	deadline  time.Time   // client: when the armed read times out; guarded by mu
 
 	// Owned by the reader goroutine.
-	class int       // buffer class of the next read
+	class int        // buffer class of the next read
 	inUse [2]*[]byte // buffers of the last two data events, still the consumer's
 
 	wmu     sync.Mutex
