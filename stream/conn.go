@@ -55,12 +55,13 @@ type conn struct {
 	inUse [2]*[]byte // buffers of the last two data events, still the consumer's
 
 	wmu     sync.Mutex
-	writing bool      // a goroutine is writing; guarded by wmu
-	queue   []sendReq // sends waiting for the writer; guarded by wmu
-	spare   []sendReq // the writer's drained queue, reused; owned by the writer
-	unsent  int       // bytes queued or being written; guarded by wmu
-	broken  error     // the socket can no longer be written; guarded by wmu
-	vec     net.Buffers
+	writing bool        // a goroutine is writing; guarded by wmu
+	queue   []sendReq   // sends waiting for the writer; guarded by wmu
+	spare   []sendReq   // the writer's drained queue, reused; owned by the writer
+	unsent  int         // bytes queued or being written; guarded by wmu
+	broken  error       // the socket can no longer be written; guarded by wmu
+	vec     net.Buffers // writev's vector, consumed by each write; owned by the writer
+	vecBuf  [][]byte    // vec's backing array, kept for reuse; owned by the writer
 	one     [1][]byte
 	tlsBuf  []byte
 

@@ -160,10 +160,14 @@ func (c *conn) write(bufs [][]byte) error {
 	var err error
 	if c.tls != nil {
 		err = c.writeTLS(bufs)
+	} else if len(bufs) == 1 {
+		_, err = c.tcp.Write(bufs[0])
 	} else {
-		c.vec = append(c.vec[:0], bufs...)
+		// WriteTo consumes vec; vecBuf keeps the backing array for reuse.
+		c.vecBuf = append(c.vecBuf[:0], bufs...)
+		c.vec = c.vecBuf
 		_, err = c.vec.WriteTo(c.tcp)
-		clear(c.vec[:cap(c.vec)])
+		clear(c.vecBuf)
 	}
 	if err == nil {
 		c.stats.Sent.Add(int64(len(bufs)))

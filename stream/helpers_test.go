@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -144,4 +145,11 @@ func readN(t testing.TB, h *nm.Handle, n int) []byte {
 		got = append(got, ev.Data...)
 	}
 	return got
+}
+
+// tlsClient wraps a plain connection in a TLS client for benchmarks.
+func tlsClient(c net.Conn) net.Conn {
+	conf := clientTLS.Clone()
+	conf.ServerName = "localhost"
+	return tls.Client(c, conf)
 }
