@@ -480,3 +480,54 @@ func TestHalfClose(t *testing.T) {
 		t.Errorf("client read %q", got)
 	}
 }
+
+func TestSendsInOrderFromManyGoroutines(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 2)
+		l := k.mustListen(t, m, stream.Config{})
+		c := k.mustDial(t, m, l, stream.Config{})
+		defer c.Detach()
+		s := accept(t, l)
+		defer s.Detach()
+		// One goroutine queues 200 messages with SendAsync while four
+		// others Send; each goroutine's messages arrive whole and in order.
+		const n = 200
+		done := make(chan error, n)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for i := 0; i < n; i++ {
+				if err := s.SendAsync(fmt.Appendf(nil, "[a %03d]", i), done); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		for g := 0; g < 4; g++ {
+			wg.Go(func() {
+				for i := 0; i < n; i++ {
+					if err := s.Send(fmt.Appendf(nil, "[%d %03d]", g, i)); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		got := readN(t, c, 5*n*len("[a 000]"))
+		wg.Wait()
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		next := map[byte]int{}
+		for i := 0; i < len(got); i += 7 {
+			var who byte
+			var seq int
+			if _, err := fmt.Sscanf(string(got[i:i+7]), "[%c %03d]", &who, &seq); err != nil {
+				t.Fatalf("garbled at %d: %q", i, got[i:i+7])
+			}
+			if seq != next[who] {
+				t.Fatalf("sender %c: message %d after %d", who, seq, next[who]-1)
+			}
+			next[who]++
+		}
+	})
+}

@@ -5,6 +5,7 @@ package echo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/internal/certs"
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
 )
 
 // Options says where to listen. An empty address turns that listener off.
@@ -38,7 +40,8 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, errors.New("nmecho: -cert and -key go together")
 	}
-	if _, err := certs.Load(o.CertFile, o.KeyFile); err != nil {
+	cert, err := certs.Load(o.CertFile, o.KeyFile)
+	if err != nil {
 		return nil, fmt.Errorf("nmecho: certificate: %w", err)
 	}
 	m, err := nm.New(nm.Config{Workers: o.Workers})
@@ -57,14 +60,62 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			s.wg.Go(func() { serve(l) })
 		}
 	}
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
+		return nil, err
+	}
+	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, tlsConf); err != nil {
+		return nil, err
+	}
 	for _, x := range []struct{ name, addr string }{
-		{"tcp", o.TCP}, {"dot", o.DoT}, {"doh", o.DoH}, {"echo", o.Echo}, {"tls-echo", o.TLSEcho},
+		{"tcp", o.TCP}, {"dot", o.DoT}, {"doh", o.DoH},
 	} {
 		if x.addr != "" {
 			s.notes = append(s.notes, fmt.Sprintf("%s on %s: not in this version yet", x.name, x.addr))
 		}
 	}
 	return s, nil
+}
+
+// startEcho starts a raw stream echo listener on addr, if addr is set.
+func (s *Server) startEcho(ctx context.Context, name, addr string, tlsConf *tls.Config) error {
+	if addr == "" {
+		return nil
+	}
+	var l *stream.Listener
+	var err error
+	if tlsConf != nil {
+		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, stream.Config{})
+	} else {
+		l, err = stream.Listen(ctx, s.m, addr, stream.Config{})
+	}
+	if err != nil {
+		s.m.Close()
+		return fmt.Errorf("nmecho: %s: %w", name, err)
+	}
+	s.addrs[name] = l.Addr()
+	s.wg.Go(func() {
+		for ev := range l.Conns() {
+			if ev.Err != nil {
+				continue
+			}
+			s.wg.Go(func() { echoStream(ev.Handle) })
+		}
+	})
+	return nil
+}
+
+// echoStream sends back every chunk read on h until its final event.
+func echoStream(h *nm.Handle) {
+	defer h.Detach()
+	for ev := range h.Read() {
+		if ev.Err != nil {
+			return
+		}
+		if h.Send(ev.Data) != nil {
+			h.Close()
+		}
+	}
 }
 
 // serve answers requests until the listener's channel closes.
@@ -101,7 +152,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp"} {
+	for _, name := range []string{"udp", "echo", "tls-echo"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
 		}

@@ -2,6 +2,9 @@ package echo
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/nm/nmtest"
 	"go.uber.org/goleak"
 )
 
@@ -115,6 +119,35 @@ func TestDnsperfUDPNoLoss(t *testing.T) {
 	for _, want := range []string{"Queries completed:    2000 (100.00%)", "Queries lost:         0 (0.00%)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("dnsperf output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestStreamEcho(t *testing.T) {
+	s, err := Start(context.Background(), Options{Echo: "127.0.0.1:0", TLSEcho: "127.0.0.1:0", Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	plain, _ := s.Addr("echo")
+	secure, _ := s.Addr("tls-echo")
+	c1, err := net.Dial("tcp", plain.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := tls.Dial("tcp", secure.String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for _, c := range []net.Conn{c1, c2} {
+		c.SetDeadline(time.Now().Add(nmtest.Timeout))
+		msg := []byte("echo me")
+		c.Write(msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != string(msg) {
+			t.Errorf("echo %q, %v; want %q", got, err, msg)
 		}
 	}
 }
