@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -25,6 +26,18 @@ type kind struct {
 	listen func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*stream.Listener, error)
 	dial   func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*nm.Handle, error)
 	stat   nm.Transport
+	// maxConns is the quota every listener of this kind gets: the scenarios
+	// run again with a quota of 1.
+	maxConns int
+}
+
+// sockets returns how many listening sockets a listener of this kind has on
+// a manager with the given shards.
+func (k kind) sockets(workers int) int {
+	if k.maxConns > 0 {
+		return 1 // a waiting quota has one acceptor
+	}
+	return workers
 }
 
 var serverTLS, clientTLS = tlsConfigs()
@@ -41,17 +54,29 @@ func tlsConfigs() (*tls.Config, *tls.Config) {
 }
 
 var kinds = []kind{
-	{"tcp", stream.Listen, stream.Dial, nm.TCP},
+	{"tcp", stream.Listen, stream.Dial, nm.TCP, 0},
 	{"tls", func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*stream.Listener, error) {
 		return stream.ListenTLS(ctx, m, addr, serverTLS, cfg)
 	}, func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*nm.Handle, error) {
 		return stream.DialTLS(ctx, m, addr, clientTLS, cfg)
-	}, nm.TLS},
+	}, nm.TLS, 0},
 }
 
+// forKinds runs a scenario over TCP and TLS.
 func forKinds(t *testing.T, fn func(t *testing.T, k kind)) {
 	for _, k := range kinds {
 		t.Run(k.name, func(t *testing.T) { fn(t, k) })
+	}
+}
+
+// forKindsAndQuota runs a scenario over TCP and TLS, each without a quota
+// and with a quota of 1 connection.
+func forKindsAndQuota(t *testing.T, fn func(t *testing.T, k kind)) {
+	for _, k := range kinds {
+		for _, q := range []int{0, 1} {
+			k.maxConns = q
+			t.Run(fmt.Sprintf("%s/quota%d", k.name, q), func(t *testing.T) { fn(t, k) })
+		}
 	}
 }
 
@@ -67,6 +92,9 @@ func newManager(t testing.TB, workers int) *nm.Manager {
 
 func (k kind) mustListen(t testing.TB, m *nm.Manager, cfg stream.Config) *stream.Listener {
 	t.Helper()
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = k.maxConns
+	}
 	l, err := k.listen(context.Background(), m, "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)

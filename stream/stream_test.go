@@ -18,7 +18,7 @@ import (
 )
 
 func TestListenConnectNoTraffic(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 2)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{})
@@ -32,15 +32,16 @@ func TestListenConnectNoTraffic(t *testing.T) {
 		s.Detach()
 		m.Close()
 		st := m.Stats().Of(k.stat)
-		// 2 listening sockets + 1 client opened; 1 accepted; all closed.
-		if st.Opened != 3 || st.Accepted != 1 || st.Closed != 4 || st.Active != 0 || st.Received != 0 {
+		// The listening sockets and 1 client opened; 1 accepted; all closed.
+		socks := int64(k.sockets(2))
+		if st.Opened != socks+1 || st.Accepted != 1 || st.Closed != socks+2 || st.Active != 0 || st.Received != 0 {
 			t.Errorf("stats %+v", st)
 		}
 	})
 }
 
 func TestServerNeverReads(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 2)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{})
@@ -59,7 +60,7 @@ func TestServerNeverReads(t *testing.T) {
 }
 
 func TestShutdownBeforeConnect(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 1)
 		l := k.mustListen(t, m, stream.Config{})
 		addr := l.Addr().String()
@@ -93,7 +94,7 @@ func TestDialRefusedAndTimedOut(t *testing.T) {
 }
 
 func TestShutdownWithReadAndSendPending(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 2)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{})
@@ -127,7 +128,7 @@ func TestShutdownWithReadAndSendPending(t *testing.T) {
 }
 
 func TestClientTimeoutRecovery(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 2)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{Timeouts: nm.Timeouts{Read: 30 * time.Millisecond}})
@@ -160,7 +161,7 @@ func TestServerIdleTimeoutIsFinal(t *testing.T) {
 }
 
 func TestEchoOneAndTwoConnections(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		for _, n := range []int{1, 2} {
 			m := newManager(t, 2)
 			l := k.mustListen(t, m, stream.Config{})
@@ -190,7 +191,7 @@ func TestEchoOneAndTwoConnections(t *testing.T) {
 }
 
 func TestEveryShard100Messages(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		const workers, n = 4, 100
 		m := newManager(t, workers)
 		l := k.mustListen(t, m, stream.Config{})
@@ -221,7 +222,8 @@ func TestEveryShard100Messages(t *testing.T) {
 		// read, and the clients read them all back.
 		clientSent := int64(workers * n)
 		serverSent := st.Sent - clientSent
-		if st.Accepted != workers || st.Opened != 2*workers || st.Closed != 3*workers || st.Active != 0 ||
+		socks := int64(k.sockets(workers))
+		if st.Accepted != workers || st.Opened != socks+workers || st.Closed != socks+2*workers || st.Active != 0 ||
 			serverSent < clientSent || st.Received < 2*clientSent || st.SendFailed != 0 || st.RecvFailed != 0 {
 			t.Errorf("stats %+v", st)
 		}
@@ -286,7 +288,7 @@ func TestQuotaRefuse(t *testing.T) {
 }
 
 func TestReadStopThenCloseIsShuttingDown(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 1)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{})
@@ -302,7 +304,7 @@ func TestReadStopThenCloseIsShuttingDown(t *testing.T) {
 }
 
 func TestCloseWhileReadingIsCanceled(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 1)
 		l := k.mustListen(t, m, stream.Config{})
 		c := k.mustDial(t, m, l, stream.Config{})
@@ -320,7 +322,7 @@ func TestCloseWhileReadingIsCanceled(t *testing.T) {
 }
 
 func TestEchoOneMiB(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 2)
 		l := k.mustListen(t, m, stream.Config{})
 		wait := echoServer(l)
@@ -429,12 +431,11 @@ func TestBackpressureStopsReading(t *testing.T) {
 }
 
 func TestAcceptFilter(t *testing.T) {
-	forKinds(t, func(t *testing.T, k kind) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 1)
-		var refused bool
+		var calls atomic.Int32
 		l := k.mustListen(t, m, stream.Config{Accept: func(peer, local netip.AddrPort) error {
-			if !refused {
-				refused = true
+			if calls.Add(1) == 1 {
 				return errors.New("not you")
 			}
 			return nil
@@ -529,5 +530,29 @@ func TestSendsInOrderFromManyGoroutines(t *testing.T) {
 			}
 			next[who]++
 		}
+	})
+}
+
+func TestKeepaliveReplacesIdle(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{Timeouts: nm.Timeouts{Idle: 20 * time.Millisecond, Keepalive: nmtest.Timeout}})
+		c := k.mustDial(t, m, l, stream.Config{})
+		defer c.Detach()
+		s := accept(t, l)
+		defer s.Detach()
+		c.Send([]byte("1"))
+		if ev := nmtest.NextErr(t, s.Read(), nil); string(ev.Data) != "1" {
+			t.Fatalf("read %q", ev.Data)
+		}
+		s.SetKeepalive(true)
+		// Well past the idle timeout, the connection is still up.
+		select {
+		case ev := <-s.Read():
+			t.Fatalf("event %v during keepalive", ev.Err)
+		case <-time.After(5 * quiet):
+		}
+		s.SetKeepalive(false)
+		nmtest.ExpectFinal(t, s.Read(), 0, nm.ErrTimedOut)
 	})
 }

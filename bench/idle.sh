@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Measure nmecho's memory per idle stream connection: RSS (VmRSS) growth and
+# Go heap+stacks, divided by the number of connections. The kernel's socket
+# memory is not in RSS.
+#
+# usage: bench/idle.sh [tcp|tls] [connections] [idle|echo]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-tcp}
+n=${2:-10000}
+mode=${3:-idle}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+tmp=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; exec 3>&- 2>/dev/null || true; rm -rf "$tmp"' EXIT
+go build -o "$tmp/nmecho" ./cmd/nmecho
+go build -o "$tmp/idleclient" ./bench/idleclient
+flag=-echo; tlsflag=
+[ "$kind" = tls ] && { flag=-tls-echo; tlsflag=-tls; }
+echoflag=
+[ "$mode" = echo ] && echoflag=-echo
+GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" &
+pid=$!
+sleep 0.5
+rss() { awk '/VmRSS/{print $2}' "/proc/$pid/status"; }
+before=$(rss)
+mkfifo "$tmp/in"
+"$tmp/idleclient" -addr 127.0.0.1:5301 -n "$n" $tlsflag $echoflag <"$tmp/in" >"$tmp/client.out" &
+cpid=$!
+exec 3>"$tmp/in"
+until grep -q ready "$tmp/client.out" 2>/dev/null; do sleep 0.2; kill -0 $cpid; done
+sleep 1
+after=$(rss)
+threads=$(awk '/Threads/{print $2}' "/proc/$pid/status")
+exec 3>&-
+wait $cpid
+awk -v b="$before" -v a="$after" -v n="$n" -v k="$kind" -v m="$mode" -v th="$threads" \
+	'BEGIN { printf "%s %s: %d connections, nmecho RSS %d KiB -> %d KiB: %.2f KiB per connection (%d threads)\n", k, m, n, b, a, (a - b) / n, th }'
