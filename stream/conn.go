@@ -136,6 +136,12 @@ func (c *conn) shutdown(reason error) {
 		c.poke()
 	}
 	c.mu.Unlock()
+	// No new send from now on; queued ones fail with the socket.
+	c.wmu.Lock()
+	if c.broken == nil {
+		c.broken = nm.ErrClosed
+	}
+	c.wmu.Unlock()
 }
 
 // closeSocket closes the socket once; reset sends an RST.

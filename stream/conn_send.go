@@ -111,8 +111,11 @@ func (c *conn) writeLoop() {
 			n += len(r.b)
 		}
 		err := broken
-		if err == nil {
+		switch {
+		case err == nil:
 			err = c.write(bufs)
+		case err == nm.ErrClosed:
+			err = nm.ErrCanceled // queued, then the handle closed
 		}
 		c.wmu.Lock()
 		c.unsent -= n
