@@ -14,15 +14,7 @@ import (
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
-func newManager(t testing.TB, workers int) *nm.Manager {
-	t.Helper()
-	m, err := nm.New(nm.Config{Workers: workers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
+func newManager(t testing.TB, workers int) *nm.Manager { return nmtest.Manager(t, workers) }
 
 // echoServer answers each request with reply(request) until the listener
 // closes; the returned function waits for it and returns what it saw.

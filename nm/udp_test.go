@@ -18,15 +18,7 @@ import (
 // shortTimeout is a client read timeout for tests that expect timeouts.
 const shortTimeout = 30 * time.Millisecond
 
-func newManager(t testing.TB, workers int) *nm.Manager {
-	t.Helper()
-	m, err := nm.New(nm.Config{Workers: workers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
+func newManager(t testing.TB, workers int) *nm.Manager { return nmtest.Manager(t, workers) }
 
 func listen(t testing.TB, m *nm.Manager, cfg nm.UDPConfig) *nm.UDPListener {
 	t.Helper()

@@ -80,15 +80,7 @@ func forKindsAndQuota(t *testing.T, fn func(t *testing.T, k kind)) {
 	}
 }
 
-func newManager(t testing.TB, workers int) *nm.Manager {
-	t.Helper()
-	m, err := nm.New(nm.Config{Workers: workers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
+func newManager(t testing.TB, workers int) *nm.Manager { return nmtest.Manager(t, workers) }
 
 func (k kind) mustListen(t testing.TB, m *nm.Manager, cfg stream.Config) *stream.Listener {
 	t.Helper()

@@ -177,3 +177,9 @@ func TestPinThread(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func closeAll(conns []*net.UDPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}

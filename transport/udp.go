@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -15,36 +16,30 @@ import (
 // a single socket is returned. If addr has port 0, the first socket picks a
 // port and the others bind to the same one.
 func ListenUDP(ctx context.Context, network, addr string, n int) ([]*net.UDPConn, error) {
-	if n < 1 {
-		n = 1
-	}
-	if !ReusePortSupported {
-		n = 1
-	}
-	lc := net.ListenConfig{}
-	if n > 1 {
-		lc.Control = reusePortControl
-	}
-	conns := make([]*net.UDPConn, 0, n)
-	for i := 0; i < n; i++ {
+	return bindN(n, addr, func(lc *net.ListenConfig, addr string) (*net.UDPConn, string, error) {
 		pc, err := lc.ListenPacket(ctx, network, addr)
 		if err != nil {
-			closeAll(conns)
-			return nil, err
+			return nil, "", err
 		}
-		c := pc.(*net.UDPConn)
-		conns = append(conns, c)
-		if i == 0 {
-			// Later sockets bind to the port the first one got.
-			addr = c.LocalAddr().String()
-		}
-	}
-	return conns, nil
+		return pc.(*net.UDPConn), pc.LocalAddr().String(), nil
+	})
 }
 
 // ListenTCP binds n TCP listening sockets to addr, spread with SO_REUSEPORT
 // as ListenUDP does.
 func ListenTCP(ctx context.Context, network, addr string, n int) ([]*net.TCPListener, error) {
+	return bindN(n, addr, func(lc *net.ListenConfig, addr string) (*net.TCPListener, string, error) {
+		l, err := lc.Listen(ctx, network, addr)
+		if err != nil {
+			return nil, "", err
+		}
+		return l.(*net.TCPListener), l.Addr().String(), nil
+	})
+}
+
+// bindN binds n sockets to addr with bind, SO_REUSEPORT set when n > 1;
+// after the first, addr is the address it got, so port 0 is shared.
+func bindN[S io.Closer](n int, addr string, bind func(lc *net.ListenConfig, addr string) (S, string, error)) ([]S, error) {
 	if n < 1 || !ReusePortSupported {
 		n = 1
 	}
@@ -52,22 +47,19 @@ func ListenTCP(ctx context.Context, network, addr string, n int) ([]*net.TCPList
 	if n > 1 {
 		lc.Control = reusePortControl
 	}
-	ls := make([]*net.TCPListener, 0, n)
+	socks := make([]S, 0, n)
 	for i := 0; i < n; i++ {
-		l, err := lc.Listen(ctx, network, addr)
+		s, bound, err := bind(&lc, addr)
 		if err != nil {
-			for _, l := range ls {
-				l.Close()
+			for _, s := range socks {
+				s.Close()
 			}
 			return nil, err
 		}
-		tl := l.(*net.TCPListener)
-		ls = append(ls, tl)
-		if i == 0 {
-			addr = tl.Addr().String()
-		}
+		socks = append(socks, s)
+		addr = bound
 	}
-	return ls, nil
+	return socks, nil
 }
 
 // DialUDP opens a connected UDP socket to addr.
@@ -94,12 +86,6 @@ func AddrPort(a net.Addr) netip.AddrPort {
 		return ap
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
-func closeAll(conns []*net.UDPConn) {
-	for _, c := range conns {
-		c.Close()
-	}
 }
 
 // IsClosed reports whether err says the socket was closed locally.

@@ -135,3 +135,15 @@ func Closed(t testing.TB, ch <-chan nm.Event, timeout time.Duration) {
 		t.Fatalf("nmtest: channel not closed within %v", timeout)
 	}
 }
+
+// Manager returns a new manager with the given number of shards, closed
+// when the test ends.
+func Manager(t testing.TB, workers int) *nm.Manager {
+	t.Helper()
+	m, err := nm.New(nm.Config{Workers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
