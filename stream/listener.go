@@ -245,8 +245,12 @@ func (l *Listener) deliver(c *conn) bool {
 		if initial > 0 {
 			c.tcp.SetDeadline(c.born.Add(initial))
 		}
-		// The manager's context interrupts a handshake when it closes.
-		err := c.tls.HandshakeContext(l.m.Context())
+		// The handshake runs deep in crypto code: on a goroutine of its own,
+		// so that its stack growth does not stay with the connection's
+		// long-lived reader. The manager's context interrupts it.
+		res := make(chan error, 1)
+		go func() { res <- c.tls.HandshakeContext(l.m.Context()) }()
+		err := <-res
 		c.tcp.SetDeadline(time.Time{})
 		if err != nil {
 			c.stats.RecvFailed.Add(1)
