@@ -16,36 +16,9 @@ import (
 
 func newManager(t testing.TB, workers int) *nm.Manager { return nmtest.Manager(t, workers) }
 
-// echoServer answers each request with reply(request) until the listener
-// closes; the returned function waits for it and returns what it saw.
+// echoServer answers each request on l with reply (see nmtest.Serve).
 func echoServer(t testing.TB, l *dnsmsg.Listener, reply func(req []byte) [][]byte) func() nmtest.Result {
-	done := make(chan nmtest.Result, 1)
-	go func() {
-		var r nmtest.Result
-		for ev := range l.Requests() {
-			if ev.Err != nil {
-				r.Final = ev.Err
-				continue
-			}
-			r.Data = append(r.Data, append([]byte(nil), ev.Data...))
-			for _, b := range reply(ev.Data) {
-				if err := ev.Handle.Send(b); err != nil && !errors.Is(err, nm.ErrCanceled) {
-					t.Errorf("Send: %v", err)
-				}
-			}
-			ev.Handle.Detach()
-		}
-		done <- r
-	}()
-	return func() nmtest.Result {
-		select {
-		case r := <-done:
-			return r
-		case <-time.After(nmtest.Timeout):
-			t.Fatal("server did not finish")
-			return nmtest.Result{}
-		}
-	}
+	return nmtest.Serve(t, l.Requests(), reply)
 }
 
 func asReply(req []byte) [][]byte {

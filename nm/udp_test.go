@@ -38,39 +38,9 @@ func dial(t testing.TB, m *nm.Manager, l *nm.UDPListener) *nm.Handle {
 	return h
 }
 
-// serve answers every datagram with reply(data) (nil: no answer) until the
-// listener's channel closes, then checks its contract. Wait for it with the
-// returned function.
+// serve answers every datagram on l with reply (see nmtest.Serve).
 func serve(t testing.TB, l *nm.UDPListener, reply func(b []byte) [][]byte) (wait func() nmtest.Result) {
-	done := make(chan nmtest.Result, 1)
-	go func() {
-		var r nmtest.Result
-		for ev := range l.Datagrams() {
-			if ev.Err != nil {
-				r.Final = ev.Err
-				continue
-			}
-			r.Data = append(r.Data, nil)
-			for _, b := range reply(ev.Data) {
-				// Replies to requests still queued when the listener
-				// closed fail with ErrCanceled.
-				if err := ev.Handle.Send(b); err != nil && !errors.Is(err, nm.ErrCanceled) {
-					t.Errorf("Send: %v", err)
-				}
-			}
-			ev.Handle.Detach()
-		}
-		done <- r
-	}()
-	return func() nmtest.Result {
-		select {
-		case r := <-done:
-			return r
-		case <-time.After(nmtest.Timeout):
-			t.Fatal("server did not finish")
-			return nmtest.Result{}
-		}
-	}
+	return nmtest.Serve(t, l.Datagrams(), reply)
 }
 
 func echo(b []byte) [][]byte { return [][]byte{b} }

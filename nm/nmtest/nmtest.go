@@ -147,3 +147,40 @@ func Manager(t testing.TB, workers int) *nm.Manager {
 	t.Cleanup(func() { m.Close() })
 	return m
 }
+
+// Serve answers each request on ch, a listener's channel, with the replies
+// reply returns for it (none: no answer), then detaches the request's
+// handle, until ch is closed. Replies that fail with nm.ErrCanceled (the
+// listener closed first) are expected; other send errors fail the test. The
+// returned function waits for ch to close and returns what it delivered:
+// the requests' bytes and the final error.
+func Serve(t testing.TB, ch <-chan nm.Event, reply func(req []byte) [][]byte) (wait func() Result) {
+	done := make(chan Result, 1)
+	go func() {
+		var r Result
+		for ev := range ch {
+			if ev.Err != nil {
+				r.Final = ev.Err
+				continue
+			}
+			r.Data = append(r.Data, append([]byte(nil), ev.Data...))
+			for _, b := range reply(ev.Data) {
+				if err := ev.Handle.Send(b); err != nil && !errors.Is(err, nm.ErrCanceled) {
+					t.Errorf("nmtest: Send: %v", err)
+				}
+			}
+			ev.Handle.Detach()
+		}
+		done <- r
+	}()
+	return func() Result {
+		t.Helper()
+		select {
+		case r := <-done:
+			return r
+		case <-time.After(Timeout):
+			t.Fatalf("nmtest: channel not closed within %v", Timeout)
+			return Result{}
+		}
+	}
+}
