@@ -250,12 +250,16 @@ func TestListenerQueueFullDropsAndFinalArrives(t *testing.T) {
 	l.Close()
 	// Even with a full queue, the final event arrives (the oldest waiting
 	// request makes room for it), and every drop is counted.
-	r := nmtest.Expect(t, l.Datagrams(), nmtest.Want{Min: 3, Max: 4, Final: nm.ErrCanceled}, nmtest.Timeout)
+	r := nmtest.Expect(t, l.Datagrams(), nmtest.Want{Min: 1, Max: n, Final: nm.ErrCanceled}, nmtest.Timeout)
 	for _, h := range r.Handles {
 		h.Detach()
 	}
 	st := m.Stats().Of(nm.UDP)
 	if st.Received != n || st.Dropped+int64(len(r.Data)) != n {
 		t.Errorf("%d received, %d delivered + %d dropped; want %d = delivered + dropped", st.Received, len(r.Data), st.Dropped, n)
+	}
+	// Before anyone read, 19 datagrams had been through a queue of 4.
+	if st.Dropped < n-1-4 {
+		t.Errorf("%d dropped; want at least %d", st.Dropped, n-1-4)
 	}
 }
