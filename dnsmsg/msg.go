@@ -36,9 +36,23 @@ func Parse(b []byte) (*dns.Msg, error) {
 	return m, nil
 }
 
-// checkRequest accepts what may be a DNS request: a full header, QR clear.
+// Smallest sizes of a question (root name, type, class) and of a resource
+// record (root name, type, class, TTL, RDLENGTH).
+const (
+	minQuestion = 1 + 2 + 2
+	minRR       = 1 + 2 + 2 + 4 + 2
+)
+
+// checkRequest accepts what may be a DNS request: a full header, QR clear,
+// and section counts that fit in the message. It reads only the header, so
+// it costs nothing per message, yet random bytes almost never pass.
 func checkRequest(b []byte) error {
 	if len(b) < HeaderLen || IsResponse(b) {
+		return nm.ErrBadMessage
+	}
+	qd := int(binary.BigEndian.Uint16(b[4:]))
+	rr := int(binary.BigEndian.Uint16(b[6:])) + int(binary.BigEndian.Uint16(b[8:])) + int(binary.BigEndian.Uint16(b[10:]))
+	if HeaderLen+qd*minQuestion+rr*minRR > len(b) {
 		return nm.ErrBadMessage
 	}
 	return nil
