@@ -1,7 +1,8 @@
 GO ?= go
 BENCHTIME ?= 2s
+FUZZTIME ?= 30s
 
-.PHONY: all test vet run bench build clean
+.PHONY: all test vet run bench build clean fuzz
 
 all: vet test
 
@@ -20,6 +21,10 @@ build:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 5 ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzAssembler$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckRequest$$' -fuzztime $(FUZZTIME) ./dnsmsg
 
 clean:
 	rm -f nmecho
