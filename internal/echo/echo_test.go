@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -26,10 +25,7 @@ func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed; .ci/run must install it", name)
-		}
-		t.Skipf("%s not installed (install bind9-dnsutils; CI does)", name)
+		nmtest.SkipOutsideCI(t, "%s not installed (install bind9-dnsutils and dnsperf; .ci/run does)", name)
 	}
 	return p
 }

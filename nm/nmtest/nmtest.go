@@ -9,6 +9,7 @@ package nmtest
 
 import (
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -183,4 +184,15 @@ func Serve(t testing.TB, ch <-chan nm.Event, reply func(req []byte) [][]byte) (w
 			return Result{}
 		}
 	}
+}
+
+// SkipOutsideCI skips the test for the reason given when it runs outside
+// CI, and fails it in CI (CI set in the environment), where whatever it
+// lacks must have been provided.
+func SkipOutsideCI(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("in CI: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
