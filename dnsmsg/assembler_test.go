@@ -207,3 +207,47 @@ func FuzzAssembler(f *testing.F) {
 		}
 	})
 }
+
+func TestAssemblerKeepCopiesPartialMessages(t *testing.T) {
+	msgs, stream := frames(3)
+	cut := 2 + len(msgs[0]) + 5 // the second message is cut off
+	chunk := append([]byte(nil), stream[:cut]...)
+	a := newAssembler(0)
+	a.Write(chunk)
+	got := feed(t, a, nil)
+	a.Keep()
+	for i := range chunk {
+		chunk[i] = 0xee // the reader reuses its buffer
+	}
+	got = append(got, feed(t, a, [][]byte{stream[cut:]})...)
+	equal(t, got, msgs)
+	a.Keep()
+	if a.kept != nil || a.p != nil {
+		t.Error("an assembler with nothing pending still holds a buffer")
+	}
+}
+
+func TestAssemblerTrickleCopiesOnce(t *testing.T) {
+	// A largest message arriving a byte per read must not be copied once
+	// per read (quadratic work, for a peer that wants it).
+	big := appendFrame(nil, bytes.Repeat([]byte{7}, MaxSize))
+	a := newAssembler(0)
+	var got [][]byte
+	allocs := testing.AllocsPerRun(1, func() { // runs twice: a warm-up, then the measured run
+		for i := range big {
+			a.Write(big[i : i+1])
+			if m, err := a.Next(); err != nil {
+				t.Fatal(err)
+			} else if m != nil {
+				got = append(got, m)
+			}
+			a.Keep()
+		}
+	})
+	if len(got) != 2 || len(got[0]) != MaxSize || len(got[1]) != MaxSize {
+		t.Fatalf("got %d messages; want 2 of %d bytes", len(got), MaxSize)
+	}
+	if allocs > 4 {
+		t.Errorf("%v allocations for one message read a byte at a time; want a few", allocs)
+	}
+}

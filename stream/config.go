@@ -48,6 +48,14 @@ type Config struct {
 	// KeepAlive is the TCP keepalive probe period; zero uses the
 	// system's default, negative turns probes off.
 	KeepAlive time.Duration
+	// Consume, if set, makes a listener hand each connection, after its TLS
+	// handshake, to the Consumer it returns instead of delivering it on
+	// Conns: the connection reads at once and gives its bytes to the
+	// Consumer on its own goroutine. stop is closed when the connection
+	// shuts down. The Consumer owns the handle's reference; a nil Consumer
+	// closes the connection. Meant for protocols framed on streams, such as
+	// package dnsmsg.
+	Consume func(h *nm.Handle, stop <-chan struct{}) Consumer
 }
 
 func (c *Config) timeouts() nm.Timeouts {

@@ -39,6 +39,10 @@ type conn struct {
 	// wake (buffer 1, non-blocking sends) tells the reader that the state
 	// under mu changed or that the send queue drained.
 	wake chan struct{}
+	// stop is closed, under mu, when closing is set: a Consumer blocked in
+	// Data waits on it.
+	stop     chan struct{}
+	consumer Consumer // set once before reading starts; nil: data events
 
 	mu        sync.Mutex
 	t         nm.Timeouts // guarded by mu
@@ -49,6 +53,7 @@ type conn struct {
 	closing   bool        // shut down locally or by a fatal error; guarded by mu
 	reason    error       // the final error a shutdown gives, if not ErrCanceled/ErrShuttingDown; guarded by mu
 	deadline  time.Time   // client: when the armed read times out; guarded by mu
+	busy      int         // server: requests being answered (SetBusy); guarded by mu
 
 	// Owned by the reader goroutine.
 	class int        // buffer class of the next read
@@ -62,7 +67,8 @@ type conn struct {
 	broken  error       // the socket can no longer be written; guarded by wmu
 	vec     net.Buffers // writev's vector, consumed by each write; owned by the writer
 	vecBuf  [][]byte    // vec's backing array, kept for reuse; owned by the writer
-	one     [1][]byte
+	one     [2][]byte // a synchronous send's buffers; owned by the writer
+	pfx     [maxPrefix]byte
 	tlsBuf  []byte
 
 	closeOnce sync.Once
@@ -73,6 +79,8 @@ type conn struct {
 type sendReq struct {
 	b    []byte
 	done chan<- error
+	pfx  [maxPrefix]byte // sent before b: pfx[:npfx]
+	npfx uint8
 }
 
 func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
@@ -89,6 +97,7 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 		t:            cfg.timeouts(),
 		ch:           make(chan nm.Event, 1),
 		wake:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
 	}
 	if tc != nil {
 		c.nc = tc
@@ -132,7 +141,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (c *conn) shutdown(reason error) {
 	c.mu.Lock()
 	if !c.closing {
-		c.closing, c.reason = true, reason
+		c.markClosing()
+		c.reason = reason
 		c.poke()
 	}
 	c.mu.Unlock()
@@ -142,6 +152,14 @@ func (c *conn) shutdown(reason error) {
 		c.broken = nm.ErrClosed
 	}
 	c.wmu.Unlock()
+}
+
+// markClosing sets closing and closes stop. Called with mu held.
+func (c *conn) markClosing() {
+	if !c.closing {
+		c.closing = true
+		close(c.stop)
+	}
 }
 
 // closeSocket closes the socket once; reset sends an RST.
@@ -169,7 +187,7 @@ func (c *conn) closeSocket(reset bool) {
 // end runs once, when the reader goroutine ends.
 func (c *conn) end() {
 	c.mu.Lock()
-	c.closing = true
+	c.markClosing()
 	reset := c.reason == nm.ErrTimedOut
 	c.mu.Unlock()
 	c.closeSocket(reset)

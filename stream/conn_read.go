@@ -92,6 +92,9 @@ func (c *conn) readDeadline() time.Time {
 	if !c.server {
 		return c.deadline
 	}
+	if c.busy > 0 {
+		return time.Time{}
+	}
 	d := c.t.Idle
 	switch {
 	case !c.gotData:
@@ -148,6 +151,9 @@ func (c *conn) deliverData(b *[]byte, n int) bool {
 		c.deadline = time.Now().Add(c.t.Read)
 	}
 	c.mu.Unlock()
+	if c.consumer != nil {
+		return c.consumeData(b, n)
+	}
 	if !c.deliver(ev, true) {
 		return false
 	}
@@ -223,6 +229,17 @@ func (c *conn) finish(final error) {
 		c.reading = false
 	}
 	c.mu.Unlock()
+	if c.consumer != nil {
+		if final == nil {
+			final = nm.ErrCanceled
+			if reason != nil {
+				final = reason
+			}
+		}
+		close(c.ch)
+		c.consumer.Final(final)
+		return
+	}
 	if !started {
 		close(c.ch)
 		return

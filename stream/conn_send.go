@@ -15,9 +15,42 @@ const tlsChunk = 16 << 10
 
 var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
 
+// maxPrefix is the longest prefix SendPrefixed takes.
+const maxPrefix = 8
+
 // Send implements nm.Socket: it writes b and waits for the outcome. When no
 // write is in progress it writes from the caller's goroutine.
-func (c *conn) Send(h *nm.Handle, b []byte) error {
+func (c *conn) Send(h *nm.Handle, b []byte) error { return c.send(h, nil, b) }
+
+// SendAsync implements nm.Socket: it queues b for the writer goroutine.
+// The send holds a reference to h until it completes.
+func (c *conn) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	return c.sendAsync(h, nil, b, done)
+}
+
+// SendPrefixed is Send of prefix and b as one message: nothing else goes
+// between them, TCP writes both with one writev and TLS puts them in one
+// record. prefix, at most 8 bytes (a length, say), is copied. Handles
+// that are not stream connections get ErrNotSupported.
+func SendPrefixed(h *nm.Handle, prefix, b []byte) error {
+	c, ok := h.Socket().(*conn)
+	if !ok || len(prefix) > maxPrefix {
+		return nm.ErrNotSupported
+	}
+	return c.send(h, prefix, b)
+}
+
+// SendPrefixedAsync is SendAsync of prefix and b as one message, as
+// SendPrefixed.
+func SendPrefixedAsync(h *nm.Handle, prefix, b []byte, done chan<- error) error {
+	c, ok := h.Socket().(*conn)
+	if !ok || len(prefix) > maxPrefix {
+		return nm.ErrNotSupported
+	}
+	return c.sendAsync(h, prefix, b, done)
+}
+
+func (c *conn) send(h *nm.Handle, prefix, b []byte) error {
 	c.wmu.Lock()
 	if c.broken != nil {
 		c.wmu.Unlock()
@@ -26,7 +59,7 @@ func (c *conn) Send(h *nm.Handle, b []byte) error {
 	if c.writing {
 		c.wmu.Unlock()
 		done := donePool.Get().(chan error)
-		if err := c.SendAsync(h, b, done); err != nil {
+		if err := c.sendAsync(h, prefix, b, done); err != nil {
 			donePool.Put(done)
 			return err
 		}
@@ -35,13 +68,17 @@ func (c *conn) Send(h *nm.Handle, b []byte) error {
 		return err
 	}
 	c.writing = true
-	c.unsent += len(b)
+	size := len(prefix) + len(b)
+	c.unsent += size
 	c.wmu.Unlock()
-	c.one[0] = b
-	err := c.write(c.one[:])
-	c.one[0] = nil
+	bufs := c.one[:0]
+	if len(prefix) > 0 {
+		bufs = append(bufs, c.pfx[:copy(c.pfx[:], prefix)])
+	}
+	err := c.write(append(bufs, b), 1)
+	clear(c.one[:])
 	c.wmu.Lock()
-	c.unsent -= len(b)
+	c.unsent -= size
 	more := len(c.queue) > 0
 	if !more {
 		c.writing = false
@@ -54,22 +91,23 @@ func (c *conn) Send(h *nm.Handle, b []byte) error {
 	return err
 }
 
-// SendAsync implements nm.Socket: it queues b for the writer goroutine.
-// The send holds a reference to h until it completes.
-func (c *conn) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (c *conn) sendAsync(h *nm.Handle, prefix, b []byte, done chan<- error) error {
+	size := len(prefix) + len(b)
 	c.wmu.Lock()
 	switch {
 	case c.broken != nil:
 		c.wmu.Unlock()
 		return nm.ErrClosed
-	case c.unsent > 0 && c.unsent+len(b) > c.sendQueue:
+	case c.unsent > 0 && c.unsent+size > c.sendQueue:
 		c.wmu.Unlock()
 		c.stats.SendFailed.Add(1)
 		return nm.ErrQuota
 	}
 	h.Attach()
-	c.queue = append(c.queue, sendReq{b: b, done: done})
-	c.unsent += len(b)
+	r := sendReq{b: b, done: done, npfx: uint8(len(prefix))}
+	copy(r.pfx[:], prefix)
+	c.queue = append(c.queue, r)
+	c.unsent += size
 	start := !c.writing
 	c.writing = true
 	c.wmu.Unlock()
@@ -106,14 +144,18 @@ func (c *conn) writeLoop() {
 
 		n := 0
 		bufs = bufs[:0]
-		for _, r := range batch {
+		for i := range batch {
+			r := &batch[i]
+			if r.npfx > 0 {
+				bufs = append(bufs, r.pfx[:r.npfx])
+			}
 			bufs = append(bufs, r.b)
-			n += len(r.b)
+			n += int(r.npfx) + len(r.b)
 		}
 		err := broken
 		switch {
 		case err == nil:
-			err = c.write(bufs)
+			err = c.write(bufs, len(batch))
 		case err == nm.ErrClosed:
 			err = nm.ErrCanceled // queued, then the handle closed
 		}
@@ -149,9 +191,10 @@ func (c *conn) complete(done chan<- error, err error) {
 	c.h.Detach()
 }
 
-// write writes bufs in order with the write timeout. A timeout resets the
-// connection; any failure makes later sends fail at once.
-func (c *conn) write(bufs [][]byte) error {
+// write writes bufs, which hold msgs messages, in order with the write
+// timeout. A timeout resets the connection; any failure makes later sends
+// fail at once.
+func (c *conn) write(bufs [][]byte, msgs int) error {
 	c.mu.Lock()
 	wt := c.t.Write
 	c.mu.Unlock()
@@ -173,10 +216,10 @@ func (c *conn) write(bufs [][]byte) error {
 		clear(c.vecBuf)
 	}
 	if err == nil {
-		c.stats.Sent.Add(int64(len(bufs)))
+		c.stats.Sent.Add(int64(msgs))
 		return nil
 	}
-	c.stats.SendFailed.Add(int64(len(bufs)))
+	c.stats.SendFailed.Add(int64(msgs))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = nm.ErrTimedOut
 		c.shutdown(nm.ErrTimedOut)

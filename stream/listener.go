@@ -273,6 +273,13 @@ func (l *Listener) deliver(c *conn) bool {
 			c.h.Detach()
 			return false
 		}
+		if l.cfg.Consume != nil {
+			if !c.consume(l.cfg.Consume) {
+				c.h.Detach()
+				return false
+			}
+			return true
+		}
 		if c.shard.Deliver(l.ch, nm.Event{Handle: c.h}, l.done) {
 			return true
 		}

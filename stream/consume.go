@@ -1,0 +1,67 @@
+package stream
+
+import (
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// A Consumer takes a server connection's bytes on the connection's own
+// goroutine, in place of data events: protocols framed on streams (package
+// dnsmsg) use it to turn bytes into messages without a goroutine and a
+// channel hand-off more per connection. See Config.Consume.
+type Consumer interface {
+	// Data is called with each chunk read; b is valid until Data returns.
+	// Data may block (the connection reads nothing meanwhile, so TCP pushes
+	// back on the peer) but must return soon after stop is closed. A
+	// non-nil error ends the connection; it becomes the final error.
+	Data(b []byte) error
+	// Final is called once, after the last Data, with the final error
+	// (the table in the package documentation; nm.ErrCanceled for a local
+	// shutdown).
+	Final(err error)
+}
+
+// consume hands a new server connection to the listener's Consume
+// function. It returns false if the function turned it down.
+func (c *conn) consume(newConsumer func(h *nm.Handle, stop <-chan struct{}) Consumer) bool {
+	cons := newConsumer(c.h, c.stop)
+	if cons == nil {
+		return false
+	}
+	c.mu.Lock()
+	c.consumer = cons
+	c.started, c.reading = true, true
+	c.mu.Unlock()
+	return true
+}
+
+// consumeData gives a chunk to the consumer and recycles its buffer. It
+// returns false if the connection is to end, with the consumer's error
+// recorded as the reason.
+func (c *conn) consumeData(b *[]byte, n int) bool {
+	err := c.consumer.Data((*b)[:n])
+	putBuf(b)
+	if err == nil {
+		return true
+	}
+	c.shutdown(err)
+	return false
+}
+
+// SetBusy counts the requests of a server connection being answered (delta
+// +1 when one is taken, -1 when it is done): while any is, the initial and
+// idle timers do not run; the idle timer starts again when the last one is
+// done. Other handles ignore it.
+func SetBusy(h *nm.Handle, delta int) {
+	c, ok := h.Socket().(*conn)
+	if !ok || !c.server {
+		return
+	}
+	c.mu.Lock()
+	was := c.busy > 0
+	c.busy += delta
+	if now := c.busy > 0; now != was && c.reading && !c.closing {
+		// Re-arm the read in progress; no need to wake the reader.
+		c.nc.SetReadDeadline(c.readDeadline())
+	}
+	c.mu.Unlock()
+}
