@@ -9,6 +9,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
 )
 
 // DefaultReadTimeout is the read timeout of a client when ClientConfig
@@ -26,6 +27,10 @@ type ClientConfig struct {
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
 	MaxUDPSize int
+	// Stream configures TCP and TLS connections: the connect timeout is
+	// Timeouts.Initial, the write timeout Timeouts.Write (see stream.Config;
+	// its Read timeout and Consume are the Conn's own and ignored).
+	Stream stream.Config
 }
 
 func (c *ClientConfig) readTimeout() time.Duration {
@@ -47,9 +52,12 @@ type Conn struct {
 
 	mu      sync.Mutex
 	timeout time.Duration     // the read timeout; guarded by mu
-	ids     [recentIDs]uint16 // IDs of the last queries sent; guarded by mu
+	ids     [recentIDs]uint16 // UDP: IDs of the last queries sent; guarded by mu
 	next    int               // where the next ID goes in ids; guarded by mu
 	sent    int               // queries sent, up to recentIDs; guarded by mu
+	// outstanding counts, on TCP and TLS, the queries sent per ID and not
+	// yet answered; guarded by mu. nil on UDP.
+	outstanding map[uint16]int32
 }
 
 // DialUDP opens a UDP client Conn to the server at addr.
@@ -91,12 +99,47 @@ func (c *Conn) Send(b []byte) error {
 	if len(b) > MaxSize {
 		return nm.ErrTooLarge
 	}
+	id := ID(b)
 	c.mu.Lock()
-	c.ids[c.next] = ID(b)
-	c.next = (c.next + 1) % recentIDs
-	c.sent = min(c.sent+1, recentIDs)
+	if c.outstanding != nil {
+		c.outstanding[id]++
+	} else {
+		c.ids[c.next] = id
+		c.next = (c.next + 1) % recentIDs
+		c.sent = min(c.sent+1, recentIDs)
+	}
 	c.mu.Unlock()
-	return c.h.Send(b)
+	if err := c.h.Send(b); err != nil {
+		c.mu.Lock()
+		c.forget(id)
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// takeReply accepts, on TCP and TLS, a reply to a query still outstanding,
+// which it marks answered.
+func (c *Conn) takeReply(b []byte) bool {
+	if len(b) < HeaderLen || !IsResponse(b) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outstanding[ID(b)] == 0 {
+		return false
+	}
+	c.forget(ID(b))
+	return true
+}
+
+// forget drops one outstanding query with ID id. Called with mu held.
+func (c *Conn) forget(id uint16) {
+	if n := c.outstanding[id]; n > 1 {
+		c.outstanding[id] = n - 1
+	} else {
+		delete(c.outstanding, id)
+	}
 }
 
 // Read arms one read and returns the Conn's event channel; see the package

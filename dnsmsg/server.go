@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
 )
 
 // ServerConfig configures a listener. The zero value is ready to use; a
@@ -17,8 +18,39 @@ type ServerConfig struct {
 	// zero, 32.
 	UDPBatch int
 	// Queue is the capacity of the request channel; when it is full, new
-	// UDP requests are dropped and counted. If zero, 1024 per shard.
+	// UDP requests are dropped and counted, and TCP and TLS connections wait
+	// (their peers are pushed back). If zero, 1024 per shard.
 	Queue int
+	// Stream configures TCP and TLS listeners: accept filter, connection
+	// quota, timeouts, backpressure (see stream.Config; its Consume field is
+	// the listener's own and is ignored).
+	Stream stream.Config
+	// MaxInFlight bounds the requests of one TCP or TLS connection that have
+	// been delivered and not yet released (Detach); at the bound the
+	// connection reads nothing more until one is. If zero,
+	// DefaultMaxInFlight.
+	MaxInFlight int
+	// Ordered makes TCP and TLS connections answer in order: the next
+	// request of a connection is delivered only after the handle of the one
+	// before is released (MaxInFlight is then 1).
+	Ordered bool
+}
+
+func (c *ServerConfig) maxInFlight() int {
+	switch {
+	case c.Ordered:
+		return 1
+	case c.MaxInFlight > 0:
+		return c.MaxInFlight
+	}
+	return DefaultMaxInFlight
+}
+
+func (c *ServerConfig) queue(m *nm.Manager) int {
+	if c.Queue > 0 {
+		return c.Queue
+	}
+	return nm.DefaultUDPQueue * m.Workers()
 }
 
 // Listener is a DNS server on one address. Its methods are safe for

@@ -257,3 +257,15 @@ func CloseWrite(h *nm.Handle) error {
 	}
 	return c.tcp.CloseWrite()
 }
+
+// Timeouts returns the timeouts of a stream handle, and the zero value for
+// other handles.
+func Timeouts(h *nm.Handle) nm.Timeouts {
+	c, ok := h.Socket().(*conn)
+	if !ok {
+		return nm.Timeouts{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}

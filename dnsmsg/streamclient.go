@@ -1,0 +1,307 @@
+package dnsmsg
+
+import (
+	"context"
+	"crypto/tls"
+	"sync"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
+)
+
+// clientQueue is the capacity of a stream client's event channel. Each
+// Read produces one event, so it only fills when the caller reads again and
+// again without receiving; the client then waits for room.
+const clientQueue = 8
+
+// DialTCP opens a DNS over TCP client Conn to the server at addr. The
+// connect timeout is cfg.Stream.Timeouts.Initial (30 seconds if zero),
+// within ctx. Queries may be pipelined: send many, then read their replies
+// in any order.
+func DialTCP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
+	return dialStream(ctx, m, addr, nil, cfg)
+}
+
+// DialTLS opens a DNS over TLS (DoT) client Conn to the server at addr. If
+// tlsConf is nil or has no NextProtos, ALPN "dot" is asked for; the server
+// name and session resumption are as stream.DialTLS does them.
+func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	if tlsConf == nil {
+		tlsConf = &tls.Config{}
+	}
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf = tlsConf.Clone()
+		tlsConf.NextProtos = []string{ALPN}
+	}
+	return dialStream(ctx, m, addr, tlsConf, cfg)
+}
+
+func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	sc := cfg.Stream
+	sc.Timeouts.Read = -1 // each Read's timeout is the client's own
+	sc.Consume = nil
+	var h *nm.Handle
+	var err error
+	if tlsConf != nil {
+		h, err = stream.DialTLS(ctx, m, addr, tlsConf, sc)
+	} else {
+		h, err = stream.Dial(ctx, m, addr, sc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	kind := nm.TCP
+	if tlsConf != nil {
+		kind = nm.TLS
+	}
+	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32)}
+	c := &streamClient{
+		m:       m,
+		conn:    h,
+		filter:  conn.takeReply,
+		stats:   h.Shard().Counters(kind),
+		ch:      make(chan nm.Event, clientQueue),
+		wake:    make(chan struct{}, 1),
+		timeout: conn.timeout,
+	}
+	c.asm.init(MaxSize)
+	if c.untrack, err = m.Track(c.shutdown); err != nil {
+		h.Detach()
+		return nil, err
+	}
+	c.h = nm.NewHandle(h.Shard(), c, h.LocalAddr(), h.PeerAddr())
+	if err := m.Go(c.loop); err != nil {
+		c.untrack()
+		h.Detach()
+		return nil, err
+	}
+	conn.h = c.h
+	return conn, nil
+}
+
+// streamClient is the socket of a DNS client handle over TCP or TLS: it
+// frames the replies read on the stream connection and hands out one per
+// Read. Its loop goroutine owns the reading state; Read, ReadStop and Close
+// reach it through mu and wake.
+type streamClient struct {
+	m      *nm.Manager
+	h      *nm.Handle // the client handle
+	conn   *nm.Handle // the stream connection; the loop drops it when it ends
+	filter func([]byte) bool
+	stats  *nm.Counters
+	asm    assembler // owned by the loop
+	// ch carries the client handle's events, one per Read. Sender: the
+	// loop, which closes it after the final event.
+	ch chan nm.Event
+	// wake (buffer 1, non-blocking sends) tells the loop that the state
+	// under mu changed.
+	wake chan struct{}
+
+	mu       sync.Mutex
+	started  bool          // Read was called at least once; guarded by mu
+	armed    bool          // a Read waits for its event; guarded by mu
+	closing  bool          // guarded by mu
+	timeout  time.Duration // of each Read; guarded by mu
+	deadline time.Time     // when the armed Read times out; guarded by mu
+	untrack  func()
+}
+
+func (c *streamClient) shutdown() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *streamClient) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Send implements nm.Socket: the query goes out with its length prefix.
+func (c *streamClient) Send(h *nm.Handle, b []byte) error {
+	var p [2]byte
+	if err := prefix(&p, b); err != nil {
+		return err
+	}
+	return stream.SendPrefixed(c.conn, p[:], b)
+}
+
+// SendAsync implements nm.Socket.
+func (c *streamClient) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	var p [2]byte
+	if err := prefix(&p, b); err != nil {
+		return err
+	}
+	return stream.SendPrefixedAsync(c.conn, p[:], b, done)
+}
+
+// Read implements nm.Socket: it arms one read.
+func (c *streamClient) Read(h *nm.Handle) <-chan nm.Event {
+	c.mu.Lock()
+	if !c.armed && !c.closing {
+		c.started, c.armed = true, true
+		c.deadline = time.Time{}
+		if c.timeout > 0 {
+			c.deadline = time.Now().Add(c.timeout)
+		}
+		c.signal()
+	}
+	c.mu.Unlock()
+	return c.ch
+}
+
+// ReadStop implements nm.Socket: the armed read is dropped; a reply that
+// comes meanwhile waits for the next Read.
+func (c *streamClient) ReadStop(h *nm.Handle) {
+	c.mu.Lock()
+	c.armed = false
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (c *streamClient) SetReadTimeout(h *nm.Handle, d time.Duration) {
+	c.mu.Lock()
+	c.timeout = d
+	c.mu.Unlock()
+}
+
+func (c *streamClient) SetTimeouts(h *nm.Handle, t nm.Timeouts) { c.SetReadTimeout(h, t.Read) }
+
+// Close implements nm.Socket.
+func (c *streamClient) Close(h *nm.Handle) { c.shutdown() }
+
+// Released implements nm.Socket: a client handle goes with its connection.
+func (c *streamClient) Released(h *nm.Handle) {
+	c.shutdown()
+	h.Free()
+}
+
+// loop is the client's goroutine. It takes bytes from the connection only
+// while a Read is armed and no whole reply is buffered, so replies that
+// nobody reads push back on the server.
+func (c *streamClient) loop() {
+	defer c.end()
+	src := c.conn.Read()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var srcErr error // the connection's final error, once it came
+	for {
+		c.mu.Lock()
+		for !c.armed && !c.closing {
+			c.mu.Unlock()
+			<-c.wake
+			c.mu.Lock()
+		}
+		closing, deadline := c.closing, c.deadline
+		c.mu.Unlock()
+		if closing {
+			c.finish(nil)
+			return
+		}
+		msg, err := c.next()
+		switch {
+		case err != nil:
+			c.finish(err)
+			return
+		case msg != nil:
+			if !c.deliver(nm.Event{Handle: c.h, Data: msg}) {
+				c.finish(nil)
+				return
+			}
+			continue
+		case srcErr != nil:
+			c.finish(srcErr)
+			return
+		}
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			timer.Reset(time.Until(deadline))
+			expired = timer.C
+		}
+		c.asm.Keep() // the next receive ends the last chunk's validity
+		select {
+		case ev := <-src:
+			if ev.Err != nil {
+				srcErr = ev.Err
+			} else {
+				c.asm.Write(ev.Data)
+			}
+		case <-expired:
+			c.timedOut(deadline)
+		case <-c.wake:
+		}
+		timer.Stop()
+	}
+}
+
+// next returns the next buffered reply that the filter accepts.
+func (c *streamClient) next() ([]byte, error) {
+	for {
+		msg, err := c.asm.Next()
+		if err != nil {
+			c.stats.Dropped.Add(1)
+			return nil, err
+		}
+		if msg == nil || c.filter(msg) {
+			return msg, nil
+		}
+		c.stats.Dropped.Add(1)
+	}
+}
+
+// deliver hands the armed read its reply. It returns false if the client
+// closed while waiting for room.
+func (c *streamClient) deliver(ev nm.Event) bool {
+	c.mu.Lock()
+	c.armed = false
+	c.mu.Unlock()
+	for !c.h.Shard().Deliver(c.ch, ev, c.wake) {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return false
+		}
+	}
+	return true
+}
+
+// timedOut ends the armed read with nm.ErrTimedOut if its deadline passed.
+func (c *streamClient) timedOut(deadline time.Time) {
+	c.mu.Lock()
+	expired := c.armed && c.deadline.Equal(deadline) && !time.Now().Before(deadline)
+	c.mu.Unlock()
+	if expired {
+		c.deliver(nm.Event{Handle: c.h, Err: nm.ErrTimedOut})
+	}
+}
+
+// finish delivers the final event, if the handle was ever read, and closes
+// the channel. err is nil for a local shutdown.
+func (c *streamClient) finish(err error) {
+	c.mu.Lock()
+	started, armed := c.started, c.armed
+	c.closing = true
+	c.mu.Unlock()
+	if !started {
+		close(c.ch)
+		return
+	}
+	if err == nil {
+		err = nm.ErrShuttingDown
+		if armed {
+			err = nm.ErrCanceled
+		}
+	}
+	nm.Finalize(c.ch, nm.Event{Handle: c.h, Err: err}, false, nil)
+}
+
+func (c *streamClient) end() {
+	c.asm.Clear()
+	c.conn.Detach()
+	c.untrack()
+}

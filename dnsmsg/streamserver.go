@@ -1,0 +1,321 @@
+package dnsmsg
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
+)
+
+// DefaultMaxInFlight is how many requests of one TCP or TLS connection may
+// wait for their reply when ServerConfig.MaxInFlight is zero (BIND's
+// STREAM_CLIENTS_PER_CONN).
+const DefaultMaxInFlight = 23
+
+// ALPN is the TLS application protocol of DNS over TLS (RFC 7858).
+const ALPN = "dot"
+
+// ListenTCP serves DNS over TCP on addr (RFC 7766): each message is
+// preceded by its length as 2 bytes, big-endian. Requests from every
+// connection arrive on Requests, as UDP ones do. ctx bounds the binding
+// only.
+func ListenTCP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig) (*Listener, error) {
+	return listenStream(ctx, m, addr, nil, cfg)
+}
+
+// ListenTLS serves DNS over TLS (DoT, RFC 7858) on addr. If tlsConf has no
+// NextProtos, the listener offers ALPN "dot".
+func ListenTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+	if tlsConf == nil {
+		return nil, errors.New("dnsmsg: ListenTLS needs a tls.Config")
+	}
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf = tlsConf.Clone()
+		tlsConf.NextProtos = []string{ALPN}
+	}
+	return listenStream(ctx, m, addr, tlsConf, cfg)
+}
+
+// streamServer is the DNS side of a TCP or TLS listener: the framing of
+// every connection, and the one channel of requests they share.
+type streamServer struct {
+	m        *nm.Manager
+	sl       *stream.Listener
+	inFlight int32
+	// ch carries the requests. Senders: the connections' reader goroutines,
+	// waiting for room (a stream peer is pushed back, never dropped). The
+	// last of the listener and its connections to end sends the final event
+	// and closes it.
+	ch chan nm.Event
+	// handles keeps released request handles with their buffers.
+	handles sync.Pool
+
+	mu      sync.Mutex
+	conns   map[*streamConn]struct{} // guarded by mu
+	closed  bool                     // guarded by mu
+	refs    int                      // the listener and each connection not yet ended; guarded by mu
+	untrack func()
+}
+
+func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+	s := &streamServer{
+		m:        m,
+		inFlight: int32(cfg.maxInFlight()),
+		ch:       make(chan nm.Event, cfg.queue(m)),
+		conns:    make(map[*streamConn]struct{}),
+		refs:     1,
+	}
+	sc := cfg.Stream
+	sc.Consume = s.consume
+	var err error
+	if tlsConf != nil {
+		s.sl, err = stream.ListenTLS(ctx, m, addr, tlsConf, sc)
+	} else {
+		s.sl, err = stream.Listen(ctx, m, addr, sc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
+		s.sl.Close()
+		return nil, err
+	}
+	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close}, nil
+}
+
+// close stops accepting and shuts every connection down; the final event
+// follows once they have all ended.
+func (s *streamServer) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*streamConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.sl.Close()
+	for _, c := range conns {
+		c.h.Close()
+	}
+	s.unref()
+	return nil
+}
+
+func (s *streamServer) unref() {
+	s.mu.Lock()
+	s.refs--
+	last := s.refs == 0
+	s.mu.Unlock()
+	if last {
+		s.untrack()
+		nm.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+	}
+}
+
+// consume takes a new connection (stream.Config.Consume).
+func (s *streamServer) consume(h *nm.Handle, stop <-chan struct{}) stream.Consumer {
+	kind := nm.TCP
+	if _, ok := stream.TLSState(h); ok {
+		kind = nm.TLS
+	}
+	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind), slot: make(chan struct{}, 1)}
+	c.asm.init(MaxSize)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.refs++
+	return c
+}
+
+// streamConn is one TCP or TLS connection of a streamServer. Its reader
+// goroutine (the stream connection's) calls Data and Final; its requests'
+// handles are bound to it, so it is their nm.Socket too.
+type streamConn struct {
+	s     *streamServer
+	h     *nm.Handle // the connection; our reference goes at Final
+	stop  <-chan struct{}
+	stats *nm.Counters
+	asm   assembler // owned by the reader goroutine
+	// slot (buffer 1, non-blocking sends) tells the reader, waiting at the
+	// in-flight bound, that a request was released.
+	slot     chan struct{}
+	inFlight atomic.Int32 // requests delivered and not yet released
+}
+
+// Data frames the bytes read into requests and delivers them, waiting at
+// the in-flight bound: one read of many small queries is taken a few at a
+// time while the rest wait, unparsed.
+func (c *streamConn) Data(b []byte) error {
+	c.asm.Write(b)
+	defer c.asm.Keep()
+	for {
+		msg, err := c.asm.Next()
+		if err != nil {
+			c.stats.Dropped.Add(1)
+			c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
+			return err
+		}
+		if msg == nil {
+			return nil
+		}
+		if checkRequest(msg) != nil {
+			c.stats.Dropped.Add(1)
+			continue
+		}
+		if !c.waitSlot() || !c.deliver(msg) {
+			c.asm.Clear()
+			return nil
+		}
+	}
+}
+
+// waitSlot waits until the connection has fewer requests in flight than
+// its bound. It returns false if the connection shuts down first.
+func (c *streamConn) waitSlot() bool {
+	for c.inFlight.Load() >= c.s.inFlight {
+		select {
+		case <-c.slot:
+		case <-c.stop:
+			return false
+		}
+	}
+	return true
+}
+
+// deliver hands msg to the consumer on a request handle of its own.
+func (c *streamConn) deliver(msg []byte) bool {
+	rh := c.request(msg)
+	ev := nm.Event{Handle: rh, Data: rh.Buf[2 : 2+len(msg)]}
+	if c.h.Shard().Deliver(c.s.ch, ev, c.stop) {
+		return true
+	}
+	rh.Detach()
+	return false
+}
+
+// request returns a handle for a request: a copy of msg after room for the
+// reply's length prefix, holding a reference to the connection.
+func (c *streamConn) request(msg []byte) *nm.Handle {
+	rh, _ := c.s.handles.Get().(*nm.Handle)
+	if rh == nil {
+		rh = nm.NewHandle(c.h.Shard(), c, c.h.LocalAddr(), c.h.PeerAddr())
+	} else {
+		rh.Reuse(c.h.Shard(), c, c.h.LocalAddr(), c.h.PeerAddr())
+	}
+	if cap(rh.Buf) < 2+len(msg) {
+		rh.Buf = make([]byte, 2+max(len(msg), 510))
+	}
+	rh.Buf = rh.Buf[:2+len(msg)]
+	copy(rh.Buf[2:], msg)
+	c.h.Attach()
+	if c.inFlight.Add(1) == 1 {
+		stream.SetBusy(c.h, 1)
+	}
+	return rh
+}
+
+// Final ends the connection's part in the listener.
+func (c *streamConn) Final(err error) {
+	c.asm.Clear()
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	c.h.Detach()
+	c.s.unref()
+}
+
+// Send implements nm.Socket for request handles: the reply goes out with
+// its length prefix, in one write.
+func (c *streamConn) Send(rh *nm.Handle, b []byte) error {
+	var p [2]byte
+	if err := prefix(&p, b); err != nil {
+		return err
+	}
+	return stream.SendPrefixed(c.h, p[:], b)
+}
+
+// SendAsync implements nm.Socket for request handles.
+func (c *streamConn) SendAsync(rh *nm.Handle, b []byte, done chan<- error) error {
+	var p [2]byte
+	if err := prefix(&p, b); err != nil {
+		return err
+	}
+	return stream.SendPrefixedAsync(c.h, p[:], b, done)
+}
+
+// prefix writes the length prefix of a message b.
+func prefix(p *[2]byte, b []byte) error {
+	if len(b) < HeaderLen {
+		return nm.ErrBadMessage
+	}
+	if len(b) > MaxSize {
+		return nm.ErrTooLarge
+	}
+	binary.BigEndian.PutUint16(p[:], uint16(len(b)))
+	return nil
+}
+
+// Read implements nm.Socket: a request handle is not read; its request
+// came with it.
+func (c *streamConn) Read(rh *nm.Handle) <-chan nm.Event { return notReadable() }
+
+// ReadStop implements nm.Socket.
+func (c *streamConn) ReadStop(rh *nm.Handle) {}
+
+// Close implements nm.Socket: closing a request closes its connection.
+func (c *streamConn) Close(rh *nm.Handle) { c.h.Close() }
+
+// Released implements nm.Socket: the request is answered (or given up).
+func (c *streamConn) Released(rh *nm.Handle) {
+	if r, ok := rh.Data().(nm.Resetter); ok {
+		r.Reset()
+	}
+	c.s.handles.Put(rh)
+	if c.inFlight.Add(-1) == 0 {
+		stream.SetBusy(c.h, -1)
+	}
+	select {
+	case c.slot <- struct{}{}:
+	default:
+	}
+	c.h.Detach()
+}
+
+// SetKeepalive marks the request's connection as kept alive (EDNS
+// tcp-keepalive): its idle timeout becomes the keepalive timeout.
+func (c *streamConn) SetKeepalive(rh *nm.Handle, on bool) { c.h.SetKeepalive(on) }
+
+// SetTimeouts replaces the timeouts of the request's connection.
+func (c *streamConn) SetTimeouts(rh *nm.Handle, t nm.Timeouts) { c.h.SetTimeouts(t) }
+
+// notReadable returns a channel holding one final nm.ErrNotSupported event.
+func notReadable() <-chan nm.Event {
+	ch := make(chan nm.Event, 1)
+	ch <- nm.Event{Err: nm.ErrNotSupported}
+	close(ch)
+	return ch
+}
+
+// KeepaliveTimeout returns the keepalive timeout of a request's connection,
+// the value to advertise in an EDNS tcp-keepalive option (RFC 7828), and
+// false for requests that did not come over TCP or TLS.
+func KeepaliveTimeout(rh *nm.Handle) (time.Duration, bool) {
+	c, ok := rh.Socket().(*streamConn)
+	if !ok {
+		return 0, false
+	}
+	return stream.Timeouts(c.h).Keepalive, true
+}
