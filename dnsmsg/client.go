@@ -215,10 +215,20 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	}
 }
 
-// Exchange sends q to the UDP server at addr from a new Conn on m and
-// returns the reply.
+// Exchange sends q to the server at addr over UDP, from a new Conn on m,
+// and returns the reply; a reply with the TC bit set (truncated) is
+// retried over TCP to the same address, as RFC 7766 asks of clients.
 func Exchange(ctx context.Context, m *nm.Manager, addr string, q *dns.Msg) (*dns.Msg, error) {
-	c, err := DialUDP(ctx, m, addr, ClientConfig{})
+	r, err := exchangeOnce(ctx, m, addr, q, DialUDP)
+	if err != nil || !r.Truncated {
+		return r, err
+	}
+	return exchangeOnce(ctx, m, addr, q, DialTCP)
+}
+
+func exchangeOnce(ctx context.Context, m *nm.Manager, addr string, q *dns.Msg,
+	dial func(context.Context, *nm.Manager, string, ClientConfig) (*Conn, error)) (*dns.Msg, error) {
+	c, err := dial(ctx, m, addr, ClientConfig{})
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,7 @@ type conn struct {
 	broken  error       // the socket can no longer be written; guarded by wmu
 	vec     net.Buffers // writev's vector, consumed by each write; owned by the writer
 	vecBuf  [][]byte    // vec's backing array, kept for reuse; owned by the writer
-	one     [2][]byte // a synchronous send's buffers; owned by the writer
+	one     [2][]byte   // a synchronous send's buffers; owned by the writer
 	pfx     [maxPrefix]byte
 	tlsBuf  []byte
 

@@ -76,6 +76,13 @@ func (c *conn) readLoop() (final error, keepOpen bool) {
 
 		b, n, err := c.readOnce()
 		if err == nil {
+			if c.consumer != nil {
+				if err := c.consumeData(b, n); err != nil {
+					// Reading is over; replies still go out.
+					return err, true
+				}
+				continue
+			}
 			if !c.deliverData(b, n) {
 				return nil, false
 			}
@@ -151,9 +158,6 @@ func (c *conn) deliverData(b *[]byte, n int) bool {
 		c.deadline = time.Now().Add(c.t.Read)
 	}
 	c.mu.Unlock()
-	if c.consumer != nil {
-		return c.consumeData(b, n)
-	}
 	if !c.deliver(ev, true) {
 		return false
 	}

@@ -12,7 +12,9 @@ type Consumer interface {
 	// Data is called with each chunk read; b is valid until Data returns.
 	// Data may block (the connection reads nothing meanwhile, so TCP pushes
 	// back on the peer) but must return soon after stop is closed. A
-	// non-nil error ends the connection; it becomes the final error.
+	// non-nil error ends reading and becomes the final error; the
+	// connection stays open for sends in progress until its handle's last
+	// reference goes, as after nm.ErrEOF.
 	Data(b []byte) error
 	// Final is called once, after the last Data, with the final error
 	// (the table in the package documentation; nm.ErrCanceled for a local
@@ -34,17 +36,20 @@ func (c *conn) consume(newConsumer func(h *nm.Handle, stop <-chan struct{}) Cons
 	return true
 }
 
-// consumeData gives a chunk to the consumer and recycles its buffer. It
-// returns false if the connection is to end, with the consumer's error
-// recorded as the reason.
-func (c *conn) consumeData(b *[]byte, n int) bool {
+// consumeData gives a chunk to the consumer and recycles its buffer. An
+// error from the consumer ends reading; the connection stays open for the
+// replies in progress until its handle is released, as after ErrEOF.
+func (c *conn) consumeData(b *[]byte, n int) error {
+	c.stats.Received.Add(1)
+	if n == len(*b) && c.class < len(bufClasses)-1 {
+		c.class++
+	}
+	c.mu.Lock()
+	c.gotData = true
+	c.mu.Unlock()
 	err := c.consumer.Data((*b)[:n])
 	putBuf(b)
-	if err == nil {
-		return true
-	}
-	c.shutdown(err)
-	return false
+	return err
 }
 
 // SetBusy counts the requests of a server connection being answered (delta
