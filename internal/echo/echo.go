@@ -6,12 +6,16 @@ package echo
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/internal/certs"
@@ -49,30 +53,42 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{m: m, addrs: make(map[string]netip.AddrPort)}
-	if o.UDP != "" {
-		l, err := dnsmsg.ListenUDP(ctx, m, o.UDP, dnsmsg.ServerConfig{})
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	for _, x := range []struct {
+		name, addr string
+		listen     func() (*dnsmsg.Listener, error)
+	}{
+		{"udp", o.UDP, func() (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenUDP(ctx, m, o.UDP, dnsmsg.ServerConfig{})
+		}},
+		{"tcp", o.TCP, func() (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenTCP(ctx, m, o.TCP, dnsmsg.ServerConfig{})
+		}},
+		{"dot", o.DoT, func() (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenTLS(ctx, m, o.DoT, tlsConf, dnsmsg.ServerConfig{})
+		}},
+	} {
+		if x.addr == "" {
+			continue
+		}
+		l, err := x.listen()
 		if err != nil {
 			m.Close()
-			return nil, fmt.Errorf("nmecho: udp: %w", err)
+			return nil, fmt.Errorf("nmecho: %s: %w", x.name, err)
 		}
-		s.addrs["udp"] = l.Addr()
+		s.addrs[x.name] = l.Addr()
 		for i := 0; i < m.Workers(); i++ {
 			s.wg.Go(func() { serve(l) })
 		}
 	}
-	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
 	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
 		return nil, err
 	}
 	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, tlsConf); err != nil {
 		return nil, err
 	}
-	for _, x := range []struct{ name, addr string }{
-		{"tcp", o.TCP}, {"dot", o.DoT}, {"doh", o.DoH},
-	} {
-		if x.addr != "" {
-			s.notes = append(s.notes, fmt.Sprintf("%s on %s: not in this version yet", x.name, x.addr))
-		}
+	if o.DoH != "" {
+		s.notes = append(s.notes, fmt.Sprintf("doh on %s: not in this version yet", o.DoH))
 	}
 	return s, nil
 }
@@ -124,10 +140,41 @@ func serve(l *dnsmsg.Listener) {
 		if ev.Err != nil {
 			continue // the final event; the channel closes next
 		}
-		dnsmsg.SetResponse(ev.Data)
-		ev.Handle.Send(ev.Data) // failures are counted in the stats
+		reply := ev.Data
+		if d, ok := dnsmsg.KeepaliveTimeout(ev.Handle); ok {
+			reply = keepalive(ev.Handle, reply, d)
+		}
+		dnsmsg.SetResponse(reply)
+		ev.Handle.Send(reply) // failures are counted in the stats
 		ev.Handle.Detach()
 	}
+}
+
+// keepalive answers an EDNS tcp-keepalive option (RFC 7828) in a stream
+// request: the connection is kept alive, and the reply carries the timeout.
+// Other requests are returned as they are, unparsed.
+func keepalive(h *nm.Handle, req []byte, d time.Duration) []byte {
+	if len(req) < dnsmsg.HeaderLen || binary.BigEndian.Uint16(req[10:]) == 0 {
+		return req // no additional record, so no OPT
+	}
+	m, err := dnsmsg.Parse(req)
+	if err != nil {
+		return req
+	}
+	opt := m.IsEdns0()
+	if opt == nil {
+		return req
+	}
+	for _, o := range opt.Option {
+		if ka, ok := o.(*dns.EDNS0_TCP_KEEPALIVE); ok {
+			h.SetKeepalive(true)
+			ka.Timeout = uint16(min(d/(100*time.Millisecond), 0xffff))
+			if b, err := m.Pack(); err == nil {
+				return b
+			}
+		}
+	}
+	return req
 }
 
 // Addr returns the bound address of a listener ("udp", ...), if it runs.
@@ -152,7 +199,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp", "echo", "tls-echo"} {
+	for _, name := range []string{"udp", "tcp", "dot", "echo", "tls-echo"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
 		}
