@@ -3,7 +3,7 @@
 # per query. nmecho runs with one worker pinned to one CPU, dnsperf on
 # another, as in shared/PERF-NOTES.md.
 #
-# usage: bench/dnsperf.sh [mode] [seconds] [runs]   (mode: udp; default 5 s, 3 runs)
+# usage: bench/dnsperf.sh [mode] [seconds] [runs]   (mode: udp, tcp or dot; default 5 s, 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-udp}
@@ -18,14 +18,18 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 go build -o "$tmp/nmecho" ./cmd/nmecho
 clk=$(getconf CLK_TCK)
 for run in $(seq 1 "$runs"); do
-	GOMAXPROCS=1 taskset -c "$srvcpu" "$tmp/nmecho" -workers 1 -udp "127.0.0.1:$port" -tcp "" -dot "" -doh "" >"$tmp/nmecho.out" &
+	dotport=$((port + 1))
+	GOMAXPROCS=1 taskset -c "$srvcpu" "$tmp/nmecho" -workers 1 -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" \
+		-dot "127.0.0.1:$dotport" -doh "" >"$tmp/nmecho.out" &
 	pid=$!
+	target=$port
+	[ "$mode" = dot ] && target=$dotport
 	# Wait until nmecho answers.
 	for _ in $(seq 1 50); do
 		dig +short +tries=1 +time=1 @127.0.0.1 -p "$port" ready.test >/dev/null 2>&1 && break
 	done
 	cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d testdata/queries.txt -c 8 -q 200 -l "$secs" >"$tmp/perf.out" 2>&1
+	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$target" -d testdata/queries.txt -c 8 -q 200 -l "$secs" >"$tmp/perf.out" 2>&1
 	cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	kill -TERM "$pid"; wait "$pid" || true
 	completed=$(awk '/Queries completed:/{print $3}' "$tmp/perf.out")

@@ -1,7 +1,10 @@
 package dnsmsg_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 
@@ -13,12 +16,16 @@ import (
 // benchServer starts an echo server whose consumers reply in place, as
 // nmecho does: the server path allocates nothing per message.
 func benchServer(b *testing.B, workers int) *dnsmsg.Listener {
+	return benchServerOn(b, workers, dnsmsg.ListenUDP)
+}
+
+func benchServerOn(b *testing.B, workers int, listen func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error)) *dnsmsg.Listener {
 	m, err := nm.New(nm.Config{Workers: workers})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Close() })
-	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
+	l, err := listen(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,5 +128,75 @@ func BenchmarkUDPClientExchange(b *testing.B) {
 		if ev := <-c.Read(); ev.Err != nil {
 			b.Fatal(ev.Err)
 		}
+	}
+}
+
+// streamBench is a blocking stream DNS client for benchmarks.
+func streamBench(b *testing.B, kind string) (net.Conn, *dnsmsg.Listener) {
+	listen := dnsmsg.ListenTCP
+	if kind == "dot" {
+		listen = func(ctx context.Context, m *nm.Manager, addr string, cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenTLS(ctx, m, addr, serverTLS, cfg)
+		}
+	}
+	l := benchServerOn(b, 1, listen)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if kind == "dot" {
+		c = tls.Client(c, clientTLS)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c, l
+}
+
+// BenchmarkStreamServerPath measures one request/reply through the TCP or
+// DoT server path (read, framing, request handle, channel, framed Send),
+// driven by a plain blocking client. allocs/op counts the whole process,
+// the client's TLS included.
+func BenchmarkStreamServerPath(b *testing.B) {
+	for _, kind := range []string{"tcp", "dot"} {
+		b.Run(kind, func(b *testing.B) {
+			c, _ := streamBench(b, kind)
+			q := frame(benchQuery(b))
+			buf := make([]byte, 512)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Write(q); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf[:len(q)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStreamServerPipelined writes 32 queries at once and reads the
+// 32 replies: the server frames many messages per read and writes replies
+// together. ns/op is per query.
+func BenchmarkStreamServerPipelined(b *testing.B) {
+	const depth = 32
+	for _, kind := range []string{"tcp", "dot"} {
+		b.Run(kind, func(b *testing.B) {
+			c, _ := streamBench(b, kind)
+			one := frame(benchQuery(b))
+			q := bytes.Repeat(one, depth)
+			buf := make([]byte, len(q))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if i%depth != 0 {
+					continue
+				}
+				if _, err := c.Write(q); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -357,3 +357,83 @@ func TestStreamTwoRepliesInOneReceive(t *testing.T) {
 		nmtest.NextErr(t, c.Read(), nm.ErrTimedOut)
 	})
 }
+
+func TestStreamClientRepliesBeforeEOFThenEOF(t *testing.T) {
+	// The server answers two queries, one with an ID never asked, and
+	// closes: the client gets the reply it asked for, then ErrEOF; the
+	// stray reply is dropped and counted.
+	forStreams(t, func(t *testing.T, k skind) {
+		ln := k.rawListener(t)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(nmtest.Timeout))
+			q, err := readFrameErr(c)
+			if err != nil {
+				return
+			}
+			stray := asReply(q)[0]
+			stray[0], stray[1] = 0xbe, 0xef
+			c.Write(frame(stray, asReply(q)[0]))
+		}()
+		m := newManager(t, 1)
+		c, err := k.dialErr(m, ln.Addr().String(), dnsmsg.ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Send(queryID(t, "eof.example", 5))
+		if ev := nmtest.Next(t, c.Read(), nmtest.Timeout); ev.Err != nil || dnsmsg.ID(ev.Data) != 5 {
+			t.Fatalf("first read: %v", ev.Err)
+		}
+		nmtest.ExpectFinal(t, c.Read(), 0, nm.ErrEOF)
+		if st := m.Stats().Of(k.stat); st.Dropped != 1 {
+			t.Errorf("dropped %d; want 1 (the reply to an ID never asked)", st.Dropped)
+		}
+	})
+}
+
+func TestStreamListenerCloseEndsConnections(t *testing.T) {
+	forStreams(t, func(t *testing.T, k skind) {
+		m := newManager(t, 2)
+		l := k.listen(t, m, dnsmsg.ServerConfig{})
+		wait := echoServer(t, l, asReply)
+		c := k.dial(t, m, l, dnsmsg.ClientConfig{})
+		if _, err := c.Exchange(context.Background(), query("before.example")); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		if r := wait(); len(r.Data) != 1 || !errors.Is(r.Final, nm.ErrCanceled) {
+			t.Errorf("server: %d requests, final %v", len(r.Data), r.Final)
+		}
+		nmtest.ExpectFinal(t, c.Read(), 0, nm.ErrEOF)
+	})
+}
+
+func TestStreamPauseHoldsRequests(t *testing.T) {
+	forStreams(t, func(t *testing.T, k skind) {
+		m := newManager(t, 2)
+		l := k.listen(t, m, dnsmsg.ServerConfig{})
+		c := k.dial(t, m, l, dnsmsg.ClientConfig{})
+		if err := m.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		c.Send(queryID(t, "paused.example", 1))
+		select {
+		case ev := <-l.Requests():
+			t.Fatalf("a request delivered while paused (err %v)", ev.Err)
+		case <-time.After(quiet):
+		}
+		if err := m.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		ev := nmtest.Next(t, l.Requests(), nmtest.Timeout)
+		if ev.Err != nil || dnsmsg.ID(ev.Data) != 1 {
+			t.Fatalf("after Resume: %v", ev.Err)
+		}
+		ev.Handle.Detach()
+	})
+}
