@@ -1,40 +1,67 @@
 // Package dnsmsg serves and sends DNS messages over the transports of
 // netmgr with one programming model: every data event carries exactly one
-// complete DNS message in wire format.
+// complete DNS message in wire format, whatever the transport.
 //
 // # Servers
 //
-// A listener delivers requests on the channel returned by Requests: each
-// event holds one message and a handle to reply on, then, when the listener
-// is closed, one final event, then the channel is closed. The receiver owns
-// one reference to each request's handle and must Detach it when done,
-// usually right after sending the reply:
+// ListenUDP, ListenTCP and ListenTLS (DNS over TLS, ALPN "dot") return a
+// Listener that delivers requests on the channel returned by Requests:
+// each event holds one message and a handle to reply on, then, when the
+// listener is closed, one final event, then the channel is closed. Requests
+// from every connection of a TCP or TLS listener share that one channel,
+// so one loop serves every transport. The receiver owns one reference to
+// each request's handle and must Detach it when done, usually right after
+// sending the reply:
 //
-//	l, _ := dnsmsg.ListenUDP(ctx, mgr, "127.0.0.1:5300", dnsmsg.ServerConfig{})
+//	l, _ := dnsmsg.ListenTCP(ctx, mgr, "127.0.0.1:5300", dnsmsg.ServerConfig{})
 //	for ev := range l.Requests() {
 //		if ev.Err != nil {
 //			break // the final event
 //		}
 //		reply := answer(ev.Data)
-//		ev.Handle.Send(reply)
+//		ev.Handle.Send(reply) // framed with its length on TCP and TLS
 //		ev.Handle.Detach()
 //	}
 //
-// Datagrams that cannot be DNS requests (shorter than a header, or with the
-// QR bit set) are dropped and counted, never delivered.
+// Over TCP and TLS each message is preceded by its length as 2 bytes,
+// big-endian (RFC 1035 4.2.2, RFC 7766). Replies may go out in any order
+// (pipelining); ServerConfig.Ordered answers one request of a connection at
+// a time. A request's Data stays valid until its handle is detached.
+// Closing a request's handle closes its connection; SetKeepalive on it
+// switches the connection's idle timeout to the keepalive timeout (EDNS
+// tcp-keepalive, RFC 7828), whose value KeepaliveTimeout gives for the
+// reply's option.
+//
+// Messages that cannot be DNS requests (shorter than a header, the QR bit
+// set, section counts that cannot fit) are dropped and counted, never
+// delivered.
 //
 // # Clients
 //
-// A Conn is a client conversation. Each Read yields exactly one event: a
-// reply, ErrTimedOut when the read timeout passes first (the Conn stays
-// usable: read again, or give up), or the final error. Replies whose ID
-// matches no query sent on the Conn are discarded and counted. Exchange
-// sends one query and waits for its reply.
+// DialUDP, DialTCP and DialTLS return a Conn: a client conversation. Each
+// Read yields exactly one event: a reply, nm.ErrTimedOut when the read
+// timeout passes first (the Conn stays usable: read again, or give up), or
+// the final error (nm.ErrEOF when a stream server closes, after the replies
+// it sent before). Over TCP and TLS, queries may be pipelined: send many,
+// then read as many replies, matched by ID; a reply whose ID matches no
+// query outstanding on the Conn is discarded and counted (on UDP: none of
+// the last 64 queries). Exchange sends one query and waits for its reply;
+// the package's Exchange retries a truncated UDP reply over TCP.
 //
 // # Limits
 //
 // UDP datagrams longer than ServerConfig.MaxUDPSize (default 4096 bytes) are
 // dropped and counted; a listener's queue is bounded and, when full, new
 // datagrams are dropped and counted: UDP ingress never waits for a slow
-// consumer.
+// consumer. A TCP or TLS connection instead waits (its peer is pushed back).
+//
+// On TCP and TLS, at most ServerConfig.MaxInFlight requests of a connection
+// (default 23) are delivered and not yet released; at the bound the
+// connection reads nothing more, so one 64 KiB read of tiny queries is
+// taken a few at a time while the rest wait unparsed. The initial and idle
+// timeouts (stream.Config) do not run while a request is being answered.
+// A zero length prefix ends reading on that connection with ErrZeroLength
+// (counted); replies in progress still go out. Messages are at most 65535
+// bytes; a partial message is kept in a pooled buffer, complete ones are
+// read in place, and an idle connection holds no buffer.
 package dnsmsg

@@ -30,6 +30,14 @@
 // after them; Close does not wait. Queued replies are written together: one
 // writev on TCP, as few records as possible on TLS.
 //
+// # Protocols on streams
+//
+// A listener whose Config.Consume is set hands each connection's bytes to a
+// Consumer on the connection's own goroutine instead of delivering data
+// events; SendPrefixed writes a prefix (a length, say) and a message as one
+// send; SetBusy stops the initial and idle timers while requests are being
+// answered. Package dnsmsg frames DNS over TCP and TLS with them.
+//
 // # Limits
 //
 // A server connection stops reading while more than Config.Backpressure
