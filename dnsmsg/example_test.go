@@ -37,3 +37,45 @@ func ExampleListenUDP() {
 	fmt.Println(r.Response, r.Question[0].Name, err)
 	// Output: true example.org. <nil>
 }
+
+// A DNS server over TCP, and a client that pipelines three queries on one
+// connection, then reads the three replies.
+func ExampleListenTCP() {
+	m, _ := nm.New(nm.Config{})
+	defer m.Close()
+	l, err := dnsmsg.ListenTCP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for ev := range l.Requests() { // the same loop as for UDP
+			if ev.Err != nil {
+				continue
+			}
+			dnsmsg.SetResponse(ev.Data)
+			ev.Handle.Send(ev.Data) // the length prefix is added
+			ev.Handle.Detach()
+		}
+	}()
+
+	c, err := dnsmsg.DialTCP(context.Background(), m, l.Addr().String(), dnsmsg.ClientConfig{})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	for _, name := range []string{"a.example.", "b.example.", "c.example."} {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		b, _ := q.Pack()
+		c.Send(b)
+	}
+	for i := 0; i < 3; i++ {
+		ev := <-c.Read() // one reply per Read
+		r, _ := dnsmsg.Parse(ev.Data)
+		fmt.Println(r.Question[0].Name)
+	}
+	// Unordered output:
+	// a.example.
+	// b.example.
+	// c.example.
+}
