@@ -2,6 +2,7 @@ package dnsmsg
 
 import (
 	"encoding/binary"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
@@ -57,3 +58,6 @@ func checkRequest(b []byte) error {
 	}
 	return nil
 }
+
+// unsafeBytes views s as bytes, for reading only.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -56,6 +56,10 @@ type Config struct {
 	// closes the connection. Meant for protocols framed on streams, such as
 	// package dnsmsg.
 	Consume func(h *nm.Handle, stop <-chan struct{}) Consumer
+	// Serve, if set, makes a listener give each connection, as a net.Conn,
+	// to Serve.ServeConn instead of delivering it on Conns (see Server);
+	// Consume is then ignored. Meant for protocols such as HTTP/2.
+	Serve Server
 }
 
 func (c *Config) timeouts() nm.Timeouts {

@@ -43,8 +43,29 @@ func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, 
 	}
 	shard := m.NextShard()
 	stats := shard.Counters(kind)
+	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	stats.Opened.Add(1)
+	stats.Active.Add(1)
+	if err := m.Go(c.run); err != nil {
+		c.end()
+		return nil, err
+	}
+	return c.h, nil
+}
+
+// dialConn connects and, when tlsConf is not nil, completes the TLS
+// handshake, within the connect timeout and ctx.
+func dialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg *Config, stats *nm.Counters) (*net.TCPConn, *tls.Conn, error) {
 	if m.Closing() {
-		return nil, nm.ErrShuttingDown
+		return nil, nil, nm.ErrShuttingDown
 	}
 	t := cfg.timeouts()
 	ctx, cancel := context.WithCancel(ctx)
@@ -60,39 +81,28 @@ func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, 
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		stats.BindFailed.Add(1)
-		return nil, dialError(ctx, m, err)
+		return nil, nil, dialError(ctx, m, err)
 	}
 	tc := nc.(*net.TCPConn)
-	var tlsConn *tls.Conn
-	if tlsConf != nil {
-		conf := tlsConf.Clone()
-		if conf.ServerName == "" {
-			if host, _, err := net.SplitHostPort(addr); err == nil {
-				conf.ServerName = host
-			}
-		}
-		if conf.ClientSessionCache == nil {
-			conf.ClientSessionCache = sessionCache
-		}
-		tlsConn = tls.Client(tc, conf)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			tc.Close()
-			stats.RecvFailed.Add(1)
-			return nil, dialError(ctx, m, err)
+	if tlsConf == nil {
+		return tc, nil, nil
+	}
+	conf := tlsConf.Clone()
+	if conf.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			conf.ServerName = host
 		}
 	}
-	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
-	if err != nil {
+	if conf.ClientSessionCache == nil {
+		conf.ClientSessionCache = sessionCache
+	}
+	tlsConn := tls.Client(tc, conf)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		tc.Close()
-		return nil, err
+		stats.RecvFailed.Add(1)
+		return nil, nil, dialError(ctx, m, err)
 	}
-	stats.Opened.Add(1)
-	stats.Active.Add(1)
-	if err := m.Go(c.run); err != nil {
-		c.end()
-		return nil, err
-	}
-	return c.h, nil
+	return tc, tlsConn, nil
 }
 
 // dialError names why a dial failed.

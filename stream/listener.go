@@ -37,9 +37,13 @@ type Listener struct {
 	// done is closed by Close.
 	done chan struct{}
 	// quota holds one token per open connection when MaxConns is set.
-	quota   chan struct{}
-	refs    atomic.Int32 // accept loops and connections not yet delivered
-	once    sync.Once
+	quota chan struct{}
+	refs  atomic.Int32 // accept loops, connections not yet delivered, and served ones
+	once  sync.Once
+
+	smu     sync.Mutex
+	served  map[*net.TCPConn]struct{} // connections given to cfg.Serve; guarded by smu
+	sclosed bool                      // Close closed the served connections; guarded by smu
 	untrack func()
 }
 
@@ -122,13 +126,15 @@ func (l *Listener) SetTLSConfig(c *tls.Config) {
 	}
 }
 
-// Close stops accepting. It does not wait; the final event follows on Conns.
+// Close stops accepting, and closes the connections given to
+// Config.Serve. It does not wait; the final event follows on Conns.
 func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		for _, ln := range l.lns {
 			ln.Close()
 		}
+		l.closeServed()
 	})
 	return nil
 }
@@ -203,6 +209,18 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 			return
 		}
 	}
+	if l.cfg.Serve != nil {
+		stats.Active.Add(1)
+		l.refs.Add(1)
+		if !l.track(tc) || l.m.Go(func() { l.serve(shard, tc) }) != nil {
+			l.forget(tc)
+			tc.Close()
+			l.release()
+			stats.Active.Add(-1)
+			l.unref()
+		}
+		return
+	}
 	var tlsConn *tls.Conn
 	if conf := l.tls.Load(); conf != nil {
 		tlsConn = tls.Server(tc, conf)
@@ -242,17 +260,10 @@ func (l *Listener) deliver(c *conn) bool {
 		c.mu.Lock()
 		initial := c.t.Initial
 		c.mu.Unlock()
-		if initial > 0 {
-			c.tcp.SetDeadline(c.born.Add(initial))
+		if d := time.Until(c.born.Add(initial)); initial > 0 {
+			initial = max(d, time.Nanosecond)
 		}
-		// The handshake runs deep in crypto code: on a goroutine of its own,
-		// so that its stack growth does not stay with the connection's
-		// long-lived reader. The manager's context interrupts it.
-		res := make(chan error, 1)
-		go func() { res <- c.tls.HandshakeContext(l.m.Context()) }()
-		err := <-res
-		c.tcp.SetDeadline(time.Time{})
-		if err != nil {
+		if err := handshake(l.m.Context(), c.tcp, c.tls, initial); err != nil {
 			c.stats.RecvFailed.Add(1)
 			l.m.Logger().Debug("stream: TLS handshake failed", "peer", c.h.PeerAddr(), "err", err)
 			c.h.Detach()

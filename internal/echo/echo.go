@@ -78,7 +78,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		s.addrs[x.name] = l.Addr()
 		for i := 0; i < m.Workers(); i++ {
-			s.wg.Go(func() { serve(l) })
+			s.wg.Go(func() { serve(l.Requests()) })
 		}
 	}
 	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
@@ -88,7 +88,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	if o.DoH != "" {
-		s.notes = append(s.notes, fmt.Sprintf("doh on %s: not in this version yet", o.DoH))
+		l, err := dnsmsg.ListenHTTPS(ctx, m, o.DoH, tlsConf, nil, dnsmsg.HTTPConfig{HTTP1: true})
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("nmecho: doh: %w", err)
+		}
+		s.addrs["doh"] = l.Addr()
+		reqs := l.Endpoints().Requests(dnsmsg.DefaultPath)
+		for i := 0; i < m.Workers(); i++ {
+			s.wg.Go(func() { serve(reqs) })
+		}
 	}
 	return s, nil
 }
@@ -135,8 +144,8 @@ func echoStream(h *nm.Handle) {
 }
 
 // serve answers requests until the listener's channel closes.
-func serve(l *dnsmsg.Listener) {
-	for ev := range l.Requests() {
+func serve(reqs <-chan nm.Event) {
+	for ev := range reqs {
 		if ev.Err != nil {
 			continue // the final event; the channel closes next
 		}
@@ -199,9 +208,12 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp", "tcp", "dot", "echo", "tls-echo"} {
+	for _, name := range []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
+			if name == "doh" {
+				fmt.Fprintf(out, "nmecho: doh endpoint https://%s%s\n", a, dnsmsg.DefaultPath)
+			}
 		}
 	}
 	for _, n := range s.notes {
@@ -220,7 +232,7 @@ func Summary(st nm.Stats) string {
 	b.WriteString("nmecho: stopped;")
 	for t := nm.UDP; t <= nm.HTTP; t++ {
 		c := st.Of(t)
-		if c.Opened == 0 && c.BindFailed == 0 {
+		if c.Opened == 0 && c.BindFailed == 0 && c.Received == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, " %s: received %d, sent %d, dropped %d, failed recv %d send %d;",

@@ -1,0 +1,104 @@
+package dnsmsg
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// DefaultEndpointQueue is the capacity of an endpoint's request channel
+// when NewEndpoints is given none.
+const DefaultEndpointQueue = 1024
+
+// Endpoints is a set of DoH endpoint paths, each delivering its requests
+// on a channel of its own: one event per DNS message, with a handle to
+// reply on (the receiver owns one reference); then, once the set is no
+// longer served (replaced with HTTPListener.SetEndpoints, or the listener
+// closed), one final event with nm.ErrCanceled; then the channel is
+// closed. A set serves one listener once. Its methods are safe for
+// concurrent use.
+type Endpoints struct {
+	paths map[string]*endpoint // fixed at creation
+	list  []string
+	bound atomic.Bool
+	once  sync.Once
+}
+
+// NewEndpoints returns a set of endpoints for the given paths (DefaultPath
+// if none), each with a request channel of capacity queue
+// (DefaultEndpointQueue if zero). Paths must pass ValidPath.
+func NewEndpoints(queue int, paths ...string) (*Endpoints, error) {
+	if len(paths) == 0 {
+		paths = []string{DefaultPath}
+	}
+	if queue <= 0 {
+		queue = DefaultEndpointQueue
+	}
+	e := &Endpoints{paths: make(map[string]*endpoint, len(paths))}
+	for _, p := range paths {
+		if err := ValidPath(p); err != nil {
+			return nil, err
+		}
+		if e.paths[p] != nil {
+			continue
+		}
+		e.paths[p] = &endpoint{ch: make(chan nm.Event, queue), done: make(chan struct{})}
+		e.list = append(e.list, p)
+	}
+	return e, nil
+}
+
+// Paths returns the paths of the set, in the order given.
+func (e *Endpoints) Paths() []string { return slices.Clone(e.list) }
+
+// Requests returns the request channel of path, or nil if the set has no
+// such path.
+func (e *Endpoints) Requests(path string) <-chan nm.Event {
+	if ep := e.paths[path]; ep != nil {
+		return ep.ch
+	}
+	return nil
+}
+
+// bind claims the set for a listener; false if one has it already.
+func (e *Endpoints) bind() bool { return e.bound.CompareAndSwap(false, true) }
+
+// end gives every channel its final event, once.
+func (e *Endpoints) end() {
+	e.once.Do(func() {
+		for _, ep := range e.paths {
+			ep.end()
+		}
+	})
+}
+
+// endpoint is one path's channel. Handlers deliver under the read lock;
+// end takes the write lock, after closing done to wake the waiting ones,
+// so that the final event comes after every delivery.
+type endpoint struct {
+	// ch carries the requests. Senders: request handlers, under mu's read
+	// lock; end sends the final event and closes it.
+	ch   chan nm.Event
+	done chan struct{} // closed by end: deliveries give up
+
+	mu    sync.RWMutex
+	ended bool // guarded by mu
+}
+
+// deliver hands ev to the consumer, waiting for room; false if the
+// endpoint ended first.
+func (ep *endpoint) deliver(shard *nm.Shard, ev nm.Event) bool {
+	ep.mu.RLock()
+	defer ep.mu.RUnlock()
+	return !ep.ended && shard.Deliver(ep.ch, ev, ep.done)
+}
+
+func (ep *endpoint) end() {
+	close(ep.done)
+	ep.mu.Lock()
+	ep.ended = true
+	ep.mu.Unlock()
+	nm.Finalize(ep.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+}

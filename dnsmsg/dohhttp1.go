@@ -1,0 +1,76 @@
+package dnsmsg
+
+import (
+	"context"
+	"io"
+	"log"
+	"net"
+	"sync"
+)
+
+// HTTP/1.1 for DoH listeners with HTTPConfig.HTTP1: net/http serves the
+// connections that did not choose HTTP/2, fed through a channel listener,
+// while the stream listener's goroutine for each waits until net/http
+// closes it.
+
+// serveHTTP1 runs net/http over the connections handed off; it returns
+// when the listener closes.
+func (s *httpServer) serveHTTP1() {
+	s.base.BaseContext = func(net.Listener) context.Context { return s.m.Context() }
+	s.base.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c.(*h1Conn).hc)
+	}
+	s.base.Serve(chanListener{s})
+}
+
+// handOff gives a connection to net/http and waits until it is closed.
+func (s *httpServer) handOff(c *h1Conn) {
+	select {
+	case s.h1conns <- c:
+	case <-s.stop:
+		return
+	}
+	<-c.closed
+}
+
+// chanListener is the net.Listener net/http accepts from.
+type chanListener struct{ s *httpServer }
+
+func (l chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.s.h1conns:
+		return c, nil
+	case <-l.s.stop:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l chanListener) Close() error   { return nil }
+func (l chanListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.s.sl.Addr()) }
+
+// h1Conn is a connection served with HTTP/1.1: first holds the bytes read
+// while looking for the HTTP/2 preface, read again before the socket.
+type h1Conn struct {
+	net.Conn
+	hc     *httpConn
+	first  []byte
+	once   sync.Once
+	closed chan struct{} // closed by Close
+}
+
+func (c *h1Conn) Read(b []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(b, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *h1Conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+func newDiscardLog() *log.Logger { return log.New(io.Discard, "", 0) }

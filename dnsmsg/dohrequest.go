@@ -1,0 +1,371 @@
+package dnsmsg
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// ServeHTTP implements http.Handler: it turns one HTTP request into one DNS
+// request on its endpoint's channel and writes the reply sent on its
+// handle. It runs on the stream's goroutine (net/http's or x/net/http2's),
+// which owns w.
+func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hc, _ := r.Context().Value(connKey{}).(*httpConn)
+	if hc == nil {
+		http.Error(w, "no connection", http.StatusInternalServerError)
+		return
+	}
+	stats := hc.shard.Counters(nm.HTTP)
+	stats.Received.Add(1)
+	ep, code := s.route(r)
+	if code != 0 {
+		s.fail(w, code, stats)
+		return
+	}
+	q := s.request(hc)
+	defer q.unref()
+	msg, code := q.read(w, r, s.initial())
+	if code == 0 && checkRequest(msg) != nil {
+		code = http.StatusBadRequest
+	}
+	if code != 0 {
+		q.h.Detach()
+		s.fail(w, code, stats)
+		return
+	}
+	if !hc.acquire(r, s.stop) {
+		q.h.Detach()
+		return
+	}
+	defer hc.release()
+	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}) {
+		q.h.Detach()
+		s.fail(w, http.StatusServiceUnavailable, stats)
+		return
+	}
+	q.wait(w, r, stats)
+}
+
+// route finds the request's endpoint, or the status that refuses it.
+func (s *httpServer) route(r *http.Request) (*endpoint, int) {
+	if len(r.RequestURI) > s.cfg.maxURI() {
+		return nil, http.StatusRequestURITooLong
+	}
+	ep := s.eps.Load().paths[r.URL.Path]
+	switch {
+	case ep == nil:
+		return nil, http.StatusNotFound
+	case r.Method != http.MethodGet && r.Method != http.MethodPost:
+		return nil, http.StatusMethodNotAllowed
+	}
+	return ep, 0
+}
+
+var allowed = []string{"GET, POST"}
+
+// fail answers a request that is refused with an HTTP error status; the
+// connection goes on.
+func (s *httpServer) fail(w http.ResponseWriter, code int, stats *nm.Counters) {
+	stats.Dropped.Add(1)
+	if code == http.StatusMethodNotAllowed {
+		w.Header()["Allow"] = allowed
+	}
+	http.Error(w, http.StatusText(code), code)
+}
+
+// acquire waits for an in-flight slot of the connection; false if the
+// stream or the listener ended first.
+func (hc *httpConn) acquire(r *http.Request, stop <-chan struct{}) bool {
+	select {
+	case hc.slots <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case hc.slots <- struct{}{}:
+		return true
+	case <-r.Context().Done():
+	case <-stop:
+	}
+	return false
+}
+
+func (hc *httpConn) release() { <-hc.slots }
+
+// httpRequest is one DoH request and the socket of its handle. The handler
+// goroutine owns the ResponseWriter; the consumer replies through the
+// handle; they meet under mu and on reply.
+type httpRequest struct {
+	s  *httpServer
+	h  *nm.Handle
+	hc *httpConn
+	// reply carries the reply to the handler. Sender: Send or SendAsync,
+	// once (state guards it), so its one slot never makes them wait.
+	// Receiver: the handler, or finish when the stream ended first.
+	reply chan httpReply
+	// gone (buffer 1, non-blocking sends) tells the handler that the
+	// handle was closed or released without a reply.
+	gone chan struct{}
+	// sent (buffer 1) carries Send's result back to it.
+	sent chan error
+	refs atomic.Int32 // the handler and the handle; the last puts it back
+
+	mu    sync.Mutex
+	state reqState // guarded by mu
+	err   error    // why no reply can be sent any more; guarded by mu
+}
+
+type reqState uint8
+
+const (
+	reqWaiting reqState = iota // delivered, no reply yet
+	reqReplied                 // a reply was handed to the handler
+	reqDone                    // the stream ended, or the handle went
+)
+
+type httpReply struct {
+	b     []byte
+	done  chan<- error
+	async bool
+}
+
+// request returns a request from the pool, with its handle's one
+// reference and the handler's.
+func (s *httpServer) request(hc *httpConn) *httpRequest {
+	q, _ := s.reqs.Get().(*httpRequest)
+	if q == nil {
+		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1), sent: make(chan error, 1)}
+		q.h = nm.NewHandle(hc.shard, q, hc.local, hc.peer)
+	} else {
+		q.h.Reuse(hc.shard, q, hc.local, hc.peer)
+		select {
+		case <-q.gone:
+		default:
+		}
+	}
+	q.hc = hc
+	q.state, q.err = reqWaiting, nil
+	q.refs.Store(2)
+	return q
+}
+
+func (q *httpRequest) unref() {
+	if q.refs.Add(-1) == 0 {
+		q.hc = nil
+		if cap(q.h.Buf) > 4096 {
+			q.h.Buf = nil
+		}
+		q.s.reqs.Put(q)
+	}
+}
+
+// read takes the DNS message out of a GET or POST request into the
+// handle's buffer, or returns the HTTP status that refuses it.
+func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.Duration) ([]byte, int) {
+	if r.Method == http.MethodGet {
+		v, err := queryParam(r.URL.RawQuery)
+		if err != nil {
+			return nil, http.StatusBadRequest
+		}
+		n := decodedLen(v)
+		if n > MaxSize {
+			return nil, http.StatusRequestEntityTooLarge
+		}
+		msg, err := decodeQuery(q.buf(n), v)
+		if err != nil {
+			return nil, http.StatusBadRequest
+		}
+		return msg, 0
+	}
+	if !isMessageType(r.Header["Content-Type"]) {
+		return nil, http.StatusUnsupportedMediaType
+	}
+	if r.ContentLength > MaxSize {
+		return nil, http.StatusRequestEntityTooLarge
+	}
+	if timeout > 0 {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	}
+	size := 512
+	if r.ContentLength > 0 {
+		size = int(r.ContentLength) + 1 // room to see a body longer than declared
+	}
+	return readBody(r.Body, q.buf(size))
+}
+
+// buf returns the handle's buffer with room for n bytes.
+func (q *httpRequest) buf(n int) []byte {
+	if cap(q.h.Buf) < n {
+		q.h.Buf = make([]byte, max(n, 512))
+	}
+	return q.h.Buf[:n]
+}
+
+// readBody reads a POST body of at most MaxSize bytes into buf, growing it.
+func readBody(body io.Reader, buf []byte) ([]byte, int) {
+	n := 0
+	for {
+		if n == len(buf) {
+			if n > MaxSize {
+				return nil, http.StatusRequestEntityTooLarge
+			}
+			buf = append(buf, make([]byte, min(len(buf), MaxSize+1-len(buf)))...)
+		}
+		m, err := body.Read(buf[n:])
+		n += m
+		switch {
+		case n > MaxSize:
+			return nil, http.StatusRequestEntityTooLarge
+		case errors.Is(err, io.EOF):
+			if n == 0 {
+				return nil, http.StatusBadRequest
+			}
+			return buf[:n], 0
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, http.StatusRequestTimeout
+		case err != nil:
+			return nil, http.StatusBadRequest
+		}
+	}
+}
+
+// isMessageType reports whether a Content-Type header is ContentType
+// (parameters aside).
+func isMessageType(v []string) bool {
+	if len(v) != 1 {
+		return false
+	}
+	t, _, _ := strings.Cut(v[0], ";")
+	return strings.EqualFold(strings.TrimSpace(t), ContentType)
+}
+
+var contentType = []string{ContentType}
+
+// wait waits for the reply and writes it, or gives up when the handle goes
+// without one (the stream is reset), the stream ends, or the listener
+// closes.
+func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *nm.Counters) {
+	select {
+	case rep := <-q.reply:
+		h := w.Header()
+		h["Content-Type"] = contentType
+		h["Cache-Control"] = cacheHeader(rep.b)
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(rep.b)
+		if err != nil {
+			stats.SendFailed.Add(1)
+			err = nm.ErrCanceled
+		} else {
+			stats.Sent.Add(1)
+		}
+		q.finish(nm.ErrClosed)
+		q.complete(rep, err)
+	case <-q.gone:
+		q.finish(nm.ErrClosed)
+		panic(http.ErrAbortHandler) // resets the stream: there is no reply
+	case <-r.Context().Done():
+		q.finish(nm.ErrCanceled)
+	case <-q.s.stop:
+		q.finish(nm.ErrCanceled)
+	}
+}
+
+// finish ends the request: later sends fail with err, and a reply that
+// raced with the end completes with it.
+func (q *httpRequest) finish(err error) {
+	q.mu.Lock()
+	q.state, q.err = reqDone, err
+	q.mu.Unlock()
+	select {
+	case rep := <-q.reply:
+		q.complete(rep, err)
+	default:
+	}
+}
+
+// complete reports a reply's outcome to its sender.
+func (q *httpRequest) complete(rep httpReply, err error) {
+	if !rep.async {
+		rep.done <- err
+		return
+	}
+	select {
+	case rep.done <- err:
+	case <-q.s.m.Done():
+	}
+}
+
+// submit hands a reply to the handler; only the first one is taken.
+func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
+	switch {
+	case len(b) < HeaderLen:
+		return nm.ErrBadMessage
+	case len(b) > MaxSize:
+		return nm.ErrTooLarge
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch q.state {
+	case reqReplied:
+		return nm.ErrClosed
+	case reqDone:
+		return q.err
+	}
+	q.state = reqReplied
+	q.reply <- httpReply{b: b, done: done, async: async}
+	return nil
+}
+
+// Send implements nm.Socket: the reply ends the stream; it returns when
+// the reply is written.
+func (q *httpRequest) Send(h *nm.Handle, b []byte) error {
+	if err := q.submit(b, q.sent, false); err != nil {
+		return err
+	}
+	return <-q.sent
+}
+
+// SendAsync implements nm.Socket.
+func (q *httpRequest) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	return q.submit(b, done, true)
+}
+
+// Read implements nm.Socket: a request handle is not read.
+func (q *httpRequest) Read(h *nm.Handle) <-chan nm.Event { return notReadable() }
+
+// ReadStop implements nm.Socket.
+func (q *httpRequest) ReadStop(h *nm.Handle) {}
+
+// Close implements nm.Socket: the stream is reset, unless a reply was
+// sent.
+func (q *httpRequest) Close(h *nm.Handle) { q.abandon() }
+
+// Released implements nm.Socket: a request released without a reply has
+// its stream reset.
+func (q *httpRequest) Released(h *nm.Handle) {
+	q.abandon()
+	if r, ok := h.Data().(nm.Resetter); ok {
+		r.Reset()
+	}
+	q.unref()
+}
+
+func (q *httpRequest) abandon() {
+	q.mu.Lock()
+	if q.state == reqWaiting {
+		q.state, q.err = reqDone, nm.ErrClosed
+		select {
+		case q.gone <- struct{}{}:
+		default:
+		}
+	}
+	q.mu.Unlock()
+}

@@ -1,0 +1,365 @@
+package dnsmsg
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// Defaults of HTTPConfig.
+const (
+	DefaultMaxStreams     = 100
+	DefaultMaxHeaderBytes = 64 << 10
+	DefaultMaxURI         = 16 << 10
+)
+
+// HTTPConfig configures a DNS over HTTPS listener. The zero value is ready
+// to use; a config must not be modified after use.
+type HTTPConfig struct {
+	// Stream configures the connections: accept filter, quota (MaxConns,
+	// RefuseAtCap), TCP options, and timeouts: Initial bounds the TLS
+	// handshake, the first request and each request's body, Idle the time
+	// a connection with no request open is kept, Write each write (a peer
+	// that does not read is cut off). Consume and Serve are the listener's.
+	Stream stream.Config
+	// MaxStreams caps the concurrent HTTP/2 streams of one connection; the
+	// peer is told so and streams beyond it are refused. If zero,
+	// DefaultMaxStreams (100).
+	MaxStreams int
+	// MaxInFlight caps the requests of one connection that have been
+	// delivered and not yet answered or released; at the cap the next
+	// request waits. If zero, MaxStreams.
+	MaxInFlight int
+	// MaxHeaderBytes caps a request's header block; a larger one gets 431.
+	// If zero, DefaultMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
+	// MaxURI caps the request URI; a longer one gets 414. If zero,
+	// DefaultMaxURI (16 KiB: room for a GET query of 12 KiB; larger
+	// queries are sent with POST).
+	MaxURI int
+	// HTTP1 also serves HTTP/1.1: over TLS when the client offers ALPN
+	// "http/1.1" (or none), in cleartext when its first bytes are not the
+	// HTTP/2 preface. Off: only HTTP/2 is served.
+	HTTP1 bool
+	// Queue is the capacity of each endpoint's request channel; when it is
+	// full, requests wait (their streams are not answered meanwhile). If
+	// zero, 1024 per shard.
+	Queue int
+}
+
+func (c *HTTPConfig) maxStreams() int {
+	if c.MaxStreams > 0 {
+		return c.MaxStreams
+	}
+	return DefaultMaxStreams
+}
+
+func (c *HTTPConfig) maxInFlight() int {
+	if c.MaxInFlight > 0 {
+		return c.MaxInFlight
+	}
+	return c.maxStreams()
+}
+
+func (c *HTTPConfig) maxHeaderBytes() int {
+	if c.MaxHeaderBytes > 0 {
+		return c.MaxHeaderBytes
+	}
+	return DefaultMaxHeaderBytes
+}
+
+func (c *HTTPConfig) maxURI() int {
+	if c.MaxURI > 0 {
+		return c.MaxURI
+	}
+	return DefaultMaxURI
+}
+
+func (c *HTTPConfig) queue(m *nm.Manager) int {
+	if c.Queue > 0 {
+		return c.Queue
+	}
+	return nm.DefaultUDPQueue * m.Workers()
+}
+
+// HTTPListener is a DNS over HTTPS server on one address: each of its
+// endpoints delivers its requests on a channel of its own. Its methods are
+// safe for concurrent use.
+type HTTPListener struct {
+	s *httpServer
+}
+
+// ListenHTTPS serves DNS over HTTPS (RFC 8484) on addr: HTTP/2 over TLS
+// (ALPN "h2"), and HTTP/1.1 if cfg.HTTP1 is set. eps holds the endpoint
+// paths and their request channels; nil means one endpoint, DefaultPath.
+// If tlsConf has no NextProtos, the listener offers "h2" (and "http/1.1"
+// with cfg.HTTP1). ctx bounds the binding only.
+func ListenHTTPS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+	if tlsConf == nil {
+		return nil, errors.New("dnsmsg: ListenHTTPS needs a tls.Config")
+	}
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf = tlsConf.Clone()
+		tlsConf.NextProtos = []string{http2.NextProtoTLS}
+		if cfg.HTTP1 {
+			tlsConf.NextProtos = append(tlsConf.NextProtos, "http/1.1")
+		}
+	}
+	return listenHTTP(ctx, m, addr, tlsConf, eps, cfg)
+}
+
+// ListenHTTP serves DNS over cleartext HTTP/2 (prior knowledge, no
+// upgrade), and HTTP/1.1 if cfg.HTTP1 is set: for servers behind a proxy
+// that ends TLS.
+func ListenHTTP(ctx context.Context, m *nm.Manager, addr string, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+	return listenHTTP(ctx, m, addr, nil, eps, cfg)
+}
+
+func listenHTTP(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+	if eps == nil {
+		var err error
+		if eps, err = NewEndpoints(cfg.queue(m)); err != nil {
+			return nil, err
+		}
+	}
+	s := newHTTPServer(m, cfg)
+	if !eps.bind() {
+		return nil, errors.New("dnsmsg: endpoints already used by a listener")
+	}
+	s.eps.Store(eps)
+	sc := cfg.Stream
+	sc.Consume, sc.Serve = nil, s
+	var err error
+	if tlsConf != nil {
+		s.sl, err = stream.ListenTLS(ctx, m, addr, tlsConf, sc)
+	} else {
+		s.sl, err = stream.Listen(ctx, m, addr, sc)
+	}
+	if err != nil {
+		eps.end()
+		return nil, err
+	}
+	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
+		s.sl.Close()
+		eps.end()
+		return nil, err
+	}
+	if cfg.HTTP1 {
+		if err := m.Go(s.serveHTTP1); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return &HTTPListener{s: s}, nil
+}
+
+// Addr returns the address the listener is bound to.
+func (l *HTTPListener) Addr() netip.AddrPort { return l.s.sl.Addr() }
+
+// Endpoints returns the endpoints served now.
+func (l *HTTPListener) Endpoints() *Endpoints { return l.s.eps.Load() }
+
+// SetEndpoints replaces the endpoints served: requests from now on go to
+// eps; the old set's channels get their final event (nm.ErrCanceled) once
+// the requests being delivered to them are. eps must not have been given
+// to a listener before.
+func (l *HTTPListener) SetEndpoints(eps *Endpoints) error {
+	if eps == nil || !eps.bind() {
+		return errors.New("dnsmsg: endpoints already used by a listener")
+	}
+	l.s.mu.Lock()
+	if l.s.closed {
+		l.s.mu.Unlock()
+		eps.end()
+		return nm.ErrClosed
+	}
+	old := l.s.eps.Swap(eps)
+	l.s.mu.Unlock()
+	old.end()
+	return nil
+}
+
+// SetTLSConfig replaces the TLS configuration for connections accepted from
+// now on.
+func (l *HTTPListener) SetTLSConfig(c *tls.Config) { l.s.sl.SetTLSConfig(c) }
+
+// Close stops the listener and closes its connections; every endpoint
+// channel gets its final event (nm.ErrCanceled) once the requests being
+// delivered are. Requests already delivered fail their Send. Close is
+// idempotent and does not wait.
+func (l *HTTPListener) Close() error { return l.s.close() }
+
+// httpServer is the DNS side of a DoH listener: it serves the HTTP/2 (and
+// HTTP/1.1) connections the stream listener hands it, and turns each
+// request into a request handle on an endpoint's channel.
+type httpServer struct {
+	m       *nm.Manager
+	cfg     HTTPConfig
+	sl      *stream.Listener
+	h2      *http2.Server
+	base    *http.Server // limits shared by HTTP/2 and HTTP/1.1
+	eps     atomic.Pointer[Endpoints]
+	reqs    sync.Pool // *httpRequest, each with its handle
+	h1conns chan net.Conn
+	// stop is closed by close: handlers waiting for a reply give up.
+	stop    chan struct{}
+	untrack func()
+
+	mu     sync.Mutex
+	closed bool // guarded by mu
+}
+
+func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
+	t := cfg.Stream.Timeouts
+	idle := t.Idle
+	if idle == 0 {
+		idle = stream.DefaultIdleTimeout
+	}
+	write := t.Write
+	if write == 0 {
+		write = stream.DefaultWriteTimeout
+	}
+	s := &httpServer{m: m, cfg: cfg, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	s.base = &http.Server{
+		Handler:           s,
+		MaxHeaderBytes:    cfg.maxHeaderBytes(),
+		ReadHeaderTimeout: s.initial(),
+		IdleTimeout:       max(idle, 0),
+		ErrorLog:          discardLog,
+	}
+	s.h2 = &http2.Server{
+		MaxConcurrentStreams: uint32(cfg.maxStreams()),
+		IdleTimeout:          max(idle, 0),
+		WriteByteTimeout:     max(write, 0),
+		CountError:           s.countError,
+	}
+	return s
+}
+
+// initial is the initial timeout: for the first request and each body.
+func (s *httpServer) initial() time.Duration {
+	switch d := s.cfg.Stream.Timeouts.Initial; {
+	case d == 0:
+		return stream.DefaultInitialTimeout
+	case d < 0:
+		return 0
+	default:
+		return d
+	}
+}
+
+// countError counts an HTTP/2 protocol error of a peer.
+func (s *httpServer) countError(string) {
+	s.m.NextShard().Counters(nm.HTTP).RecvFailed.Add(1)
+}
+
+func (s *httpServer) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.mu.Unlock()
+	s.sl.Close()
+	s.eps.Load().end()
+	s.untrack()
+	return nil
+}
+
+// httpConn is what a DoH server knows of one connection; requests find it
+// in their context.
+type httpConn struct {
+	shard       *nm.Shard
+	local, peer netip.AddrPort
+	// slots holds a token per request delivered and not yet done: the
+	// in-flight bound.
+	slots chan struct{}
+}
+
+type connKey struct{}
+
+// ServeConn implements stream.Server: it serves one connection until it
+// ends.
+func (s *httpServer) ServeConn(nc net.Conn, shard *nm.Shard) {
+	hc := &httpConn{
+		shard: shard,
+		local: transport.AddrPort(nc.LocalAddr()),
+		peer:  transport.AddrPort(nc.RemoteAddr()),
+		slots: make(chan struct{}, s.cfg.maxInFlight()),
+	}
+	ctx := context.WithValue(s.m.Context(), connKey{}, hc)
+	h2 := false
+	var first []byte
+	if tc, ok := nc.(*tls.Conn); ok {
+		if h2 = tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS; h2 {
+			nc = &recordConn{Conn: tc}
+		}
+	} else {
+		var err error
+		if h2, first, err = s.sniff(nc); err != nil {
+			return
+		}
+	}
+	switch {
+	case h2:
+		s.h2.ServeConn(nc, &http2.ServeConnOpts{
+			Context:          ctx,
+			BaseConfig:       s.base,
+			Handler:          s,
+			SawClientPreface: !isTLS(nc),
+		})
+	case s.cfg.HTTP1:
+		s.handOff(&h1Conn{Conn: nc, hc: hc, first: first, closed: make(chan struct{})})
+	}
+}
+
+func isTLS(nc net.Conn) bool {
+	switch nc.(type) {
+	case *tls.Conn, *recordConn:
+		return true
+	}
+	return false
+}
+
+// preface is what a cleartext HTTP/2 client sends first (RFC 9113 3.4).
+const preface = http2.ClientPreface
+
+// sniff reads a cleartext connection's first bytes, within the initial
+// timeout, until they either are the HTTP/2 preface (h2 true, first nil)
+// or differ from it (first: the bytes read, for HTTP/1.1).
+func (s *httpServer) sniff(nc net.Conn) (h2 bool, first []byte, err error) {
+	if d := s.initial(); d > 0 {
+		nc.SetReadDeadline(time.Now().Add(d))
+		defer nc.SetReadDeadline(time.Time{})
+	}
+	buf := make([]byte, len(preface))
+	n := 0
+	for n < len(buf) {
+		m, err := nc.Read(buf[n:])
+		if err != nil {
+			return false, nil, err
+		}
+		if string(buf[n:n+m]) != preface[n:n+m] {
+			return false, buf[:n+m], nil
+		}
+		n += m
+	}
+	return true, nil, nil
+}
+
+// discardLog keeps net/http from logging every peer's mistakes.
+var discardLog = newDiscardLog()
