@@ -27,6 +27,11 @@ type ClientConfig struct {
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
 	MaxUDPSize int
+	// HTTPGet makes a DoH Conn send queries with GET rather than POST.
+	HTTPGet bool
+	// MaxInFlight bounds a DoH Conn's queries in flight; Send waits at the
+	// bound. If zero, DefaultHTTPInFlight.
+	MaxInFlight int
 	// Stream configures TCP and TLS connections: the connect timeout is
 	// Timeouts.Initial, the write timeout Timeouts.Write (see stream.Config;
 	// its Read timeout and Consume are the Conn's own and ignored).
@@ -133,6 +138,13 @@ func (c *Conn) takeReply(b []byte) bool {
 	return true
 }
 
+// failed drops a query that failed (DoH: its request did).
+func (c *Conn) failed(id uint16) {
+	c.mu.Lock()
+	c.forget(id)
+	c.mu.Unlock()
+}
+
 // forget drops one outstanding query with ID id. Called with mu held.
 func (c *Conn) forget(id uint16) {
 	if n := c.outstanding[id]; n > 1 {
@@ -198,6 +210,9 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 			if ev.Err != nil {
 				if errors.Is(ev.Err, nm.ErrTimedOut) && ctx.Err() != nil {
 					return nil, ctx.Err()
+				}
+				if re, ok := ev.Err.(*RequestError); ok && re.ID != q.Id {
+					continue // another query's failure
 				}
 				return nil, ev.Err
 			}

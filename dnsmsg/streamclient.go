@@ -3,6 +3,7 @@ package dnsmsg
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"sync"
 	"time"
 
@@ -55,17 +56,28 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 	if tlsConf != nil {
 		kind = nm.TLS
 	}
+	return newStreamClient(m, h, kind, newAssembler(MaxSize), cfg)
+}
+
+// newStreamClient returns a client Conn over the connection handle h, whose
+// events replies turns into reply messages: framed bytes (an assembler),
+// or whole messages (DoH). It owns h's reference.
+func newStreamClient(m *nm.Manager, h *nm.Handle, kind nm.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
 	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32)}
+	_, framed := replies.(*assembler)
 	c := &streamClient{
 		m:       m,
 		conn:    h,
+		framed:  framed,
 		filter:  conn.takeReply,
+		failed:  conn.failed,
 		stats:   h.Shard().Counters(kind),
+		replies: replies,
 		ch:      make(chan nm.Event, clientQueue),
 		wake:    make(chan struct{}, 1),
 		timeout: conn.timeout,
 	}
-	c.asm.init(MaxSize)
+	var err error
 	if c.untrack, err = m.Track(c.shutdown); err != nil {
 		h.Detach()
 		return nil, err
@@ -80,17 +92,30 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 	return conn, nil
 }
 
-// streamClient is the socket of a DNS client handle over TCP or TLS: it
-// frames the replies read on the stream connection and hands out one per
+// replyBuffer turns a connection's data events into reply messages: an
+// assembler for framed streams, a msgQueue for DoH.
+type replyBuffer interface {
+	Write(p []byte)          // bytes of one data event
+	Next() ([]byte, error)   // the next whole message, nil if none; an error ends the Conn
+	Keep()                   // the last event's bytes are about to be reused
+	Clear()                  // drop everything
+}
+
+// streamClient is the socket of a DNS client handle over TCP, TLS or
+// HTTP/2: it takes the replies read on the connection and hands out one per
 // Read. Its loop goroutine owns the reading state; Read, ReadStop and Close
 // reach it through mu and wake.
 type streamClient struct {
 	m      *nm.Manager
 	h      *nm.Handle // the client handle
-	conn   *nm.Handle // the stream connection; the loop drops it when it ends
+	conn   *nm.Handle // the connection; the loop drops it when it ends
+	framed bool       // messages are sent and read with a length prefix
 	filter func([]byte) bool
+	failed func(id uint16) // a query failed (DoH: a *RequestError)
 	stats  *nm.Counters
-	asm    assembler // owned by the loop
+	// Owned by the loop.
+	replies replyBuffer
+	reqErrs []*RequestError // failed queries not yet delivered
 	// ch carries the client handle's events, one per Read. Sender: the
 	// loop, which closes it after the final event.
 	ch chan nm.Event
@@ -123,6 +148,9 @@ func (c *streamClient) signal() {
 
 // Send implements nm.Socket: the query goes out with its length prefix.
 func (c *streamClient) Send(h *nm.Handle, b []byte) error {
+	if !c.framed {
+		return c.conn.Send(b)
+	}
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
@@ -132,6 +160,9 @@ func (c *streamClient) Send(h *nm.Handle, b []byte) error {
 
 // SendAsync implements nm.Socket.
 func (c *streamClient) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	if !c.framed {
+		return c.conn.SendAsync(b, done)
+	}
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
@@ -202,6 +233,16 @@ func (c *streamClient) loop() {
 			c.finish(nil)
 			return
 		}
+		if len(c.reqErrs) > 0 {
+			re := c.reqErrs[0]
+			c.reqErrs = c.reqErrs[1:]
+			c.failed(re.ID)
+			if !c.deliver(nm.Event{Handle: c.h, Err: re}) {
+				c.finish(nil)
+				return
+			}
+			continue
+		}
 		msg, err := c.next()
 		switch {
 		case err != nil:
@@ -222,13 +263,17 @@ func (c *streamClient) loop() {
 			timer.Reset(time.Until(deadline))
 			expired = timer.C
 		}
-		c.asm.Keep() // the next receive ends the last chunk's validity
+		c.replies.Keep() // the next receive ends the last chunk's validity
 		select {
 		case ev := <-src:
-			if ev.Err != nil {
+			var re *RequestError
+			switch {
+			case errors.As(ev.Err, &re):
+				c.reqErrs = append(c.reqErrs, re)
+			case ev.Err != nil:
 				srcErr = ev.Err
-			} else {
-				c.asm.Write(ev.Data)
+			default:
+				c.replies.Write(ev.Data)
 			}
 		case <-expired:
 			c.timedOut(deadline)
@@ -241,7 +286,7 @@ func (c *streamClient) loop() {
 // next returns the next buffered reply that the filter accepts.
 func (c *streamClient) next() ([]byte, error) {
 	for {
-		msg, err := c.asm.Next()
+		msg, err := c.replies.Next()
 		if err != nil {
 			c.stats.Dropped.Add(1)
 			return nil, err
@@ -301,7 +346,7 @@ func (c *streamClient) finish(err error) {
 }
 
 func (c *streamClient) end() {
-	c.asm.Clear()
+	c.replies.Clear()
 	c.conn.Detach()
 	c.untrack()
 }

@@ -102,15 +102,15 @@ func (l *Listener) closeServed() {
 // DialConn connects to addr as Dial does (with TLS when tlsConf is not
 // nil, as DialTLS does: server name, shared session cache) and returns the
 // connection itself rather than a handle, for protocols that need a
-// net.Conn of their own, such as HTTP/2. Only cfg's connect timeout
-// (Timeouts.Initial), Delay and KeepAlive apply.
-func DialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
+// net.Conn of their own, such as HTTP/2; it is counted on shard. Only
+// cfg's connect timeout (Timeouts.Initial), Delay and KeepAlive apply.
+func DialConn(ctx context.Context, shard *nm.Shard, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
 	kind := nm.TCP
 	if tlsConf != nil {
 		kind = nm.TLS
 	}
-	stats := m.NextShard().Counters(kind)
-	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
+	stats := shard.Counters(kind)
+	tc, tlsConn, err := dialConn(ctx, shard.Manager(), addr, tlsConf, &cfg, stats)
 	if err != nil {
 		return nil, err
 	}

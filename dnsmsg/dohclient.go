@@ -1,0 +1,359 @@
+package dnsmsg
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"golang.org/x/net/http2"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/stream"
+	"github.com/rainbowduck/netmgr/transport"
+)
+
+// RequestError reports, on a DoH client Conn, a query whose HTTP request
+// failed: the server answered with an error status or with something that
+// is not a DNS message. It ends only the Read that returns it (the Conn
+// goes on), like nm.ErrTimedOut.
+type RequestError struct {
+	ID     uint16 // the query's ID
+	Status int    // the HTTP status; 200 when the body was the fault
+	Err    error  // what was wrong with a 200 reply, or nil
+}
+
+func (e *RequestError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("dnsmsg: DoH query %d: %v", e.ID, e.Err)
+	}
+	return fmt.Sprintf("dnsmsg: DoH query %d: HTTP status %d %s", e.ID, e.Status, http.StatusText(e.Status))
+}
+
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// DefaultHTTPInFlight is how many queries a DoH client Conn keeps in
+// flight at most when ClientConfig.MaxInFlight is zero.
+const DefaultHTTPInFlight = 100
+
+// DialHTTPS opens a DNS over HTTPS client Conn (RFC 8484) to the server
+// at uri ("https://host[:port]/path"; the path defaults to DefaultPath),
+// over HTTP/2: ALPN "h2" unless tlsConf sets NextProtos, the server name
+// from uri unless tlsConf sets one, sessions resumed as stream.DialTLS
+// does. An "http://" uri speaks cleartext HTTP/2 (prior knowledge).
+// Queries are sent with POST, or with GET when cfg.HTTPGet is set; each
+// is a stream of its own, so many may be in flight, and each Read yields
+// one reply, nm.ErrTimedOut, or a *RequestError for a query the server
+// refused.
+func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	u, addr, err := ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "https" {
+		if tlsConf == nil {
+			tlsConf = &tls.Config{}
+		}
+		if len(tlsConf.NextProtos) == 0 {
+			tlsConf = tlsConf.Clone()
+			tlsConf.NextProtos = []string{http2.NextProtoTLS}
+		}
+	} else {
+		tlsConf = nil
+	}
+	shard := m.NextShard()
+	nc, err := stream.DialConn(ctx, shard, addr, tlsConf, cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		nc.Close()
+		return nil, errors.New("dnsmsg: the server did not negotiate HTTP/2 (ALPN h2)")
+	}
+	t, err := newHTTPTransport(shard, nc, u, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return newStreamClient(m, t.h, nm.HTTP, &msgQueue{}, cfg)
+}
+
+// httpTransport is the socket of a DoH client connection's handle: each
+// Send is an HTTP/2 request on a goroutine of its own, whose reply (or
+// *RequestError) comes on the handle's channel.
+type httpTransport struct {
+	m     *nm.Manager
+	h     *nm.Handle
+	cc    *http2.ClientConn
+	u     *url.URL
+	get   bool
+	stats *nm.Counters
+	ctx   context.Context // canceled by shutdown: requests give up
+	stop  context.CancelFunc
+	// ch carries replies and request errors, then the final event.
+	// Senders: the request goroutines, waiting for room (so replies nobody
+	// reads push back on the server); the last one to end after shutdown
+	// sends the final event and closes it.
+	ch chan nm.Event
+	// slots holds a token per request on the wire: the in-flight bound.
+	slots   chan struct{}
+	untrack func()
+
+	mu      sync.Mutex
+	closing bool  // guarded by mu
+	reason  error // the final error; guarded by mu
+	active  int   // request goroutines running; guarded by mu
+}
+
+func newHTTPTransport(shard *nm.Shard, nc net.Conn, u *url.URL, cfg ClientConfig) (*httpTransport, error) {
+	m := shard.Manager()
+	tr := &http2.Transport{AllowHTTP: true}
+	cc, err := tr.NewClientConn(nc)
+	if err != nil {
+		return nil, err
+	}
+	inFlight := cfg.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = DefaultHTTPInFlight
+	}
+	t := &httpTransport{
+		m:     m,
+		cc:    cc,
+		u:     u,
+		get:   cfg.HTTPGet,
+		stats: shard.Counters(nm.HTTP),
+		ch:    make(chan nm.Event, clientQueue),
+		slots: make(chan struct{}, inFlight),
+	}
+	t.ctx, t.stop = context.WithCancel(m.Context())
+	if t.untrack, err = m.Track(func() { t.shutdown(nil) }); err != nil {
+		cc.Close()
+		return nil, err
+	}
+	t.stats.Opened.Add(1)
+	t.stats.Active.Add(1)
+	t.h = nm.NewHandle(shard, t, transport.AddrPort(nc.LocalAddr()), transport.AddrPort(nc.RemoteAddr()))
+	return t, nil
+}
+
+// shutdown ends the connection: requests in flight give up, and the final
+// event (reason, or nm.ErrCanceled) follows once they have.
+func (t *httpTransport) shutdown(reason error) {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		return
+	}
+	t.closing = true
+	t.reason = reason
+	last := t.active == 0
+	t.mu.Unlock()
+	t.stop()
+	t.cc.Close()
+	if last {
+		t.finish()
+	}
+}
+
+func (t *httpTransport) finish() {
+	t.untrack()
+	t.stats.Closed.Add(1)
+	t.stats.Active.Add(-1)
+	reason := t.reason
+	if reason == nil {
+		reason = nm.ErrCanceled
+	}
+	nm.Finalize(t.ch, nm.Event{Handle: t.h, Err: reason}, false, nil)
+}
+
+// Send implements nm.Socket: it starts the request for the query b (a
+// copy of it) and returns; it waits only for the in-flight bound.
+func (t *httpTransport) Send(h *nm.Handle, b []byte) error {
+	if len(b) < HeaderLen {
+		return nm.ErrBadMessage
+	}
+	select {
+	case t.slots <- struct{}{}:
+	case <-t.ctx.Done():
+		return nm.ErrClosed
+	}
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		<-t.slots
+		return nm.ErrClosed
+	}
+	t.active++
+	t.mu.Unlock()
+	q := bytes.Clone(b)
+	if err := t.m.Go(func() { t.roundTrip(q) }); err != nil {
+		<-t.slots
+		t.done()
+		return err
+	}
+	return nil
+}
+
+// SendAsync implements nm.Socket: done gets the outcome of starting the
+// request.
+func (t *httpTransport) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	if err := t.Send(h, b); err != nil {
+		return err
+	}
+	select {
+	case done <- nil:
+	case <-t.m.Done():
+	}
+	return nil
+}
+
+// done ends a request goroutine's part.
+func (t *httpTransport) done() {
+	t.mu.Lock()
+	t.active--
+	last := t.closing && t.active == 0
+	t.mu.Unlock()
+	if last {
+		t.finish()
+	}
+}
+
+// roundTrip sends one query and delivers its reply. The in-flight slot
+// is given back once the exchange is over, before the reply waits to be
+// read: replies not yet read do not hold queries back.
+func (t *httpTransport) roundTrip(q []byte) {
+	defer t.done()
+	id := ID(q)
+	msg, rerr, err := t.exchange(q)
+	<-t.slots
+	switch {
+	case err != nil:
+		if t.ctx.Err() == nil {
+			t.shutdown(nm.MapError(err))
+		}
+		return
+	case rerr != nil:
+		rerr.ID = id
+		t.deliver(nm.Event{Handle: t.h, Err: rerr})
+		return
+	}
+	t.deliver(nm.Event{Handle: t.h, Data: msg})
+}
+
+// exchange sends the query q and reads its reply: a message, the reason
+// this request failed, or the error that ended the connection.
+func (t *httpTransport) exchange(q []byte) ([]byte, *RequestError, error) {
+	req, err := t.request(q)
+	if err != nil {
+		return nil, &RequestError{Err: err}, nil
+	}
+	resp, err := t.cc.RoundTrip(req)
+	if err != nil {
+		t.stats.SendFailed.Add(1)
+		var se http2.StreamError
+		if errors.As(err, &se) || t.cc.CanTakeNewRequest() {
+			return nil, &RequestError{Err: err}, nil // this stream only
+		}
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	t.stats.Sent.Add(1)
+	msg, rerr := readReply(resp)
+	if rerr != nil {
+		t.stats.Dropped.Add(1)
+		return nil, rerr, nil
+	}
+	t.stats.Received.Add(1)
+	return msg, nil, nil
+}
+
+// request builds the HTTP request of the query q.
+func (t *httpTransport) request(q []byte) (*http.Request, error) {
+	if t.get {
+		req, err := http.NewRequestWithContext(t.ctx, http.MethodGet, getURI(t.u, q), nil)
+		if err == nil {
+			req.Header["Accept"] = contentType
+		}
+		return req, err
+	}
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodPost, t.u.String(), bytes.NewReader(q))
+	if err == nil {
+		req.Header["Content-Type"] = contentType
+		req.Header["Accept"] = contentType
+	}
+	return req, err
+}
+
+// readReply takes the DNS message out of a response, or says why not.
+func readReply(resp *http.Response) ([]byte, *RequestError) {
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil, &RequestError{Status: resp.StatusCode}
+	}
+	if !isMessageType(resp.Header["Content-Type"]) {
+		return nil, &RequestError{Status: resp.StatusCode, Err: fmt.Errorf("content type %q: %w", resp.Header.Get("Content-Type"), nm.ErrBadMessage)}
+	}
+	if resp.ContentLength > MaxSize {
+		return nil, &RequestError{Status: resp.StatusCode, Err: nm.ErrTooLarge}
+	}
+	msg, err := io.ReadAll(io.LimitReader(resp.Body, MaxSize+1))
+	switch {
+	case err != nil:
+		return nil, &RequestError{Status: resp.StatusCode, Err: nm.MapError(err)}
+	case len(msg) > MaxSize:
+		return nil, &RequestError{Status: resp.StatusCode, Err: nm.ErrTooLarge}
+	case len(msg) < HeaderLen:
+		return nil, &RequestError{Status: resp.StatusCode, Err: nm.ErrBadMessage}
+	}
+	return msg, nil
+}
+
+// deliver hands an event to the client, waiting for room; it gives up when
+// the connection shuts down.
+func (t *httpTransport) deliver(ev nm.Event) {
+	select {
+	case t.ch <- ev:
+	case <-t.ctx.Done():
+	}
+}
+
+// Read implements nm.Socket: the channel of replies.
+func (t *httpTransport) Read(h *nm.Handle) <-chan nm.Event { return t.ch }
+
+// ReadStop implements nm.Socket; replies wait on the channel meanwhile.
+func (t *httpTransport) ReadStop(h *nm.Handle) {}
+
+// Close implements nm.Socket.
+func (t *httpTransport) Close(h *nm.Handle) { t.shutdown(nil) }
+
+// Released implements nm.Socket.
+func (t *httpTransport) Released(h *nm.Handle) {
+	t.shutdown(nil)
+	h.Free()
+}
+
+// msgQueue is the replyBuffer of DoH clients: each event holds one whole
+// message, owned by the event.
+type msgQueue struct{ q [][]byte }
+
+func (m *msgQueue) Write(p []byte) { m.q = append(m.q, p) }
+
+func (m *msgQueue) Next() ([]byte, error) {
+	if len(m.q) == 0 {
+		return nil, nil
+	}
+	p := m.q[0]
+	m.q[0] = nil
+	m.q = m.q[1:]
+	return p, nil
+}
+
+func (m *msgQueue) Keep()  {}
+func (m *msgQueue) Clear() { m.q = nil }
+
