@@ -356,4 +356,3 @@ func (m *msgQueue) Next() ([]byte, error) {
 
 func (m *msgQueue) Keep()  {}
 func (m *msgQueue) Clear() { m.q = nil }
-

@@ -95,10 +95,10 @@ func newStreamClient(m *nm.Manager, h *nm.Handle, kind nm.Transport, replies rep
 // replyBuffer turns a connection's data events into reply messages: an
 // assembler for framed streams, a msgQueue for DoH.
 type replyBuffer interface {
-	Write(p []byte)          // bytes of one data event
-	Next() ([]byte, error)   // the next whole message, nil if none; an error ends the Conn
-	Keep()                   // the last event's bytes are about to be reused
-	Clear()                  // drop everything
+	Write(p []byte)        // bytes of one data event
+	Next() ([]byte, error) // the next whole message, nil if none; an error ends the Conn
+	Keep()                 // the last event's bytes are about to be reused
+	Clear()                // drop everything
 }
 
 // streamClient is the socket of a DNS client handle over TCP, TLS or
