@@ -8,10 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
@@ -131,3 +134,91 @@ func (hc *httpClient) do(t testing.TB, method, uri, ct string, body []byte) (int
 
 // longQuery returns a query string value of n characters.
 func longQuery(n int) string { return strings.Repeat("A", n) }
+
+// rawH2 is an HTTP/2 client made of x/net/http2's Framer and hpack, for
+// requests a well-behaved client would not send.
+type rawH2 struct {
+	t    testing.TB
+	conn net.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	dec  *hpack.Decoder
+}
+
+func dialRawH2(t testing.TB, addr string) *rawH2 {
+	t.Helper()
+	conf := clientTLS.Clone()
+	conf.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	r := &rawH2{t: t, conn: c, fr: http2.NewFramer(c, c)}
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	r.dec = hpack.NewDecoder(4096, nil)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// headers sends a request's header block on stream id; end ends the stream.
+func (r *rawH2) headers(id uint32, end bool, kv ...string) {
+	r.t.Helper()
+	r.hbuf.Reset()
+	for i := 0; i+1 < len(kv); i += 2 {
+		r.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// status reads frames until the response headers of stream id, and
+// returns its status; 0 if the stream was reset or the connection ended.
+func (r *rawH2) status(id uint32) int {
+	r.t.Helper()
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return 0
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				r.fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			fields, err := r.dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			if f.StreamID != id {
+				continue
+			}
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					n, _ := strconv.Atoi(hf.Value)
+					return n
+				}
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return 0
+			}
+		case *http2.GoAwayFrame:
+			return 0
+		}
+	}
+}
+
+// get is the header list of a GET request for path.
+func get(addr, path string) []string {
+	return []string{":method", "GET", ":scheme", "https", ":authority", addr, ":path", path}
+}

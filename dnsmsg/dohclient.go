@@ -257,7 +257,7 @@ func (t *httpTransport) exchange(q []byte) ([]byte, *RequestError, error) {
 	if err != nil {
 		t.stats.SendFailed.Add(1)
 		var se http2.StreamError
-		if errors.As(err, &se) || t.cc.CanTakeNewRequest() {
+		if t.ctx.Err() == nil && (errors.As(err, &se) || t.cc.CanTakeNewRequest()) {
 			return nil, &RequestError{Err: err}, nil // this stream only
 		}
 		return nil, nil, err
