@@ -25,6 +25,8 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAssembler$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckRequest$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzDoHGet$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzMinTTL$$' -fuzztime $(FUZZTIME) ./dnsmsg
 
 clean:
 	rm -f nmecho

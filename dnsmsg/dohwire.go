@@ -106,8 +106,11 @@ func decodedLen(s string) int {
 // padding; padding is forgiven.
 func decodeQuery(dst []byte, s string) ([]byte, error) {
 	s = strings.TrimRight(s, "=")
+	if strings.ContainsAny(s, "\r\n") { // which package base64 would skip
+		return nil, ErrBadQuery
+	}
 	n, err := base64.RawURLEncoding.Decode(dst, unsafeBytes(s))
-	if err != nil {
+	if err != nil || n == 0 {
 		return nil, ErrBadQuery
 	}
 	return dst[:n], nil
