@@ -35,7 +35,6 @@ type Options struct {
 type Server struct {
 	m     *nm.Manager
 	addrs map[string]netip.AddrPort
-	notes []string
 	wg    sync.WaitGroup
 }
 
@@ -215,9 +214,6 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 				fmt.Fprintf(out, "nmecho: doh endpoint https://%s%s\n", a, dnsmsg.DefaultPath)
 			}
 		}
-	}
-	for _, n := range s.notes {
-		fmt.Fprintf(out, "nmecho: %s\n", n)
 	}
 	fmt.Fprintf(out, "nmecho: %d workers; Ctrl-C stops\n", s.m.Workers())
 	<-ctx.Done()

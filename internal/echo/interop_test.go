@@ -12,10 +12,10 @@ import (
 	"github.com/rainbowduck/netmgr/nm"
 )
 
-// startAll starts an echo server on loopback with UDP, TCP and DoT.
+// startAll starts an echo server on loopback with UDP, TCP, DoT and DoH.
 func startAll(t *testing.T) *Server {
 	t.Helper()
-	s, err := Start(context.Background(), Options{UDP: "127.0.0.1:0", TCP: "127.0.0.1:0", DoT: "127.0.0.1:0", Workers: 2})
+	s, err := Start(context.Background(), Options{UDP: "127.0.0.1:0", TCP: "127.0.0.1:0", DoT: "127.0.0.1:0", DoH: "127.0.0.1:0", Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
