@@ -131,4 +131,3 @@ func BenchmarkDoHServerPath(b *testing.B) {
 		})
 	}
 }
-

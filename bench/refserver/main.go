@@ -95,4 +95,3 @@ func serveDoH(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/dns-message")
 	w.Write(q)
 }
-
