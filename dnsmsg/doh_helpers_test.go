@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -221,4 +222,70 @@ func (r *rawH2) status(id uint32) int {
 // get is the header list of a GET request for path.
 func get(addr, path string) []string {
 	return []string{":method", "GET", ":scheme", "https", ":authority", addr, ":path", path}
+}
+
+// ended reads frames (answering nothing) until the server ends the
+// connection, and reports whether it did so within the timeout.
+func (r *rawH2) ended(timeout time.Duration) bool {
+	r.conn.SetReadDeadline(time.Now().Add(timeout))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			return true
+		}
+	}
+}
+
+// closed reads frames until the server has closed each of the streams
+// ids (sent RST_STREAM, or ended a stream the client had ended too) and
+// returns the status each got (0: reset without one).
+func (r *rawH2) closed(clientEnded bool, ids ...uint32) map[uint32]int {
+	r.t.Helper()
+	got := map[uint32]int{}
+	open := map[uint32]bool{}
+	for _, id := range ids {
+		open[id] = true
+	}
+	for len(open) > 0 {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("with %d streams open: %v", len(open), err)
+		}
+		id := f.Header().StreamID
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				r.fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			fields, err := r.dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					got[id], _ = strconv.Atoi(hf.Value)
+				}
+			}
+			if f.StreamEnded() && clientEnded {
+				delete(open, id)
+			}
+		case *http2.DataFrame:
+			if f.StreamEnded() && clientEnded {
+				delete(open, id)
+			}
+		case *http2.RSTStreamFrame:
+			if _, ok := got[id]; !ok {
+				got[id] = 0
+			}
+			delete(open, id)
+		case *http2.GoAwayFrame:
+			r.t.Fatalf("GOAWAY with %d streams open: %v", len(open), f.ErrCode)
+		}
+	}
+	return got
 }

@@ -88,11 +88,11 @@ type endpoint struct {
 }
 
 // deliver hands ev to the consumer, waiting for room; false if the
-// endpoint ended first.
-func (ep *endpoint) deliver(shard *nm.Shard, ev nm.Event) bool {
+// endpoint ended or the request was canceled (gone) first.
+func (ep *endpoint) deliver(shard *nm.Shard, ev nm.Event, gone <-chan struct{}) bool {
 	ep.mu.RLock()
 	defer ep.mu.RUnlock()
-	return !ep.ended && shard.Deliver(ep.ch, ev, ep.done)
+	return !ep.ended && shard.DeliverEither(ep.ch, ev, ep.done, gone)
 }
 
 func (ep *endpoint) end() {

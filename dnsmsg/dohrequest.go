@@ -46,7 +46,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer hc.release()
-	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}) {
+	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}, r.Context().Done()) {
 		q.h.Detach()
 		s.fail(w, http.StatusServiceUnavailable, stats)
 		return

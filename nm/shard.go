@@ -172,6 +172,14 @@ func (s *Shard) Exit() { s.gate.RUnlock() }
 // look at its state again (a close or a ReadStop). It must not be called
 // between Enter and Exit.
 func (s *Shard) Deliver(ch chan<- Event, ev Event, wake <-chan struct{}) bool {
+	return s.DeliverEither(ch, ev, wake, nil)
+}
+
+// DeliverEither is Deliver with two wake channels (either may be nil): it
+// returns false as soon as one of them is ready. For conversations that
+// end on either of two signals, such as a DoH stream's reset and its
+// listener's close.
+func (s *Shard) DeliverEither(ch chan<- Event, ev Event, wake, wake2 <-chan struct{}) bool {
 	for {
 		s.gate.RLock()
 		select {
@@ -179,6 +187,9 @@ func (s *Shard) Deliver(ch chan<- Event, ev Event, wake <-chan struct{}) bool {
 			s.gate.RUnlock()
 			return true
 		case <-wake:
+			s.gate.RUnlock()
+			return false
+		case <-wake2:
 			s.gate.RUnlock()
 			return false
 		case <-s.pausing:
