@@ -36,9 +36,36 @@
 // set, section counts that cannot fit) are dropped and counted, never
 // delivered.
 //
+// # DNS over HTTPS
+//
+// ListenHTTPS serves DNS over HTTPS (RFC 8484) over HTTP/2 with TLS (ALPN
+// "h2"; HTTP/1.1 too with HTTPConfig.HTTP1), ListenHTTP over cleartext
+// HTTP/2 (prior knowledge), both with golang.org/x/net/http2. Each
+// endpoint path of an Endpoints set delivers its requests on a channel of
+// its own, with the same events as above: one DNS message per receive,
+// whether it came as a POST body (application/dns-message) or a GET dns
+// parameter (base64url, no padding), and a handle whose Send writes the
+// reply (application/dns-message, Cache-Control max-age from the answer's
+// smallest TTL, or no-cache) and ends the stream; a second Send fails with
+// nm.ErrClosed. A request released without a reply has its stream reset.
+// HTTPListener.SetEndpoints replaces the set while the listener runs; the
+// old set's channels get their final event.
+//
+//	l, _ := dnsmsg.ListenHTTPS(ctx, mgr, "127.0.0.1:8443", tlsConf, nil, dnsmsg.HTTPConfig{})
+//	for ev := range l.Endpoints().Requests(dnsmsg.DefaultPath) { ... } // as above
+//
+// A request the server refuses gets an HTTP error status and the
+// connection goes on: 400 (no or bad dns parameter, not a DNS query), 404
+// (unknown path), 405 with Allow (methods other than GET and POST), 408
+// (a body that does not come within the initial timeout), 413 (a body or
+// decoded query over 65535 bytes), 414 (a URI over HTTPConfig.MaxURI), 415
+// (a POST of another content type), 431 (headers over
+// HTTPConfig.MaxHeaderBytes).
+//
 // # Clients
 //
-// DialUDP, DialTCP and DialTLS return a Conn: a client conversation. Each
+// DialUDP, DialTCP, DialTLS and DialHTTPS return a Conn: a client
+// conversation. Each
 // Read yields exactly one event: a reply, nm.ErrTimedOut when the read
 // timeout passes first (the Conn stays usable: read again, or give up), or
 // the final error (nm.ErrEOF when a stream server closes, after the replies
@@ -46,7 +73,10 @@
 // then read as many replies, matched by ID; a reply whose ID matches no
 // query outstanding on the Conn is discarded and counted (on UDP: none of
 // the last 64 queries). Exchange sends one query and waits for its reply;
-// the package's Exchange retries a truncated UDP reply over TCP.
+// the package's Exchange retries a truncated UDP reply over TCP. Over DoH
+// each query is an HTTP/2 stream (POST, or GET with ClientConfig.HTTPGet);
+// a query the server refuses yields a *RequestError, which like a timeout
+// ends only that Read.
 //
 // # Limits
 //
@@ -64,4 +94,13 @@
 // (counted); replies in progress still go out. Messages are at most 65535
 // bytes; a partial message is kept in a pooled buffer, complete ones are
 // read in place, and an idle connection holds no buffer.
+//
+// A DoH connection takes at most HTTPConfig.MaxStreams (100) concurrent
+// streams and delivers at most HTTPConfig.MaxInFlight requests not yet
+// answered; x/net/http2 bounds header blocks (HPACK strings and
+// CONTINUATION included), coalesces SETTINGS acknowledgements, drops a
+// peer whose PINGs pile up unacknowledged, and limits rapid stream resets.
+// A stream reset by the client fails the Send of its reply and frees its
+// place. Each reply is written in TLS records of its own: some DoH clients
+// read one record at a time.
 package dnsmsg

@@ -79,3 +79,48 @@ func ExampleListenTCP() {
 	// b.example.
 	// c.example.
 }
+
+// A DNS over HTTPS server with two endpoints, here over cleartext HTTP/2
+// (ListenHTTPS is the same with a tls.Config), and a client that asks each
+// with GET.
+func ExampleListenHTTP() {
+	m, _ := nm.New(nm.Config{})
+	defer m.Close()
+	eps, err := dnsmsg.NewEndpoints(0, "/dns-query", "/family")
+	if err != nil {
+		panic(err)
+	}
+	l, err := dnsmsg.ListenHTTP(context.Background(), m, "127.0.0.1:0", eps, dnsmsg.HTTPConfig{})
+	if err != nil {
+		panic(err)
+	}
+	for _, path := range eps.Paths() {
+		go func() {
+			for ev := range eps.Requests(path) { // the same loop as for UDP
+				if ev.Err != nil {
+					continue
+				}
+				dnsmsg.SetResponse(ev.Data)
+				ev.Handle.Send(ev.Data) // the HTTP response; it ends the stream
+				ev.Handle.Detach()
+			}
+		}()
+	}
+	for _, path := range eps.Paths() {
+		c, err := dnsmsg.DialHTTPS(context.Background(), m, "http://"+l.Addr().String()+path, nil, dnsmsg.ClientConfig{HTTPGet: true})
+		if err != nil {
+			panic(err)
+		}
+		q := new(dns.Msg)
+		q.SetQuestion("doh.example.", dns.TypeA)
+		r, err := c.Exchange(context.Background(), q)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(path, r.Question[0].Name, r.Response)
+		c.Close()
+	}
+	// Output:
+	// /dns-query doh.example. true
+	// /family doh.example. true
+}

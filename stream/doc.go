@@ -38,6 +38,13 @@
 // send; SetBusy stops the initial and idle timers while requests are being
 // answered. Package dnsmsg frames DNS over TCP and TLS with them.
 //
+// Protocols that need a net.Conn of their own (HTTP/2, for DNS over HTTPS)
+// set Config.Serve instead: the listener still accepts, filters, counts
+// against the quota and completes the TLS handshake, then gives the
+// connection to the Server on a goroutine the manager waits for, and
+// closes it when the listener or the manager closes. DialConn is the
+// client side: a connected net.Conn, TLS sessions resumed as for DialTLS.
+//
 // # Limits
 //
 // A server connection stops reading while more than Config.Backpressure

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -118,3 +119,60 @@ func TestTLSJunkAndSilentClientsAreDropped(t *testing.T) {
 		t.Errorf("stats %+v; want 2 accepted, 2 failed handshakes", st)
 	}
 }
+
+// TestDialConnResumesAndServe: a Server gets whole connections after the
+// handshake, and DialConn resumes TLS sessions as DialTLS does.
+func TestDialConnResumesAndServe(t *testing.T) {
+	m := newManager(t, 1)
+	served := make(chan struct{}, 4)
+	srv := serverFunc(func(nc net.Conn, _ *nm.Shard) {
+		served <- struct{}{}
+		buf := make([]byte, 4)
+		for {
+			n, err := nc.Read(buf)
+			if err != nil {
+				return
+			}
+			nc.Write(buf[:n])
+		}
+	})
+	l, err := stream.ListenTLS(context.Background(), m, "127.0.0.1:0", serverTLS, stream.Config{Serve: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := clientTLS.Clone()
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i, wantResumed := range []bool{false, true} {
+		nc, err := stream.DialConn(context.Background(), m.Shard(0), l.Addr().String(), client, stream.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(nc, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo: %q, %v", buf, err)
+		}
+		if st := nc.(*tls.Conn).ConnectionState(); st.DidResume != wantResumed {
+			t.Errorf("dial %d: resumed %v; want %v", i, st.DidResume, wantResumed)
+		}
+		nc.Close()
+		<-served
+	}
+	// A connection still open when the listener closes is closed under its
+	// Server, which returns.
+	nc, err := stream.DialConn(context.Background(), m.Shard(0), l.Addr().String(), client, stream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	<-served
+	l.Close()
+	nmtest.ExpectFinal(t, l.Conns(), 0, nm.ErrCanceled)
+	if st := m.Stats().Of(nm.TLS); st.Accepted != 3 || st.Active != 0 {
+		t.Errorf("stats %+v; want 3 accepted, none active", st)
+	}
+}
+
+type serverFunc func(net.Conn, *nm.Shard)
+
+func (f serverFunc) ServeConn(nc net.Conn, s *nm.Shard) { f(nc, s) }
