@@ -181,44 +181,6 @@ func (r *rawH2) headers(id uint32, end bool, kv ...string) {
 	}
 }
 
-// status reads frames until the response headers of stream id, and
-// returns its status; 0 if the stream was reset or the connection ended.
-func (r *rawH2) status(id uint32) int {
-	r.t.Helper()
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			return 0
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				r.fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
-			fields, err := r.dec.DecodeFull(f.HeaderBlockFragment())
-			if err != nil {
-				r.t.Fatal(err)
-			}
-			if f.StreamID != id {
-				continue
-			}
-			for _, hf := range fields {
-				if hf.Name == ":status" {
-					n, _ := strconv.Atoi(hf.Value)
-					return n
-				}
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return 0
-			}
-		case *http2.GoAwayFrame:
-			return 0
-		}
-	}
-}
-
 // get is the header list of a GET request for path.
 func get(addr, path string) []string {
 	return []string{":method", "GET", ":scheme", "https", ":authority", addr, ":path", path}

@@ -96,12 +96,12 @@ func TestDoHHeaderTooLarge(t *testing.T) {
 		h = append(h, fmt.Sprintf("x-big-%d", i), longQuery(1<<10))
 	}
 	r.headers(1, true, h...)
-	if got := r.status(1); got != http.StatusRequestHeaderFieldsTooLarge {
+	if got := r.closed(true, 1)[1]; got != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("status %d; want 431", got)
 	}
 	// The connection goes on.
 	r.headers(3, true, get(addr, dnsmsg.DefaultPath+"?dns="+base64.RawURLEncoding.EncodeToString(queryID(t, "after.example", 1)))...)
-	if got := r.status(3); got != http.StatusOK {
+	if got := r.closed(true, 3)[3]; got != http.StatusOK {
 		t.Errorf("after the 431: status %d; want 200", got)
 	}
 	l.Close()

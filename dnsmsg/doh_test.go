@@ -117,26 +117,7 @@ func TestDoHThousandRequestsEveryShard(t *testing.T) {
 			if got := c.Handle().Shard().ID(); got != i%workers {
 				t.Errorf("client %d on shard %d", i, got)
 			}
-			wg.Go(func() {
-				for j := 0; j < perConn; j++ {
-					if err := c.Send(queryID(t, "shard.example", uint16(j))); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-				seen := make(map[uint16]bool)
-				for j := 0; j < perConn; j++ {
-					ev := nmtest.Next(t, c.Read(), nmtest.Timeout)
-					if ev.Err != nil {
-						t.Errorf("reply %d: %v", j, ev.Err)
-						return
-					}
-					seen[dnsmsg.ID(ev.Data)] = true
-				}
-				if len(seen) != perConn {
-					t.Errorf("%d distinct replies; want %d", len(seen), perConn)
-				}
-			})
+			wg.Go(func() { pipeline(t, c, perConn) })
 		}
 		wg.Wait()
 		l.Close()

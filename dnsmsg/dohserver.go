@@ -142,12 +142,7 @@ func listenHTTP(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 	sc := cfg.Stream
 	sc.Consume, sc.Serve = nil, s
 	var err error
-	if tlsConf != nil {
-		s.sl, err = stream.ListenTLS(ctx, m, addr, tlsConf, sc)
-	} else {
-		s.sl, err = stream.Listen(ctx, m, addr, sc)
-	}
-	if err != nil {
+	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
 		eps.end()
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/internal/certs"
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
 // quiet bounds negative checks (something must not happen); it cannot make
@@ -178,4 +179,27 @@ func (k skind) rawListener(t testing.TB) net.Listener {
 		return tls.NewListener(ln, conf)
 	}
 	return ln
+}
+
+// pipeline sends n queries on c (IDs 0..n-1), then reads n replies, and
+// checks that each query got its own.
+func pipeline(t testing.TB, c *dnsmsg.Conn, n int) {
+	for j := 0; j < n; j++ {
+		if err := c.Send(queryID(t, "shard.example", uint16(j))); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+	seen := make(map[uint16]bool)
+	for j := 0; j < n; j++ {
+		ev := nmtest.Next(t, c.Read(), nmtest.Timeout)
+		if ev.Err != nil {
+			t.Errorf("reply %d: %v", j, ev.Err)
+			return
+		}
+		seen[dnsmsg.ID(ev.Data)] = true
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct replies; want %d", len(seen), n)
+	}
 }

@@ -195,36 +195,14 @@ func TestStreamEveryShardHundredQueries(t *testing.T) {
 		const workers, perConn = 4, 100
 		m := newManager(t, workers)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
-		shards := make(chan int, workers*perConn)
-		wait := nmtest.Serve(t, l.Requests(), func(req []byte) [][]byte { return asReply(req) })
-		_ = shards
+		wait := nmtest.Serve(t, l.Requests(), asReply)
 		var wg sync.WaitGroup
 		for i := 0; i < workers; i++ {
 			c := k.dial(t, m, l, dnsmsg.ClientConfig{})
 			if got := c.Handle().Shard().ID(); got != i {
 				t.Errorf("client %d on shard %d", i, got)
 			}
-			wg.Go(func() {
-				// Pipelined: all sent, then all read.
-				for j := 0; j < perConn; j++ {
-					if err := c.Send(queryID(t, "shard.example", uint16(j))); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-				seen := make(map[uint16]bool)
-				for j := 0; j < perConn; j++ {
-					ev := nmtest.Next(t, c.Read(), nmtest.Timeout)
-					if ev.Err != nil {
-						t.Errorf("reply %d: %v", j, ev.Err)
-						return
-					}
-					seen[dnsmsg.ID(ev.Data)] = true
-				}
-				if len(seen) != perConn {
-					t.Errorf("%d distinct replies; want %d", len(seen), perConn)
-				}
-			})
+			wg.Go(func() { pipeline(t, c, perConn) })
 		}
 		wg.Wait()
 		l.Close()

@@ -74,12 +74,7 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 	sc := cfg.Stream
 	sc.Consume = s.consume
 	var err error
-	if tlsConf != nil {
-		s.sl, err = stream.ListenTLS(ctx, m, addr, tlsConf, sc)
-	} else {
-		s.sl, err = stream.Listen(ctx, m, addr, sc)
-	}
-	if err != nil {
+	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
 		return nil, err
 	}
 	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
@@ -318,4 +313,12 @@ func KeepaliveTimeout(rh *nm.Handle) (time.Duration, bool) {
 		return 0, false
 	}
 	return stream.Timeouts(c.h).Keepalive, true
+}
+
+// listenStreamOrTLS listens with TLS when tlsConf is set, else with TCP.
+func listenStreamOrTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, sc stream.Config) (*stream.Listener, error) {
+	if tlsConf != nil {
+		return stream.ListenTLS(ctx, m, addr, tlsConf, sc)
+	}
+	return stream.Listen(ctx, m, addr, sc)
 }
