@@ -2,7 +2,7 @@ GO ?= go
 BENCHTIME ?= 2s
 FUZZTIME ?= 30s
 
-.PHONY: all test vet run bench build clean fuzz
+.PHONY: all test vet run bench compare build clean fuzz
 
 all: vet test
 
@@ -21,6 +21,10 @@ build:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 5 ./...
+	bench/compare.sh
+
+compare:
+	bench/compare.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAssembler$$' -fuzztime $(FUZZTIME) ./dnsmsg
