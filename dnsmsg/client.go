@@ -27,6 +27,11 @@ type ClientConfig struct {
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
 	MaxUDPSize int
+	// ProxyHeader, if set, is sent as a PROXY protocol v2 header (see
+	// proxyproto.Header.Append): in front of every UDP datagram, or first
+	// on a TCP, TLS or DoH connection (before TLS unless
+	// Stream.ProxyInTLS; Stream.ProxyHeader, if set, wins for streams).
+	ProxyHeader []byte
 	// HTTPGet makes a DoH Conn send queries with GET rather than POST.
 	HTTPGet bool
 	// MaxInFlight bounds a DoH Conn's queries in flight; Send waits at the
@@ -36,6 +41,15 @@ type ClientConfig struct {
 	// Timeouts.Initial, the write timeout Timeouts.Write (see stream.Config;
 	// its Read timeout and Consume are the Conn's own and ignored).
 	Stream stream.Config
+}
+
+// stream returns the stream configuration, with the PROXY header.
+func (c *ClientConfig) stream() stream.Config {
+	sc := c.Stream
+	if sc.ProxyHeader == nil {
+		sc.ProxyHeader = c.ProxyHeader
+	}
+	return sc
 }
 
 func (c *ClientConfig) readTimeout() time.Duration {
@@ -68,7 +82,7 @@ type Conn struct {
 // DialUDP opens a UDP client Conn to the server at addr.
 func DialUDP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
 	c := &Conn{timeout: cfg.readTimeout()}
-	h, err := nm.DialUDP(ctx, m, addr, nm.UDPConfig{MaxSize: cfg.MaxUDPSize, Filter: c.checkReply})
+	h, err := nm.DialUDP(ctx, m, addr, nm.UDPConfig{MaxSize: cfg.MaxUDPSize, Filter: c.checkReply, ProxyHeader: cfg.ProxyHeader})
 	if err != nil {
 		return nil, err
 	}

@@ -68,7 +68,7 @@ func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Conf
 		tlsConf = nil
 	}
 	shard := m.NextShard()
-	nc, err := stream.DialConn(ctx, shard, addr, tlsConf, cfg.Stream)
+	nc, err := stream.DialConn(ctx, shard, addr, tlsConf, cfg.stream())
 	if err != nil {
 		return nil, err
 	}

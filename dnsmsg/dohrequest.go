@@ -143,14 +143,15 @@ func (s *httpServer) request(hc *httpConn) *httpRequest {
 	q, _ := s.reqs.Get().(*httpRequest)
 	if q == nil {
 		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1), sent: make(chan error, 1)}
-		q.h = nm.NewHandle(hc.shard, q, hc.local, hc.peer)
+		q.h = nm.NewHandle(hc.shard, q, hc.realLocal, hc.realPeer)
 	} else {
-		q.h.Reuse(hc.shard, q, hc.local, hc.peer)
+		q.h.Reuse(hc.shard, q, hc.realLocal, hc.realPeer)
 		select {
 		case <-q.gone:
 		default:
 		}
 	}
+	q.h.SetProxied(hc.local, hc.peer)
 	q.hc = hc
 	q.state, q.err = reqWaiting, nil
 	q.refs.Store(2)

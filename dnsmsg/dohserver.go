@@ -15,7 +15,6 @@ import (
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
-	"github.com/rainbowduck/netmgr/transport"
 )
 
 // Defaults of HTTPConfig.
@@ -278,8 +277,9 @@ func (s *httpServer) close() error {
 // httpConn is what a DoH server knows of one connection; requests find it
 // in their context.
 type httpConn struct {
-	shard       *nm.Shard
-	local, peer netip.AddrPort
+	shard               *nm.Shard
+	local, peer         netip.AddrPort // reported: a PROXY header's, or the socket's
+	realLocal, realPeer netip.AddrPort
 	// slots holds a token per request delivered and not yet done: the
 	// in-flight bound.
 	slots chan struct{}
@@ -289,14 +289,17 @@ type connKey struct{}
 
 // ServeConn implements stream.Server: it serves one connection until it
 // ends.
-func (s *httpServer) ServeConn(nc net.Conn, shard *nm.Shard) {
+func (s *httpServer) ServeConn(c *stream.ServedConn) {
 	hc := &httpConn{
-		shard: shard,
-		local: transport.AddrPort(nc.LocalAddr()),
-		peer:  transport.AddrPort(nc.RemoteAddr()),
-		slots: make(chan struct{}, s.cfg.maxInFlight()),
+		shard:     c.Shard,
+		local:     c.Local,
+		peer:      c.Peer,
+		realLocal: c.RealLocal,
+		realPeer:  c.RealPeer,
+		slots:     make(chan struct{}, s.cfg.maxInFlight()),
 	}
 	ctx := context.WithValue(s.m.Context(), connKey{}, hc)
+	nc := c.Conn
 	h2 := false
 	var first []byte
 	if tc, ok := nc.(*tls.Conn); ok {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/stream"
 )
 
@@ -30,6 +31,13 @@ type ServerConfig struct {
 	// connection reads nothing more until one is. If zero,
 	// DefaultMaxInFlight.
 	MaxInFlight int
+	// Proxy, if set, makes the listener expect a PROXY protocol v2 header
+	// from the proxies the policy allows: in front of every UDP datagram,
+	// at the start of every TCP or TLS connection (before TLS unless
+	// Stream.ProxyInTLS; Stream.Proxy, if set, wins for streams). Request
+	// handles then report the client's address as PeerAddr, the proxy's as
+	// RealPeerAddr.
+	Proxy *proxyproto.Policy
 	// Ordered makes TCP and TLS connections answer in order: the next
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
@@ -69,6 +77,7 @@ func ListenUDP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig
 		Batch:   cfg.UDPBatch,
 		Queue:   cfg.Queue,
 		Filter:  func(b []byte, _ netip.AddrPort) error { return checkRequest(b) },
+		Proxy:   cfg.Proxy,
 	})
 	if err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Confi
 }
 
 func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
-	sc := cfg.Stream
+	sc := cfg.stream()
 	sc.Timeouts.Read = -1 // each Read's timeout is the client's own
 	sc.Consume = nil
 	var h *nm.Handle

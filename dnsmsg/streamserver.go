@@ -73,6 +73,9 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 	}
 	sc := cfg.Stream
 	sc.Consume = s.consume
+	if sc.Proxy == nil {
+		sc.Proxy = cfg.Proxy
+	}
 	var err error
 	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
 		return nil, err
@@ -206,10 +209,11 @@ func (c *streamConn) deliver(msg []byte) bool {
 func (c *streamConn) request(msg []byte) *nm.Handle {
 	rh, _ := c.s.handles.Get().(*nm.Handle)
 	if rh == nil {
-		rh = nm.NewHandle(c.h.Shard(), c, c.h.LocalAddr(), c.h.PeerAddr())
+		rh = nm.NewHandle(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
 	} else {
-		rh.Reuse(c.h.Shard(), c, c.h.LocalAddr(), c.h.PeerAddr())
+		rh.Reuse(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
 	}
+	rh.SetProxied(c.h.LocalAddr(), c.h.PeerAddr())
 	if cap(rh.Buf) < 2+len(msg) {
 		rh.Buf = make([]byte, 2+max(len(msg), 510))
 	}

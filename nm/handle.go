@@ -45,8 +45,10 @@ type Handle struct {
 	sock  Socket
 	shard *Shard
 	refs  atomic.Int32
-	local netip.AddrPort
+	local netip.AddrPort // as reported: a PROXY header's, or the socket's
 	peer  netip.AddrPort
+	// realLocal and realPeer are the socket's own addresses.
+	realLocal, realPeer netip.AddrPort
 
 	dataMu sync.Mutex
 	data   any
@@ -67,6 +69,7 @@ func NewHandle(s *Shard, sock Socket, local, peer netip.AddrPort) *Handle {
 // reference, keeping its user value and Buf. For socket implementations.
 func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
 	h.shard, h.sock, h.local, h.peer = s, sock, local, peer
+	h.realLocal, h.realPeer = local, peer
 	h.refs.Store(1)
 }
 
@@ -106,11 +109,25 @@ func (h *Handle) Refs() int { return int(h.refs.Load()) }
 // Shard returns the shard the handle belongs to.
 func (h *Handle) Shard() *Shard { return h.shard }
 
-// LocalAddr returns the local address of the conversation.
+// LocalAddr returns the local address of the conversation: the
+// destination a PROXY header gave, or else the socket's.
 func (h *Handle) LocalAddr() netip.AddrPort { return h.local }
 
-// PeerAddr returns the peer's address.
+// PeerAddr returns the peer's address: the source a PROXY header gave (the
+// client behind a load balancer), or else the socket's.
 func (h *Handle) PeerAddr() netip.AddrPort { return h.peer }
+
+// RealLocalAddr returns the socket's own local address.
+func (h *Handle) RealLocalAddr() netip.AddrPort { return h.realLocal }
+
+// RealPeerAddr returns the socket's own peer address: with PROXY, the load
+// balancer's.
+func (h *Handle) RealPeerAddr() netip.AddrPort { return h.realPeer }
+
+// SetProxied sets the addresses LocalAddr and PeerAddr report, as a PROXY
+// header gave them; the real ones stay. For socket implementations, before
+// the handle is handed out.
+func (h *Handle) SetProxied(local, peer netip.AddrPort) { h.local, h.peer = local, peer }
 
 // SetData sets the handle's user value. When the handle is released, the
 // value's Reset method, if it has one, is called, and the value stays with

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/transport"
 )
 
@@ -36,6 +37,17 @@ type UDPConfig struct {
 	// is delivered; a non-nil error drops it and counts it. It must not
 	// keep b, and must be safe for concurrent use.
 	Filter func(b []byte, peer netip.AddrPort) error
+	// Proxy, if set, makes a listener expect a PROXY protocol v2 header in
+	// front of every datagram, from the peers the policy allows: the
+	// header is stripped, and the handle's PeerAddr and LocalAddr are its
+	// addresses (RealPeerAddr, where replies go, is the proxy's). A
+	// datagram without a valid header, or from a peer not allowed, is
+	// dropped and counted. The filter sees the payload and the header's
+	// source.
+	Proxy *proxyproto.Policy
+	// ProxyHeader, on clients, is sent in front of every datagram (see
+	// proxyproto.Header.Append).
+	ProxyHeader []byte
 }
 
 func (c *UDPConfig) maxSize(def int) int {
@@ -178,12 +190,21 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		s.stats.Dropped.Add(1)
 		return
 	}
-	if f := s.l.cfg.Filter; f != nil && f(b, m.Addr) != nil {
+	local, peer := s.local, m.Addr
+	if p := s.l.cfg.Proxy; p != nil {
+		var ok bool
+		if b, local, peer, ok = s.unproxy(p, b, m.Addr); !ok {
+			s.stats.Dropped.Add(1)
+			return
+		}
+	}
+	if f := s.l.cfg.Filter; f != nil && f(b, peer) != nil {
 		s.stats.Dropped.Add(1)
 		return
 	}
 	h := s.pool.get()
 	h.Reuse(s.shard, s, s.local, m.Addr)
+	h.SetProxied(local, peer)
 	h.Buf = append(h.Buf[:0], b...)
 	select {
 	case s.l.ch <- Event{Handle: h, Data: h.Buf}:
@@ -191,6 +212,24 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		s.stats.Dropped.Add(1)
 		h.Detach()
 	}
+}
+
+// unproxy strips the PROXY header of a datagram from real, and returns the
+// payload and the addresses to report; false if the datagram is refused.
+func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
+	if !p.Allowed(real.Addr()) {
+		s.shard.m.log.Debug("nm: PROXY header from a peer not allowed", "peer", real)
+		return nil, s.local, real, false
+	}
+	hdr, n, err := proxyproto.Parse(b)
+	if err != nil {
+		s.shard.m.log.Debug("nm: bad PROXY header", "peer", real, "err", err)
+		return nil, s.local, real, false
+	}
+	if src, dst, ok := hdr.Addresses(); ok {
+		return b[n:], dst, src, true
+	}
+	return b[n:], s.local, real, true
 }
 
 // end runs when a reader stops; the last one delivers the final event.
@@ -206,7 +245,7 @@ func (s *udpListenSocket) end() {
 
 // Send replies to h's peer from the socket the request came in on.
 func (s *udpListenSocket) Send(h *Handle, b []byte) error {
-	if err := s.writer.WriteTo(b, h.peer); err != nil {
+	if err := s.writer.WriteTo(b, h.realPeer); err != nil {
 		s.stats.SendFailed.Add(1)
 		return MapError(err)
 	}

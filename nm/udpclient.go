@@ -26,6 +26,7 @@ type udpClient struct {
 	writer *transport.Writer
 	filter func([]byte) bool
 	stats  *Counters
+	proxy  []byte // a PROXY header sent before every datagram, or nil
 
 	// ch carries the handle's events. Sender: the reader goroutine only,
 	// which closes it after the final event.
@@ -62,7 +63,7 @@ func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*Hand
 		stats.BindFailed.Add(1)
 		return nil, MapError(err)
 	}
-	c := &udpClient{conn: conn, stats: stats, ch: make(chan Event, clientQueue), wake: make(chan struct{}, 1)}
+	c := &udpClient{conn: conn, stats: stats, ch: make(chan Event, clientQueue), wake: make(chan struct{}, 1), proxy: cfg.ProxyHeader}
 	if c.batch, err = transport.NewBatch(conn, 1, cfg.maxSize(DefaultUDPClientSize)); err == nil {
 		c.writer, err = transport.NewWriter(conn, true)
 	}
@@ -115,7 +116,10 @@ func (c *udpClient) Send(h *Handle, b []byte) error {
 	if closing {
 		return ErrClosed
 	}
-	if err := c.writer.WriteTo(b, h.peer); err != nil {
+	if len(c.proxy) > 0 {
+		b = append(c.proxy[:len(c.proxy):len(c.proxy)], b...)
+	}
+	if err := c.writer.WriteTo(b, h.realPeer); err != nil {
 		c.stats.SendFailed.Add(1)
 		return MapError(err)
 	}

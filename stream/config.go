@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/proxyproto"
 )
 
 // Defaults of Config.
@@ -56,6 +57,20 @@ type Config struct {
 	// closes the connection. Meant for protocols framed on streams, such as
 	// package dnsmsg.
 	Consume func(h *nm.Handle, stop <-chan struct{}) Consumer
+	// Proxy, if set, makes a listener expect a PROXY protocol v2 header at
+	// the start of every connection (before TLS, or inside it with
+	// ProxyInTLS), from the peers the policy allows; a connection from
+	// another peer is refused at once. The header must come within the
+	// initial timeout. The accept filter then sees its addresses, and the
+	// handle reports them as PeerAddr and LocalAddr (the socket's own are
+	// RealPeerAddr and RealLocalAddr). A connection without a valid header
+	// is closed unseen, counted as dropped.
+	Proxy      *proxyproto.Policy
+	ProxyInTLS bool
+	// ProxyHeader, on dialed connections, is written first: before the TLS
+	// handshake, or as the first bytes inside TLS with ProxyInTLS (see
+	// proxyproto.Header.Append).
+	ProxyHeader []byte
 	// Serve, if set, makes a listener give each connection, as a net.Conn,
 	// to Serve.ServeConn instead of delivering it on Conns (see Server);
 	// Consume is then ignored. Meant for protocols such as HTTP/2.

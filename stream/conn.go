@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/transport"
 )
 
@@ -27,7 +28,8 @@ type conn struct {
 	sr     *transport.StreamReader
 	l      *Listener // the listener that accepted it; nil on clients
 	server bool
-	born   time.Time // when it was accepted: the initial timeout runs from here
+	born   time.Time          // when it was accepted: the initial timeout runs from here
+	proxy  *proxyproto.Header // the PROXY header, set before the handle is handed out
 
 	backpressure int
 	sendQueue    int
@@ -243,6 +245,16 @@ func TLSState(h *nm.Handle) (tls.ConnectionState, bool) {
 		return tls.ConnectionState{}, false
 	}
 	return c.tls.ConnectionState(), true
+}
+
+// ProxyHeader returns the PROXY header a stream handle's connection began
+// with (TLVs and all), and false for handles without one.
+func ProxyHeader(h *nm.Handle) (proxyproto.Header, bool) {
+	c, ok := h.Socket().(*conn)
+	if !ok || c.proxy == nil {
+		return proxyproto.Header{}, false
+	}
+	return *c.proxy, true
 }
 
 // CloseWrite shuts down the writing side of a stream handle (a TCP FIN, or

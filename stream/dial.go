@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
 )
@@ -84,6 +85,12 @@ func dialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Conf
 		return nil, nil, dialError(ctx, m, err)
 	}
 	tc := nc.(*net.TCPConn)
+	if h := cfg.ProxyHeader; len(h) > 0 && (tlsConf == nil || !cfg.ProxyInTLS) {
+		if err := writeBefore(ctx, tc, h); err != nil {
+			tc.Close()
+			return nil, nil, dialError(ctx, m, err)
+		}
+	}
 	if tlsConf == nil {
 		return tc, nil, nil
 	}
@@ -102,7 +109,23 @@ func dialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Conf
 		stats.RecvFailed.Add(1)
 		return nil, nil, dialError(ctx, m, err)
 	}
+	if h := cfg.ProxyHeader; len(h) > 0 && cfg.ProxyInTLS {
+		if err := writeBefore(ctx, tlsConn, h); err != nil {
+			tc.Close()
+			return nil, nil, dialError(ctx, m, err)
+		}
+	}
 	return tc, tlsConn, nil
+}
+
+// writeBefore writes b to c within ctx's deadline.
+func writeBefore(ctx context.Context, c net.Conn, b []byte) error {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetWriteDeadline(dl)
+		defer c.SetWriteDeadline(time.Time{})
+	}
+	_, err := c.Write(b)
+	return err
 }
 
 // dialError names why a dial failed.

@@ -201,13 +201,11 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 			return
 		}
 	}
-	if f := l.cfg.Accept; f != nil {
-		if f(transport.AddrPort(tc.RemoteAddr()), transport.AddrPort(tc.LocalAddr())) != nil {
-			stats.Dropped.Add(1)
-			tc.Close()
-			l.release()
-			return
-		}
+	if !l.vet(tc) {
+		stats.Dropped.Add(1)
+		tc.Close()
+		l.release()
+		return
 	}
 	if l.cfg.Serve != nil {
 		stats.Active.Add(1)
@@ -256,18 +254,15 @@ func (l *Listener) release() {
 // consumer. It returns false if the connection did not make it.
 func (l *Listener) deliver(c *conn) bool {
 	defer l.unref()
-	if c.tls != nil {
-		c.mu.Lock()
-		initial := c.t.Initial
-		c.mu.Unlock()
-		if d := time.Until(c.born.Add(initial)); initial > 0 {
-			initial = max(d, time.Nanosecond)
-		}
-		if err := handshake(l.m.Context(), c.tcp, c.tls, initial); err != nil {
-			c.stats.RecvFailed.Add(1)
-			l.m.Logger().Debug("stream: TLS handshake failed", "peer", c.h.PeerAddr(), "err", err)
-			c.h.Detach()
-			return false
+	hdr, err := l.admit(c.tcp, c.tls, c.born, c.stats)
+	if err != nil {
+		c.h.Detach()
+		return false
+	}
+	if hdr != nil {
+		c.proxy = hdr
+		if src, dst, ok := hdr.Addresses(); ok {
+			c.h.SetProxied(dst, src)
 		}
 	}
 	for {

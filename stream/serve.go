@@ -3,10 +3,13 @@ package stream
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/transport"
 )
 
@@ -15,18 +18,32 @@ import (
 // over HTTPS.
 //
 // ServeConn is called on the connection's own goroutine, which the manager
-// waits for, after the accept filter, the quota and the TLS handshake (done
-// within the initial timeout). It owns nc until it returns; the listener
-// then closes nc and releases the quota slot. nc is closed under ServeConn
-// when the listener or the manager closes, so ServeConn must return soon
-// after its reads and writes fail.
+// waits for, after the accept filter, the quota, the PROXY header and the
+// TLS handshake (all within the initial timeout). It owns c until it
+// returns; the listener then closes the connection and releases the quota
+// slot. The connection is closed under ServeConn when the listener or the
+// manager closes, so ServeConn must return soon after its reads and writes
+// fail.
 type Server interface {
-	ServeConn(nc net.Conn, shard *nm.Shard)
+	ServeConn(c *ServedConn)
+}
+
+// ServedConn is a connection given to a Server.
+type ServedConn struct {
+	net.Conn // the connection: the TCP one, or the *tls.Conn over it
+	Shard    *nm.Shard
+	// Local and Peer are the connection's addresses as a PROXY header gave
+	// them, or else the socket's own, which RealLocal and RealPeer are.
+	Local, Peer         netip.AddrPort
+	RealLocal, RealPeer netip.AddrPort
+	// Proxy is the PROXY header, or nil.
+	Proxy *proxyproto.Header
 }
 
 // serve runs a connection for the listener's Server, on its own goroutine.
 func (l *Listener) serve(shard *nm.Shard, tc *net.TCPConn) {
 	stats := shard.Counters(l.kind)
+	born := time.Now()
 	defer func() {
 		tc.Close()
 		l.forget(tc)
@@ -39,28 +56,109 @@ func (l *Listener) serve(shard *nm.Shard, tc *net.TCPConn) {
 		stats.RecvFailed.Add(1)
 		return
 	}
-	var nc net.Conn = tc
+	var tlsConn *tls.Conn
 	if conf := l.tls.Load(); conf != nil {
-		tlsConn := tls.Server(tc, conf)
-		if err := handshake(l.m.Context(), tc, tlsConn, l.cfg.timeouts().Initial); err != nil {
-			stats.RecvFailed.Add(1)
-			l.m.Logger().Debug("stream: TLS handshake failed", "peer", tc.RemoteAddr(), "err", err)
-			return
-		}
-		nc = tlsConn
+		tlsConn = tls.Server(tc, conf)
 	}
-	l.cfg.Serve.ServeConn(nc, shard)
+	hdr, err := l.admit(tc, tlsConn, born, stats)
+	if err != nil {
+		return
+	}
+	c := &ServedConn{Conn: tc, Shard: shard, RealLocal: transport.AddrPort(tc.LocalAddr()), RealPeer: transport.AddrPort(tc.RemoteAddr()), Proxy: hdr}
+	if tlsConn != nil {
+		c.Conn = tlsConn
+	}
+	c.Local, c.Peer = c.RealLocal, c.RealPeer
+	if hdr != nil {
+		if src, dst, ok := hdr.Addresses(); ok {
+			c.Local, c.Peer = dst, src
+		}
+	}
+	l.cfg.Serve.ServeConn(c)
 }
 
-// handshake completes a server's TLS handshake within timeout (none if
+// vet checks a connection just accepted: the PROXY allow-list, and the
+// accept filter unless it waits for the PROXY header's addresses.
+func (l *Listener) vet(tc *net.TCPConn) bool {
+	peer, local := transport.AddrPort(tc.RemoteAddr()), transport.AddrPort(tc.LocalAddr())
+	if p := l.cfg.Proxy; p != nil {
+		if !p.Allowed(peer.Addr()) {
+			l.m.Logger().Debug("stream: PROXY peer not allowed", "peer", peer)
+			return false
+		}
+		return true
+	}
+	return l.cfg.Accept == nil || l.cfg.Accept(peer, local) == nil
+}
+
+// admit readies a server connection on its own goroutine, within the
+// initial timeout from born: the PROXY header before TLS, the TLS
+// handshake, the PROXY header inside TLS, and then the accept filter with
+// the header's addresses. It returns the header, if any. A failure is
+// counted and logged.
+func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, stats *nm.Counters) (*proxyproto.Header, error) {
+	var deadline time.Time
+	if initial := l.cfg.timeouts().Initial; initial > 0 {
+		deadline = born.Add(initial)
+	}
+	fail := func(what string, err error) (*proxyproto.Header, error) {
+		stats.Dropped.Add(1)
+		l.m.Logger().Debug("stream: "+what, "peer", tc.RemoteAddr(), "err", err)
+		return nil, err
+	}
+	p := l.cfg.Proxy
+	var hdr *proxyproto.Header
+	var err error
+	if p != nil && (tlsConn == nil || !l.cfg.ProxyInTLS) {
+		if hdr, err = readProxy(tc, p, deadline); err != nil {
+			return fail("bad PROXY header", err)
+		}
+	}
+	if tlsConn != nil {
+		if err := handshake(l.m.Context(), tc, tlsConn, deadline); err != nil {
+			stats.RecvFailed.Add(1)
+			l.m.Logger().Debug("stream: TLS handshake failed", "peer", tc.RemoteAddr(), "err", err)
+			return nil, err
+		}
+		if p != nil && l.cfg.ProxyInTLS {
+			if hdr, err = readProxy(tlsConn, p, deadline); err != nil {
+				return fail("bad PROXY header", err)
+			}
+		}
+	}
+	if p != nil && l.cfg.Accept != nil {
+		peer, local := transport.AddrPort(tc.RemoteAddr()), transport.AddrPort(tc.LocalAddr())
+		if src, dst, ok := hdr.Addresses(); ok {
+			peer, local = src, dst
+		}
+		if err := l.cfg.Accept(peer, local); err != nil {
+			return fail("connection refused by the accept filter", err)
+		}
+	}
+	return hdr, nil
+}
+
+// readProxy reads a PROXY header from r before deadline.
+func readProxy(r interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}, p *proxyproto.Policy, deadline time.Time) (*proxyproto.Header, error) {
+	r.SetReadDeadline(deadline)
+	defer r.SetReadDeadline(time.Time{})
+	h, err := proxyproto.ReadHeader(r, p.MaxLen)
+	if err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+// handshake completes a server's TLS handshake before deadline (none if
 // zero). It runs deep in crypto code: on a goroutine of its own, so that its
 // stack growth does not stay with the connection's long-lived goroutine.
 // ctx (the manager's) interrupts it.
-func handshake(ctx context.Context, tc *net.TCPConn, tlsConn *tls.Conn, timeout time.Duration) error {
-	if timeout > 0 {
-		tc.SetDeadline(time.Now().Add(timeout))
-		defer tc.SetDeadline(time.Time{})
-	}
+func handshake(ctx context.Context, tc *net.TCPConn, tlsConn *tls.Conn, deadline time.Time) error {
+	tc.SetDeadline(deadline)
+	defer tc.SetDeadline(time.Time{})
 	res := make(chan error, 1)
 	go func() { res <- tlsConn.HandshakeContext(ctx) }()
 	return <-res

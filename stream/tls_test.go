@@ -125,7 +125,8 @@ func TestTLSJunkAndSilentClientsAreDropped(t *testing.T) {
 func TestDialConnResumesAndServe(t *testing.T) {
 	m := newManager(t, 1)
 	served := make(chan struct{}, 4)
-	srv := serverFunc(func(nc net.Conn, _ *nm.Shard) {
+	srv := serverFunc(func(c *stream.ServedConn) {
+		nc := c.Conn
 		served <- struct{}{}
 		buf := make([]byte, 4)
 		for {
@@ -173,6 +174,6 @@ func TestDialConnResumesAndServe(t *testing.T) {
 	}
 }
 
-type serverFunc func(net.Conn, *nm.Shard)
+type serverFunc func(*stream.ServedConn)
 
-func (f serverFunc) ServeConn(nc net.Conn, s *nm.Shard) { f(nc, s) }
+func (f serverFunc) ServeConn(c *stream.ServedConn) { f(c) }

@@ -25,6 +25,8 @@ func main() {
 	flag.StringVar(&o.CertFile, "cert", "", "TLS certificate PEM `file` (default: self-signed for localhost)")
 	flag.StringVar(&o.KeyFile, "key", "", "TLS key PEM `file`")
 	flag.IntVar(&o.Workers, "workers", 0, "worker shards (0: one per CPU)")
+	flag.BoolVar(&o.Proxy, "proxy", false, "expect a PROXY protocol v2 header on every DNS listener (before TLS)")
+	flag.BoolVar(&o.WhoAmI, "whoami", false, "answer each query with the client's address (A or AAAA) instead of echoing it")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	flag.Parse()
 	if *cpuprofile != "" {

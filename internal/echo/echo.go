@@ -20,6 +20,7 @@ import (
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/internal/certs"
 	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/stream"
 )
 
@@ -29,6 +30,13 @@ type Options struct {
 	Echo, TLSEcho      string // raw stream echo listeners
 	CertFile, KeyFile  string // PEM files; both empty: a self-signed localhost certificate
 	Workers            int    // shards; zero: one per CPU
+	// Proxy expects a PROXY protocol v2 header on every DNS listener (in
+	// front of each UDP datagram, at the start of each connection, before
+	// TLS), from any peer.
+	Proxy bool
+	// WhoAmI answers each query with the client's address (an A or AAAA
+	// record for the question's name) instead of echoing it.
+	WhoAmI bool
 }
 
 // Server is a running echo server.
@@ -53,18 +61,29 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	s := &Server{m: m, addrs: make(map[string]netip.AddrPort)}
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	var cfg dnsmsg.ServerConfig
+	var hcfg dnsmsg.HTTPConfig
+	if o.Proxy {
+		cfg.Proxy = &proxyproto.Policy{}
+		hcfg.Stream.Proxy = cfg.Proxy
+	}
+	hcfg.HTTP1 = true
+	answer := echoReply
+	if o.WhoAmI {
+		answer = whoami
+	}
 	for _, x := range []struct {
 		name, addr string
 		listen     func() (*dnsmsg.Listener, error)
 	}{
 		{"udp", o.UDP, func() (*dnsmsg.Listener, error) {
-			return dnsmsg.ListenUDP(ctx, m, o.UDP, dnsmsg.ServerConfig{})
+			return dnsmsg.ListenUDP(ctx, m, o.UDP, cfg)
 		}},
 		{"tcp", o.TCP, func() (*dnsmsg.Listener, error) {
-			return dnsmsg.ListenTCP(ctx, m, o.TCP, dnsmsg.ServerConfig{})
+			return dnsmsg.ListenTCP(ctx, m, o.TCP, cfg)
 		}},
 		{"dot", o.DoT, func() (*dnsmsg.Listener, error) {
-			return dnsmsg.ListenTLS(ctx, m, o.DoT, tlsConf, dnsmsg.ServerConfig{})
+			return dnsmsg.ListenTLS(ctx, m, o.DoT, tlsConf, cfg)
 		}},
 	} {
 		if x.addr == "" {
@@ -77,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		s.addrs[x.name] = l.Addr()
 		for i := 0; i < m.Workers(); i++ {
-			s.wg.Go(func() { serve(l.Requests()) })
+			s.wg.Go(func() { serve(l.Requests(), answer) })
 		}
 	}
 	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
@@ -87,7 +106,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	if o.DoH != "" {
-		l, err := dnsmsg.ListenHTTPS(ctx, m, o.DoH, tlsConf, nil, dnsmsg.HTTPConfig{HTTP1: true})
+		l, err := dnsmsg.ListenHTTPS(ctx, m, o.DoH, tlsConf, nil, hcfg)
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("nmecho: doh: %w", err)
@@ -95,7 +114,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		s.addrs["doh"] = l.Addr()
 		reqs := l.Endpoints().Requests(dnsmsg.DefaultPath)
 		for i := 0; i < m.Workers(); i++ {
-			s.wg.Go(func() { serve(reqs) })
+			s.wg.Go(func() { serve(reqs, answer) })
 		}
 	}
 	return s, nil
@@ -143,19 +162,53 @@ func echoStream(h *nm.Handle) {
 }
 
 // serve answers requests until the listener's channel closes.
-func serve(reqs <-chan nm.Event) {
+func serve(reqs <-chan nm.Event, answer func(h *nm.Handle, req []byte) []byte) {
 	for ev := range reqs {
 		if ev.Err != nil {
 			continue // the final event; the channel closes next
 		}
-		reply := ev.Data
-		if d, ok := dnsmsg.KeepaliveTimeout(ev.Handle); ok {
-			reply = keepalive(ev.Handle, reply, d)
+		if reply := answer(ev.Handle, ev.Data); reply != nil {
+			ev.Handle.Send(reply) // failures are counted in the stats
 		}
-		dnsmsg.SetResponse(reply)
-		ev.Handle.Send(reply) // failures are counted in the stats
 		ev.Handle.Detach()
 	}
+}
+
+// echoReply answers a request with itself, QR set (and the keepalive
+// option answered on streams), mostly in place.
+func echoReply(h *nm.Handle, req []byte) []byte {
+	reply := req
+	if d, ok := dnsmsg.KeepaliveTimeout(h); ok {
+		reply = keepalive(h, reply, d)
+	}
+	dnsmsg.SetResponse(reply)
+	return reply
+}
+
+// whoami answers a request with the client's address as the handle
+// reports it (behind a PROXY load balancer: the client's, not the
+// balancer's), as an A or AAAA record for the question's name.
+func whoami(h *nm.Handle, req []byte) []byte {
+	q, err := dnsmsg.Parse(req)
+	if err != nil || len(q.Question) != 1 {
+		return nil
+	}
+	r := new(dns.Msg)
+	r.SetReply(q)
+	r.Authoritative = true
+	hdr := dns.RR_Header{Name: q.Question[0].Name, Class: dns.ClassINET}
+	if a := h.PeerAddr().Addr().Unmap(); a.Is4() {
+		hdr.Rrtype = dns.TypeA
+		r.Answer = append(r.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+	} else {
+		hdr.Rrtype = dns.TypeAAAA
+		r.Answer = append(r.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+	}
+	b, err := r.Pack()
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // keepalive answers an EDNS tcp-keepalive option (RFC 7828) in a stream
