@@ -24,7 +24,7 @@ var (
 func proxyHeader(t testing.TB, tr proxyproto.Transport) []byte {
 	b, err := proxyproto.Header{Command: proxyproto.Proxy, Transport: tr, Source: proxiedClient, Destination: proxiedServer}.Append(nil)
 	if err != nil {
-		t.Fatal(err)
+		panic(err) // the addresses above are valid
 	}
 	return b
 }
@@ -134,32 +134,31 @@ func TestProxyUDPFromPeerNotAllowed(t *testing.T) {
 	nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
 }
 
-// pkind is a stream transport with PROXY: over TCP, before TLS, or inside
-// TLS.
-type pkind struct {
-	name  string
-	k     skind
-	inTLS bool
-}
-
-var pkinds = []pkind{{"tcp", skinds[0], false}, {"dot", skinds[1], false}, {"dot-inside-tls", skinds[1], true}}
+// pkind is a stream transport behind a PROXY v2 balancer, with the
+// listener's policy and the client's header chosen by the test.
+type pkind struct{ skind }
 
 func forProxy(t *testing.T, fn func(t *testing.T, p pkind)) {
-	for _, p := range pkinds {
-		t.Run(p.name, func(t *testing.T) { fn(t, p) })
+	for _, k := range proxied {
+		t.Run(k.name, func(t *testing.T) { fn(t, pkind{k}) })
 	}
 }
 
 func (p pkind) listen(t testing.TB, m *nm.Manager, policy *proxyproto.Policy, cfg dnsmsg.ServerConfig) *dnsmsg.Listener {
+	k := p.skind
+	k.proxy = false // the policy is the test's
 	cfg.Proxy = policy
 	cfg.Stream.ProxyInTLS = p.inTLS
-	return p.k.listen(t, m, cfg)
+	return k.listen(t, m, cfg)
 }
 
+// dialErr dials with header (none if nil) in place of the usual one.
 func (p pkind) dialErr(t testing.TB, m *nm.Manager, l *dnsmsg.Listener, header []byte) (*dnsmsg.Conn, error) {
+	k := p.skind
+	k.proxy = false
 	cfg := dnsmsg.ClientConfig{ProxyHeader: header}
 	cfg.Stream.ProxyInTLS = p.inTLS
-	return p.k.dialErr(m, l.Addr().String(), cfg)
+	return k.dialErr(m, l.Addr().String(), cfg)
 }
 
 func TestProxyStreamAddresses(t *testing.T) {
@@ -235,7 +234,7 @@ func TestProxyStreamRefusals(t *testing.T) {
 		silent.Close()
 		l.Close()
 		nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
-		if st := m.Stats().Of(p.k.stat); st.Dropped+st.RecvFailed < 4 {
+		if st := m.Stats().Of(p.stat); st.Dropped+st.RecvFailed < 4 {
 			t.Errorf("stats %+v; want the 4 refusals counted", st)
 		}
 	})
@@ -254,7 +253,7 @@ func TestProxyStreamFromPeerNotAllowed(t *testing.T) {
 		}
 		l.Close()
 		nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
-		if st := m.Stats().Of(p.k.stat); st.Dropped != 1 {
+		if st := m.Stats().Of(p.stat); st.Dropped != 1 {
 			t.Errorf("dropped %d; want 1", st.Dropped)
 		}
 	})

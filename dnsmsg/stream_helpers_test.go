@@ -15,6 +15,7 @@ import (
 	"github.com/rainbowduck/netmgr/internal/certs"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
+	"github.com/rainbowduck/netmgr/proxyproto"
 )
 
 // quiet bounds negative checks (something must not happen); it cannot make
@@ -27,9 +28,20 @@ type skind struct {
 	name     string
 	stat     nm.Transport
 	maxConns int // the quota of every listener: scenarios run again with 1
+	// proxy puts a PROXY v2 header at the start of every connection, and
+	// makes listeners expect it: before TLS, or inside it with inTLS.
+	proxy, inTLS bool
 }
 
-var skinds = []skind{{"tcp", nm.TCP, 0}, {"dot", nm.TLS, 0}}
+var skinds = []skind{{name: "tcp", stat: nm.TCP}, {name: "dot", stat: nm.TLS}}
+
+// proxied are the stream kinds behind a PROXY v2 load balancer: the
+// scenarios whose two ends are ours run with them too.
+var proxied = []skind{
+	{name: "tcp+proxy", stat: nm.TCP, proxy: true},
+	{name: "dot+proxy", stat: nm.TLS, proxy: true},
+	{name: "dot+proxy-in-tls", stat: nm.TLS, proxy: true, inTLS: true},
+}
 
 var serverTLS, clientTLS = dnsTLSConfigs()
 
@@ -51,10 +63,19 @@ func forStreams(t *testing.T, fn func(t *testing.T, k skind)) {
 	}
 }
 
-// forStreamsAndQuota runs a scenario over TCP and DoT, each without a
-// quota and with a quota of 1 connection.
+// forServers runs a scenario over TCP and DoT, plain and behind a PROXY
+// v2 balancer: for scenarios whose client is ours or raw.
+func forServers(t *testing.T, fn func(t *testing.T, k skind)) {
+	for _, k := range append(skinds[:len(skinds):len(skinds)], proxied...) {
+		t.Run(k.name, func(t *testing.T) { fn(t, k) })
+	}
+}
+
+// forStreamsAndQuota runs a scenario over TCP and DoT, plain and behind a
+// PROXY v2 balancer, each without a quota and with a quota of 1
+// connection.
 func forStreamsAndQuota(t *testing.T, fn func(t *testing.T, k skind)) {
-	for _, k := range skinds {
+	for _, k := range append(skinds[:len(skinds):len(skinds)], proxied...) {
 		for _, q := range []int{0, 1} {
 			k.maxConns = q
 			t.Run(fmt.Sprintf("%s/quota%d", k.name, q), func(t *testing.T) { fn(t, k) })
@@ -66,6 +87,10 @@ func (k skind) listen(t testing.TB, m *nm.Manager, cfg dnsmsg.ServerConfig) *dns
 	t.Helper()
 	if cfg.Stream.MaxConns == 0 {
 		cfg.Stream.MaxConns = k.maxConns
+	}
+	if k.proxy {
+		cfg.Proxy = loopbackOnly
+		cfg.Stream.ProxyInTLS = k.inTLS
 	}
 	var l *dnsmsg.Listener
 	var err error
@@ -81,6 +106,10 @@ func (k skind) listen(t testing.TB, m *nm.Manager, cfg dnsmsg.ServerConfig) *dns
 }
 
 func (k skind) dialErr(m *nm.Manager, addr string, cfg dnsmsg.ClientConfig) (*dnsmsg.Conn, error) {
+	if k.proxy && cfg.ProxyHeader == nil {
+		cfg.ProxyHeader = proxyHeader(nil, proxyproto.Stream)
+		cfg.Stream.ProxyInTLS = k.inTLS
+	}
 	if k.stat == nm.TLS {
 		return dnsmsg.DialTLS(context.Background(), m, addr, clientTLS, cfg)
 	}
@@ -105,12 +134,20 @@ func (k skind) raw(t testing.TB, l *dnsmsg.Listener) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if k.proxy && !k.inTLS {
+		c.Write(proxyHeader(t, proxyproto.Stream))
+	}
 	if k.stat == nm.TLS {
 		conf := clientTLS.Clone()
 		conf.NextProtos = []string{"dot"}
 		c = tls.Client(c, conf)
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if k.proxy && k.inTLS {
+		// Written with the first write: the handshake waits for the
+		// server, which a quota may hold back.
+		c = &prefixed{Conn: c, prefix: proxyHeader(t, proxyproto.Stream)}
+	}
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -203,3 +240,23 @@ func pipeline(t testing.TB, c *dnsmsg.Conn, n int) {
 		t.Errorf("%d distinct replies; want %d", len(seen), n)
 	}
 }
+
+// prefixed writes prefix together with its first write.
+type prefixed struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	if p.prefix != nil {
+		b = append(p.prefix, b...)
+		n, err := p.Conn.Write(b)
+		n -= len(p.prefix)
+		p.prefix = nil
+		return max(n, 0), err
+	}
+	return p.Conn.Write(b)
+}
+
+// Handshake completes the TLS handshake under p, without the prefix.
+func (p *prefixed) Handshake() error { return p.Conn.(*tls.Conn).Handshake() }

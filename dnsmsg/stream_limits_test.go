@@ -26,7 +26,7 @@ func expectClosed(t testing.TB, c interface{ Read([]byte) (int, error) }) {
 }
 
 func TestStreamZeroLengthEndsOnlyThatConnection(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		wait := echoServer(t, l, asReply)
@@ -51,7 +51,7 @@ func TestStreamZeroLengthEndsOnlyThatConnection(t *testing.T) {
 }
 
 func TestStreamNonRequestsAreDroppedAndCounted(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		wait := echoServer(t, l, asReply)
@@ -74,7 +74,7 @@ func TestStreamNonRequestsAreDroppedAndCounted(t *testing.T) {
 }
 
 func TestStreamLargestMessage(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		// A 65535-byte "query": a header, then padding the check accepts.
@@ -100,7 +100,7 @@ func TestStreamLargestMessage(t *testing.T) {
 }
 
 func TestStreamInFlightBound(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		const bound, sent = 5, 40
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{MaxInFlight: bound})
@@ -140,7 +140,7 @@ func TestStreamInFlightBound(t *testing.T) {
 }
 
 func TestStreamOrderedRepliesInOrder(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{Ordered: true})
 		// A consumer that answers on goroutines, the later the sooner: the
@@ -173,7 +173,7 @@ func TestStreamOrderedRepliesInOrder(t *testing.T) {
 }
 
 func TestStreamIdleTimerStopsWhileAnswering(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		const idle = 40 * time.Millisecond
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{Stream: stream.Config{Timeouts: nm.Timeouts{Idle: idle}}})
@@ -197,7 +197,7 @@ func TestStreamIdleTimerStopsWhileAnswering(t *testing.T) {
 }
 
 func TestStreamInitialTimeout(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{Stream: stream.Config{Timeouts: nm.Timeouts{Initial: 30 * time.Millisecond}}})
 		c := k.raw(t, l)
@@ -211,7 +211,7 @@ func TestStreamInitialTimeout(t *testing.T) {
 }
 
 func TestStreamKeepalive(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		const idle = 30 * time.Millisecond
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{Stream: stream.Config{Timeouts: nm.Timeouts{Idle: idle, Keepalive: time.Hour}}})

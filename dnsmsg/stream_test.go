@@ -127,7 +127,7 @@ func TestStreamNoResponseTimesOutAndRecovers(t *testing.T) {
 }
 
 func TestStreamShutdownBeforeConnect(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 1)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		addr := l.Addr().String()
@@ -161,7 +161,7 @@ func TestStreamShutdownDuringRead(t *testing.T) {
 }
 
 func TestStreamOneAndTwoClients(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		wait := echoServer(t, l, asReply)
@@ -191,7 +191,7 @@ func TestStreamOneAndTwoClients(t *testing.T) {
 }
 
 func TestStreamEveryShardHundredQueries(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		const workers, perConn = 4, 100
 		m := newManager(t, workers)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
@@ -218,7 +218,7 @@ func TestStreamEveryShardHundredQueries(t *testing.T) {
 }
 
 func TestStreamQuotaOneSecondWaits(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		k.maxConns = 1
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
@@ -258,7 +258,7 @@ func TestStreamQuotaOneSecondWaits(t *testing.T) {
 }
 
 func TestStreamThousandQueriesInOneWrite(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		const n = 1000
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
@@ -375,7 +375,7 @@ func TestStreamClientRepliesBeforeEOFThenEOF(t *testing.T) {
 }
 
 func TestStreamListenerCloseEndsConnections(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		wait := echoServer(t, l, asReply)
@@ -392,7 +392,7 @@ func TestStreamListenerCloseEndsConnections(t *testing.T) {
 }
 
 func TestStreamPauseHoldsRequests(t *testing.T) {
-	forStreams(t, func(t *testing.T, k skind) {
+	forServers(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		c := k.dial(t, m, l, dnsmsg.ClientConfig{})
