@@ -86,11 +86,16 @@ func TestStreamClientAgainstMiekgServer(t *testing.T) {
 	})
 }
 
+// TestStreamNoTraffic: a client that connects and sends nothing is closed
+// at the initial timeout; no request is delivered.
 func TestStreamNoTraffic(t *testing.T) {
 	forStreamsAndQuota(t, func(t *testing.T, k skind) {
 		m := newManager(t, 2)
-		l := k.listen(t, m, dnsmsg.ServerConfig{})
+		var cfg dnsmsg.ServerConfig
+		cfg.Stream.Timeouts.Initial = 50 * time.Millisecond
+		l := k.listen(t, m, cfg)
 		c := k.dial(t, m, l, dnsmsg.ClientConfig{})
+		nmtest.NextErr(t, c.Read(), nm.ErrEOF)
 		c.Close()
 		l.Close()
 		nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
