@@ -45,6 +45,17 @@
 // closes it when the listener or the manager closes. DialConn is the
 // client side: a connected net.Conn, TLS sessions resumed as for DialTLS.
 //
+// # Behind a load balancer
+//
+// With Config.Proxy a listener expects a PROXY protocol v2 header (package
+// proxyproto) at the start of every connection, before the TLS handshake or,
+// with ProxyInTLS, as the first bytes inside it, from the peers the policy
+// allows. It must come within the initial timeout; only then are the accept
+// filter (with the header's addresses) and the delivery run. Handles report
+// the header's addresses as PeerAddr and LocalAddr and the socket's as
+// RealPeerAddr and RealLocalAddr; ProxyHeader returns the header with its
+// TLVs. Dialers send Config.ProxyHeader first.
+//
 // # Limits
 //
 // A server connection stops reading while more than Config.Backpressure
