@@ -20,8 +20,8 @@ import (
 func expectClosed(t testing.TB, c interface{ Read([]byte) (int, error) }) {
 	t.Helper()
 	n, err := io.ReadFull(c, make([]byte, 1))
-	if err == nil || n != 0 {
-		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+	if err == nil || n != 0 || isTimeout(err) {
+		t.Fatalf("read %d bytes, %v; want the connection closed by the server", n, err)
 	}
 }
 
