@@ -199,3 +199,29 @@ func TestDoHContinuationFlood(t *testing.T) {
 	flood(t, r, 100_000, func(int) error { return r.fr.WriteContinuation(1, false, junk) })
 	stillServes(t, l)
 }
+
+// TestDoHBodyLargerThanDeclared: a POST whose DATA outgrows its
+// content-length is reset, nothing is delivered, and the connection goes
+// on.
+func TestDoHBodyLargerThanDeclared(t *testing.T) {
+	m := newManager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
+	wait := nmtest.Serve(t, requests(l), asReply)
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	q := queryID(t, "declared.example", 1)
+	r.headers(1, false, ":method", "POST", ":scheme", "https", ":authority", addr, ":path", dnsmsg.DefaultPath,
+		"content-type", dnsmsg.ContentType, "content-length", "12")
+	r.fr.WriteData(1, true, q) // longer than 12
+	if got := r.closed(true, 1)[1]; got == http.StatusOK {
+		t.Errorf("a body longer than declared was answered %d", got)
+	}
+	r.headers(3, true, get(addr, dnsmsg.DefaultPath+"?dns="+base64.RawURLEncoding.EncodeToString(q))...)
+	if got := r.closed(true, 3)[3]; got != http.StatusOK {
+		t.Errorf("the next request: status %d; want 200", got)
+	}
+	l.Close()
+	if res := wait(); len(res.Data) != 1 {
+		t.Errorf("delivered %d requests; want only the good one", len(res.Data))
+	}
+}
