@@ -2,11 +2,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,16 +23,23 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestSIGTERMExitsZeroWithSummary runs the real binary, queries it, stops it
-// with SIGTERM and checks the exit status and the summary line.
-func TestSIGTERMExitsZeroWithSummary(t *testing.T) {
+// build builds nmecho into a temporary directory.
+func build(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "nmecho")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// start runs nmecho with args and returns it, its output lines, and the
+// addresses it listens on by name.
+func start(t *testing.T, bin string, args ...string) (*exec.Cmd, *bufio.Scanner, map[string]string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-udp", "127.0.0.1:0", "-tcp", "", "-dot", "", "-doh", "", "-workers", "2")
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -35,16 +48,24 @@ func TestSIGTERMExitsZeroWithSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := bufio.NewScanner(stdout)
-	addr := ""
-	re := regexp.MustCompile(`^nmecho: udp on (\S+)$`)
-	for addr == "" && lines.Scan() {
+	addrs := map[string]string{}
+	re := regexp.MustCompile(`^nmecho: (\S+) on (\S+)$`)
+	for lines.Scan() && !strings.Contains(lines.Text(), "Ctrl-C stops") {
 		if m := re.FindStringSubmatch(lines.Text()); m != nil {
-			addr = m[1]
+			addrs[m[1]] = m[2]
 		}
 	}
-	if addr == "" {
+	if len(addrs) == 0 {
 		t.Fatal("nmecho did not say where it listens")
 	}
+	return cmd, lines, addrs
+}
+
+// TestSIGTERMExitsZeroWithSummary runs the real binary, queries it, stops it
+// with SIGTERM and checks the exit status and the summary line.
+func TestSIGTERMExitsZeroWithSummary(t *testing.T) {
+	cmd, lines, addrs := start(t, build(t), "-udp", "127.0.0.1:0", "-tcp", "", "-dot", "", "-doh", "", "-workers", "2")
+	addr := addrs["udp"]
 	q := new(dns.Msg)
 	q.SetQuestion("sigterm.test.", dns.TypeA)
 	if _, _, err := new(dns.Client).Exchange(q, addr); err != nil {
@@ -64,5 +85,84 @@ func TestSIGTERMExitsZeroWithSummary(t *testing.T) {
 	}
 	if !strings.HasPrefix(last, "nmecho: stopped; udp: received 1, sent 1, dropped 0") {
 		t.Errorf("last line %q; want the stats summary", last)
+	}
+}
+
+// TestSIGTERMUnderLoad: with clients loading every transport, SIGTERM
+// makes nmecho exit with status 0 within 5 seconds.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	cmd, lines, addrs := start(t, build(t), "-udp", "127.0.0.1:0", "-tcp", "127.0.0.1:0", "-dot", "127.0.0.1:0",
+		"-doh", "127.0.0.1:0", "-workers", "2")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var answered atomic.Int64
+	for _, c := range []*dns.Client{
+		{Net: "udp", Timeout: time.Second},
+		{Net: "tcp", Timeout: time.Second},
+		{Net: "tcp-tls", Timeout: time.Second, TLSConfig: &tls.Config{InsecureSkipVerify: true}},
+	} {
+		addr := addrs[map[string]string{"udp": "udp", "tcp": "tcp", "tcp-tls": "dot"}[c.Net]]
+		for i := 0; i < 4; i++ {
+			wg.Go(func() {
+				conn, err := c.Dial(addr)
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				q := new(dns.Msg)
+				q.SetQuestion("load.test.", dns.TypeA)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, _, err := c.ExchangeWithConn(q, conn); err != nil {
+						return
+					}
+					answered.Add(1)
+				}
+			})
+		}
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	defer hc.CloseIdleConnections()
+	for i := 0; i < 4; i++ {
+		wg.Go(func() {
+			q := new(dns.Msg)
+			q.SetQuestion("doh.test.", dns.TypeA)
+			b, _ := q.Pack()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := hc.Post("https://"+addrs["doh"]+"/dns-query", "application/dns-message", bytes.NewReader(b))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				answered.Add(1)
+			}
+		})
+	}
+	for answered.Load() < 1000 {
+		time.Sleep(time.Millisecond) // polling a counter until the load is on
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	for lines.Scan() {
+	}
+	err := cmd.Wait()
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("exit under load: %v; want status 0", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("exit took %v under load; want at most 5s", took)
 	}
 }
