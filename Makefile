@@ -2,7 +2,7 @@ GO ?= go
 BENCHTIME ?= 2s
 FUZZTIME ?= 30s
 
-.PHONY: all test vet run bench compare build clean fuzz
+.PHONY: all test vet run bench compare soak build clean fuzz
 
 all: vet test
 
@@ -25,6 +25,10 @@ bench:
 
 compare:
 	bench/compare.sh
+
+SOAKTIME ?= 60
+soak:
+	bench/soak.sh $(SOAKTIME)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAssembler$$' -fuzztime $(FUZZTIME) ./dnsmsg

@@ -27,6 +27,7 @@ func main() {
 	flag.IntVar(&o.Workers, "workers", 0, "worker shards (0: one per CPU)")
 	flag.BoolVar(&o.Proxy, "proxy", false, "expect a PROXY protocol v2 header on every DNS listener (before TLS)")
 	flag.BoolVar(&o.WhoAmI, "whoami", false, "answer each query with the client's address (A or AAAA) instead of echoing it")
+	flag.DurationVar(&o.Report, "report", 0, "print goroutines, heap and message counts every `interval` (0: off)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	flag.Parse()
 	if *cpuprofile != "" {

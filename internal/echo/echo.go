@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,9 @@ type Options struct {
 	// WhoAmI answers each query with the client's address (an A or AAAA
 	// record for the question's name) instead of echoing it.
 	WhoAmI bool
+	// Report, if set, makes Run print a line of live figures (goroutines,
+	// heap, messages) at this interval, for soak runs.
+	Report time.Duration
 }
 
 // Server is a running echo server.
@@ -269,6 +273,9 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "nmecho: %d workers; Ctrl-C stops\n", s.m.Workers())
+	if o.Report > 0 {
+		report(ctx, o.Report, s.m, out)
+	}
 	<-ctx.Done()
 	s.Close()
 	fmt.Fprintln(out, Summary(s.m.Stats()))
@@ -288,4 +295,28 @@ func Summary(st nm.Stats) string {
 			t, c.Received, c.Sent, c.Dropped, c.RecvFailed, c.SendFailed)
 	}
 	return strings.TrimSuffix(b.String(), ";")
+}
+
+// report prints live figures every interval until ctx is done.
+func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.Writer) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	begin := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		var recv, sent int64
+		st := m.Stats()
+		for t := nm.UDP; t <= nm.HTTP; t++ {
+			recv += st.Of(t).Received
+			sent += st.Of(t).Sent
+		}
+		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d\n",
+			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent)
+	}
 }
