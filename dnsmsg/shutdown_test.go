@@ -130,7 +130,6 @@ func TestShutdownUnderLoad(t *testing.T) {
 	waitOrFail(t, &clients, "the clients did not all stop")
 }
 
-
 // waitOrFail waits for wg, failing the test if it takes longer than
 // nmtest.Timeout.
 func waitOrFail(t *testing.T, wg *sync.WaitGroup, msg string) {
