@@ -85,23 +85,7 @@ func TestDoHNoResponseTimesOutAndRecovers(t *testing.T) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.HTTPConfig{})
 		c := k.dial(t, m, l, dnsmsg.ClientConfig{ReadTimeout: 30 * time.Millisecond})
-		if err := c.Send(queryID(t, "slow.example", 7)); err != nil {
-			t.Fatal(err)
-		}
-		req := nmtest.Next(t, requests(l), nmtest.Timeout)
-		for i := 0; i < 2; i++ {
-			nmtest.NextErr(t, c.Read(), nm.ErrTimedOut)
-		}
-		reply := append([]byte(nil), req.Data...)
-		dnsmsg.SetResponse(reply)
-		if err := req.Handle.Send(reply); err != nil {
-			t.Fatal(err)
-		}
-		req.Handle.Detach()
-		c.SetReadTimeout(nmtest.Timeout)
-		if ev := nmtest.Next(t, c.Read(), nmtest.Timeout); ev.Err != nil || dnsmsg.ID(ev.Data) != 7 {
-			t.Fatalf("after the timeouts: %v; want the reply to 7", ev.Err)
-		}
+		timeoutRecovery(t, c, requests(l))
 	})
 }
 

@@ -51,9 +51,11 @@ func answer(t testing.TB, ev nm.Event) {
 	ev.Handle.Detach()
 }
 
-func TestProxyUDP(t *testing.T) {
-	m := newManager(t, 2)
-	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{Proxy: loopbackOnly})
+// proxiedUDP returns a UDP listener expecting PROXY headers under policy,
+// and a client sending them.
+func proxiedUDP(t *testing.T, m *nm.Manager, policy *proxyproto.Policy) (*dnsmsg.Listener, *dnsmsg.Conn) {
+	t.Helper()
+	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{Proxy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,13 @@ func TestProxyUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
+func TestProxyUDP(t *testing.T) {
+	m := newManager(t, 2)
+	l, c := proxiedUDP(t, m, loopbackOnly)
 	c.Send(queryID(t, "proxied.example", 1))
 	ev := nmtest.Next(t, l.Requests(), nmtest.Timeout)
 	checkProxied(t, ev, c.Handle().LocalAddr())
@@ -119,15 +127,7 @@ func waitDropped(t testing.TB, m *nm.Manager, tr nm.Transport, n int64) {
 
 func TestProxyUDPFromPeerNotAllowed(t *testing.T) {
 	m := newManager(t, 1)
-	l, err := dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{Proxy: elsewhereOnly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := dnsmsg.DialUDP(context.Background(), m, l.Addr().String(), dnsmsg.ClientConfig{ProxyHeader: proxyHeader(t, proxyproto.Datagram)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := proxiedUDP(t, m, elsewhereOnly)
 	c.Send(queryID(t, "refused.example", 1))
 	waitDropped(t, m, nm.UDP, 1)
 	l.Close()

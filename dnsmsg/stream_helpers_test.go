@@ -260,3 +260,27 @@ func (p *prefixed) Write(b []byte) (int, error) {
 
 // Handshake completes the TLS handshake under p, without the prefix.
 func (p *prefixed) Handshake() error { return p.Conn.(*tls.Conn).Handshake() }
+
+// timeoutRecovery sends a query on c (whose read timeout is short) that
+// the server, taking it from reqs, leaves unanswered for two reads: each
+// times out and the Conn stays usable; then the reply comes on the next.
+func timeoutRecovery(t *testing.T, c *dnsmsg.Conn, reqs <-chan nm.Event) {
+	t.Helper()
+	if err := c.Send(queryID(t, "slow.example", 7)); err != nil {
+		t.Fatal(err)
+	}
+	req := nmtest.Next(t, reqs, nmtest.Timeout)
+	for i := 0; i < 2; i++ {
+		nmtest.NextErr(t, c.Read(), nm.ErrTimedOut)
+	}
+	reply := append([]byte(nil), req.Data...)
+	dnsmsg.SetResponse(reply)
+	if err := req.Handle.Send(reply); err != nil {
+		t.Fatal(err)
+	}
+	req.Handle.Detach()
+	c.SetReadTimeout(nmtest.Timeout)
+	if ev := nmtest.Next(t, c.Read(), nmtest.Timeout); ev.Err != nil || dnsmsg.ID(ev.Data) != 7 {
+		t.Fatalf("after the timeouts: %v; want the reply to 7", ev.Err)
+	}
+}

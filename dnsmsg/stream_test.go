@@ -110,24 +110,7 @@ func TestStreamNoResponseTimesOutAndRecovers(t *testing.T) {
 		m := newManager(t, 2)
 		l := k.listen(t, m, dnsmsg.ServerConfig{})
 		c := k.dial(t, m, l, dnsmsg.ClientConfig{ReadTimeout: 30 * time.Millisecond})
-		if err := c.Send(queryID(t, "slow.example", 7)); err != nil {
-			t.Fatal(err)
-		}
-		req := nmtest.Next(t, l.Requests(), nmtest.Timeout)
-		// No reply yet: each read times out, and the Conn stays usable.
-		for i := 0; i < 2; i++ {
-			nmtest.NextErr(t, c.Read(), nm.ErrTimedOut)
-		}
-		reply := append([]byte(nil), req.Data...)
-		dnsmsg.SetResponse(reply)
-		if err := req.Handle.Send(reply); err != nil {
-			t.Fatal(err)
-		}
-		req.Handle.Detach()
-		c.SetReadTimeout(nmtest.Timeout)
-		if ev := nmtest.Next(t, c.Read(), nmtest.Timeout); ev.Err != nil || dnsmsg.ID(ev.Data) != 7 {
-			t.Fatalf("after the timeouts: %v; want the reply to 7", ev.Err)
-		}
+		timeoutRecovery(t, c, l.Requests())
 	})
 }
 
