@@ -3,7 +3,9 @@
 # Go heap+stacks, divided by the number of connections. The kernel's socket
 # memory is not in RSS.
 #
-# usage: bench/idle.sh [tcp|tls] [connections] [idle|echo]
+# usage: bench/idle.sh [tcp|tls|dns-tcp|dot] [connections] [idle|echo]
+#   tcp and tls load nmecho's raw echo listeners (a consumer goroutine per
+#   connection); dns-tcp and dot its DNS listeners (idle mode only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-tcp}
@@ -15,7 +17,11 @@ trap 'kill $pid 2>/dev/null || true; exec 3>&- 2>/dev/null || true; rm -rf "$tmp
 go build -o "$tmp/nmecho" ./cmd/nmecho
 go build -o "$tmp/idleclient" ./bench/idleclient
 flag=-echo; tlsflag=
-[ "$kind" = tls ] && { flag=-tls-echo; tlsflag=-tls; }
+case "$kind" in
+tls) flag=-tls-echo; tlsflag=-tls ;;
+dns-tcp) flag=-tcp ;;
+dot) flag=-dot; tlsflag=-tls ;;
+esac
 echoflag=
 [ "$mode" = echo ] && echoflag=-echo
 GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" &

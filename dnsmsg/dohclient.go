@@ -206,10 +206,7 @@ func (t *httpTransport) SendAsync(h *nm.Handle, b []byte, done chan<- error) err
 	if err := t.Send(h, b); err != nil {
 		return err
 	}
-	select {
-	case done <- nil:
-	case <-t.m.Done():
-	}
+	t.m.Complete(done, nil)
 	return nil
 }
 

@@ -298,10 +298,7 @@ func (q *httpRequest) complete(rep httpReply, err error) {
 		rep.done <- err
 		return
 	}
-	select {
-	case rep.done <- err:
-	case <-q.s.m.Done():
-	}
+	q.s.m.Complete(rep.done, err)
 }
 
 // submit hands a reply to the handler; only the first one is taken.

@@ -2,6 +2,8 @@ package dnsmsg_test
 
 import (
 	"context"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,6 +32,8 @@ func TestShutdownUnderLoad(t *testing.T) {
 	chans := map[string]<-chan nm.Event{"udp": udp.Requests(), "tcp": tcp.Requests(), "dot": dot.Requests(), "doh": requests(doh)}
 
 	// Consumers: reply asynchronously, count sends and their completions.
+	// As nm.Handle.SendAsync asks, done has room for every send kept in
+	// flight: at most cap(done), waiting for a completion at the cap.
 	var sends, completions atomic.Int64
 	var served sync.Map // transport -> *atomic.Int64
 	var consumers sync.WaitGroup
@@ -53,6 +57,11 @@ func TestShutdownUnderLoad(t *testing.T) {
 					continue
 				}
 				n.Add(1)
+				if mine == int64(cap(done)) {
+					<-done
+					completions.Add(1)
+					mine--
+				}
 				if ev.Handle.SendAsync(asReply(ev.Data)[0], done) == nil {
 					sends.Add(1)
 					mine++
@@ -139,6 +148,7 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, msg string) {
 	select {
 	case <-done:
 	case <-time.After(nmtest.Timeout):
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		t.Fatal(msg)
 	}
 }

@@ -223,3 +223,25 @@ func (m *Manager) close() {
 		s.stop()
 	}
 }
+
+// Complete reports a send's outcome on done, for transports implementing
+// SendAsync: it waits for room in done, but not past the manager's
+// shutdown. At shutdown a done with room still gets the outcome; only one
+// still full then loses it (logged), as Handle.SendAsync documents.
+func (m *Manager) Complete(done chan<- error, err error) {
+	select {
+	case done <- err:
+		return
+	default:
+	}
+	select {
+	case done <- err:
+	case <-m.Done():
+		// Both may be ready: the outcome wins whenever there is room.
+		select {
+		case done <- err:
+		default:
+			m.log.Warn("nm: send completion dropped: done channel full at shutdown")
+		}
+	}
+}

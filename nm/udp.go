@@ -255,7 +255,7 @@ func (s *udpListenSocket) Send(h *Handle, b []byte) error {
 
 // SendAsync sends at once; done gets the result.
 func (s *udpListenSocket) SendAsync(h *Handle, b []byte, done chan<- error) error {
-	done <- s.Send(h, b)
+	s.shard.m.Complete(done, s.Send(h, b))
 	return nil
 }
 

@@ -133,7 +133,7 @@ func (c *udpClient) SendAsync(h *Handle, b []byte, done chan<- error) error {
 	if errors.Is(err, ErrClosed) {
 		return err
 	}
-	done <- err
+	h.shard.m.Complete(done, err)
 	return nil
 }
 

@@ -175,19 +175,7 @@ func (c *conn) writeLoop() {
 // complete reports a send's outcome and drops its reference to the handle.
 // It waits for room in done, but not past the manager's shutdown.
 func (c *conn) complete(done chan<- error, err error) {
-	select {
-	case done <- err:
-	default:
-		select {
-		case done <- err:
-		case <-c.m.Done():
-			select {
-			case done <- err:
-			default:
-				c.m.Logger().Warn("stream: send completion dropped: done channel full at shutdown")
-			}
-		}
-	}
+	c.m.Complete(done, err)
 	c.h.Detach()
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -316,7 +317,15 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 			recv += st.Of(t).Received
 			sent += st.Of(t).Sent
 		}
-		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d\n",
-			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent)
+		var shards []string
+		for i := 0; i < m.Workers(); i++ {
+			var n int64
+			for t := nm.UDP; t <= nm.HTTP; t++ {
+				n += m.Shard(i).Stats().Of(t).Received
+			}
+			shards = append(shards, strconv.FormatInt(n, 10))
+		}
+		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d shards=%s\n",
+			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent, strings.Join(shards, ","))
 	}
 }
