@@ -263,3 +263,19 @@ func TestListenerQueueFullDropsAndFinalArrives(t *testing.T) {
 		t.Errorf("%d dropped; want at least %d", st.Dropped, n-1-4)
 	}
 }
+
+// TestCompleteAfterShutdown: once the manager is closed, a done channel
+// with room still gets every outcome (a select between the two could pick
+// the shutdown half the time); only a full one loses it, without blocking.
+func TestCompleteAfterShutdown(t *testing.T) {
+	m := nmtest.Manager(t, 1)
+	m.Close()
+	done := make(chan error, 100)
+	for i := 0; i < 100; i++ {
+		m.Complete(done, nm.ErrCanceled)
+	}
+	if len(done) != 100 {
+		t.Fatalf("%d of 100 outcomes delivered after shutdown; want all", len(done))
+	}
+	m.Complete(done, nm.ErrCanceled) // full: dropped, returns
+}
