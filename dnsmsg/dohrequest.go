@@ -32,7 +32,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	q := s.request(hc)
 	defer q.unref()
-	msg, code := q.read(w, r, s.initial())
+	msg, code := q.read(w, r, s.initial)
 	if code == 0 && checkRequest(msg) != nil {
 		code = http.StatusBadRequest
 	}

@@ -205,7 +205,8 @@ type httpServer struct {
 	h2      *http2.Server
 	base    *http.Server // limits shared by HTTP/2 and HTTP/1.1
 	eps     atomic.Pointer[Endpoints]
-	reqs    sync.Pool // *httpRequest, each with its handle
+	initial time.Duration // bounds the first request and each body; 0: none
+	reqs    sync.Pool     // *httpRequest, each with its handle
 	h1conns chan net.Conn
 	// stop is closed by close: handlers waiting for a reply give up.
 	stop    chan struct{}
@@ -216,42 +217,22 @@ type httpServer struct {
 }
 
 func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
-	t := cfg.Stream.Timeouts
-	idle := t.Idle
-	if idle == 0 {
-		idle = stream.DefaultIdleTimeout
-	}
-	write := t.Write
-	if write == 0 {
-		write = stream.DefaultWriteTimeout
-	}
-	s := &httpServer{m: m, cfg: cfg, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	t := cfg.Stream.Resolved()
+	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
-		ReadHeaderTimeout: s.initial(),
-		IdleTimeout:       max(idle, 0),
+		ReadHeaderTimeout: t.Initial,
+		IdleTimeout:       t.Idle,
 		ErrorLog:          discardLog,
 	}
 	s.h2 = &http2.Server{
 		MaxConcurrentStreams: uint32(cfg.maxStreams()),
-		IdleTimeout:          max(idle, 0),
-		WriteByteTimeout:     max(write, 0),
+		IdleTimeout:          t.Idle,
+		WriteByteTimeout:     t.Write,
 		CountError:           s.countError,
 	}
 	return s
-}
-
-// initial is the initial timeout: for the first request and each body.
-func (s *httpServer) initial() time.Duration {
-	switch d := s.cfg.Stream.Timeouts.Initial; {
-	case d == 0:
-		return stream.DefaultInitialTimeout
-	case d < 0:
-		return 0
-	default:
-		return d
-	}
 }
 
 // countError counts an HTTP/2 protocol error of a peer.
@@ -300,7 +281,7 @@ func (s *httpServer) ServeConn(c *stream.ServedConn) {
 	}
 	ctx := context.WithValue(s.m.Context(), connKey{}, hc)
 	nc := c.Conn
-	h2 := false
+	h2, sniffed := false, false
 	var first []byte
 	if tc, ok := nc.(*tls.Conn); ok {
 		if h2 = tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS; h2 {
@@ -311,6 +292,7 @@ func (s *httpServer) ServeConn(c *stream.ServedConn) {
 		if h2, first, err = s.sniff(nc); err != nil {
 			return
 		}
+		sniffed = true
 	}
 	switch {
 	case h2:
@@ -318,19 +300,11 @@ func (s *httpServer) ServeConn(c *stream.ServedConn) {
 			Context:          ctx,
 			BaseConfig:       s.base,
 			Handler:          s,
-			SawClientPreface: !isTLS(nc),
+			SawClientPreface: sniffed,
 		})
 	case s.cfg.HTTP1:
 		s.handOff(&h1Conn{Conn: nc, hc: hc, first: first, closed: make(chan struct{})})
 	}
-}
-
-func isTLS(nc net.Conn) bool {
-	switch nc.(type) {
-	case *tls.Conn, *recordConn:
-		return true
-	}
-	return false
 }
 
 // preface is what a cleartext HTTP/2 client sends first (RFC 9113 3.4).
@@ -340,7 +314,7 @@ const preface = http2.ClientPreface
 // timeout, until they either are the HTTP/2 preface (h2 true, first nil)
 // or differ from it (first: the bytes read, for HTTP/1.1).
 func (s *httpServer) sniff(nc net.Conn) (h2 bool, first []byte, err error) {
-	if d := s.initial(); d > 0 {
+	if d := s.initial; d > 0 {
 		nc.SetReadDeadline(time.Now().Add(d))
 		defer nc.SetReadDeadline(time.Time{})
 	}

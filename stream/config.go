@@ -77,6 +77,10 @@ type Config struct {
 	Serve Server
 }
 
+// Resolved returns the timeouts in force: defaults for the zero fields,
+// zero (none) for the negative ones.
+func (c *Config) Resolved() nm.Timeouts { return c.timeouts() }
+
 func (c *Config) timeouts() nm.Timeouts {
 	t := c.Timeouts
 	def := func(d *time.Duration, v time.Duration) {
