@@ -40,6 +40,11 @@
 // reference, which the receiver must Detach. Attach after the last Detach,
 // or one Detach too many, panics.
 //
+// PeerAddr and LocalAddr are the conversation's addresses as the client
+// sees them: behind a load balancer that sends PROXY v2 headers
+// (UDPConfig.Proxy, stream.Config.Proxy), the header's; RealPeerAddr and
+// RealLocalAddr are always the socket's own.
+//
 // # Pause
 //
 // Pause stops every shard at a safe point: until Resume no event is
