@@ -43,7 +43,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !hc.acquire(r, s.stop) {
 		q.h.Detach()
-		return
+		panic(http.ErrAbortHandler) // the stream or the listener ended: no answer
 	}
 	defer hc.release()
 	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}, r.Context().Done()) {
@@ -276,6 +276,7 @@ func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *nm.Cou
 		q.finish(nm.ErrCanceled)
 	case <-q.s.stop:
 		q.finish(nm.ErrCanceled)
+		panic(http.ErrAbortHandler) // reset the stream rather than answer an empty 200
 	}
 }
 
