@@ -2,8 +2,6 @@ package dnsmsg
 
 import (
 	"context"
-	"io"
-	"log"
 	"net"
 	"sync"
 )
@@ -72,5 +70,3 @@ func (c *h1Conn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return err
 }
-
-func newDiscardLog() *log.Logger { return log.New(io.Discard, "", 0) }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -334,4 +336,4 @@ func (s *httpServer) sniff(nc net.Conn) (h2 bool, first []byte, err error) {
 }
 
 // discardLog keeps net/http from logging every peer's mistakes.
-var discardLog = newDiscardLog()
+var discardLog = log.New(io.Discard, "", 0)

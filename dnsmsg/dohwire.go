@@ -174,12 +174,9 @@ func skipName(b []byte, off int) int {
 	}
 }
 
-// cacheControl returns the Cache-Control value of a reply: max-age from
-// the answer's smallest TTL, or no-cache when there is no answer.
-func cacheControl(reply []byte) string { return cacheHeader(reply)[0] }
-
-// cacheHeader returns cacheControl's value as a header value list, shared
-// (not to be modified) for common TTLs.
+// cacheHeader returns the Cache-Control value of a reply: max-age from the
+// answer's smallest TTL, or no-cache when there is no answer; as a header
+// value list, shared (not to be modified) for common TTLs.
 func cacheHeader(reply []byte) []string {
 	ttl, ok := minTTL(reply)
 	switch {
