@@ -25,7 +25,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	stats := hc.shard.Counters(nm.HTTP)
 	stats.Received.Add(1)
-	ep, code := s.route(r)
+	ep, code := s.route(len(r.RequestURI), r.URL.Path, r.Method)
 	if code != 0 {
 		s.fail(w, code, stats)
 		return
@@ -54,16 +54,17 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q.wait(w, r, stats)
 }
 
-// route finds the request's endpoint, or the status that refuses it.
-func (s *httpServer) route(r *http.Request) (*endpoint, int) {
-	if len(r.RequestURI) > s.cfg.maxURI() {
+// route finds a request's endpoint from the length of its URI, its
+// (unescaped) path and its method, or the status that refuses it.
+func (s *httpServer) route(uriLen int, path, method string) (*endpoint, int) {
+	if uriLen > s.cfg.maxURI() {
 		return nil, http.StatusRequestURITooLong
 	}
-	ep := s.eps.Load().paths[r.URL.Path]
+	ep := s.eps.Load().paths[path]
 	switch {
 	case ep == nil:
 		return nil, http.StatusNotFound
-	case r.Method != http.MethodGet && r.Method != http.MethodPost:
+	case method != http.MethodGet && method != http.MethodPost:
 		return nil, http.StatusMethodNotAllowed
 	}
 	return ep, 0
@@ -172,19 +173,7 @@ func (q *httpRequest) unref() {
 // handle's buffer, or returns the HTTP status that refuses it.
 func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.Duration) ([]byte, int) {
 	if r.Method == http.MethodGet {
-		v, err := queryParam(r.URL.RawQuery)
-		if err != nil {
-			return nil, http.StatusBadRequest
-		}
-		n := decodedLen(v)
-		if n > MaxSize {
-			return nil, http.StatusRequestEntityTooLarge
-		}
-		msg, err := decodeQuery(q.buf(n), v)
-		if err != nil {
-			return nil, http.StatusBadRequest
-		}
-		return msg, 0
+		return decodeGET(q.h, r.URL.RawQuery)
 	}
 	if !isMessageType(r.Header["Content-Type"]) {
 		return nil, http.StatusUnsupportedMediaType
@@ -199,15 +188,37 @@ func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.
 	if r.ContentLength > 0 {
 		size = int(r.ContentLength) + 1 // room to see a body longer than declared
 	}
-	return readBody(r.Body, q.buf(size))
+	return readBody(r.Body, handleBuf(q.h, size))
 }
 
-// buf returns the handle's buffer with room for n bytes.
-func (q *httpRequest) buf(n int) []byte {
-	if cap(q.h.Buf) < n {
-		q.h.Buf = make([]byte, max(n, 512))
+// decodeGET takes the DNS message out of a GET request's raw query into
+// h's buffer, or returns the HTTP status that refuses it.
+func decodeGET(h *nm.Handle, rawQuery string) ([]byte, int) {
+	v, err := queryParam(rawQuery)
+	if err != nil {
+		return nil, http.StatusBadRequest
 	}
-	return q.h.Buf[:n]
+	n := decodedLen(v)
+	if n > MaxSize {
+		return nil, http.StatusRequestEntityTooLarge
+	}
+	msg, err := decodeQuery(handleBuf(h, n), v)
+	if err != nil {
+		return nil, http.StatusBadRequest
+	}
+	return msg, 0
+}
+
+// handleBuf returns h's buffer with room for n bytes, keeping what it
+// holds.
+func handleBuf(h *nm.Handle, n int) []byte {
+	if cap(h.Buf) < n {
+		b := make([]byte, max(n, 512))
+		copy(b, h.Buf)
+		h.Buf = b
+	}
+	h.Buf = h.Buf[:cap(h.Buf)]
+	return h.Buf[:n]
 }
 
 // readBody reads a POST body of at most MaxSize bytes into buf, growing it.
@@ -241,10 +252,11 @@ func readBody(body io.Reader, buf []byte) ([]byte, int) {
 // isMessageType reports whether a Content-Type header is ContentType
 // (parameters aside).
 func isMessageType(v []string) bool {
-	if len(v) != 1 {
-		return false
-	}
-	t, _, _ := strings.Cut(v[0], ";")
+	return len(v) == 1 && isMessageTypeValue(v[0])
+}
+
+func isMessageTypeValue(v string) bool {
+	t, _, _ := strings.Cut(v, ";")
 	return strings.EqualFold(strings.TrimSpace(t), ContentType)
 }
 

@@ -204,10 +204,10 @@ type httpServer struct {
 	m       *nm.Manager
 	cfg     HTTPConfig
 	sl      *stream.Listener
-	h2      *http2.Server
-	base    *http.Server // limits shared by HTTP/2 and HTTP/1.1
+	base    *http.Server // HTTP/1.1
 	eps     atomic.Pointer[Endpoints]
 	initial time.Duration // bounds the first request and each body; 0: none
+	idle    time.Duration // bounds the time a connection has no request open; 0: none
 	reqs    sync.Pool     // *httpRequest, each with its handle
 	h1conns chan net.Conn
 	// stop is closed by close: handlers waiting for a reply give up.
@@ -220,7 +220,7 @@ type httpServer struct {
 
 func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
-	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
@@ -228,18 +228,7 @@ func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
 		IdleTimeout:       t.Idle,
 		ErrorLog:          discardLog,
 	}
-	s.h2 = &http2.Server{
-		MaxConcurrentStreams: uint32(cfg.maxStreams()),
-		IdleTimeout:          t.Idle,
-		WriteByteTimeout:     t.Write,
-		CountError:           s.countError,
-	}
 	return s
-}
-
-// countError counts an HTTP/2 protocol error of a peer.
-func (s *httpServer) countError(string) {
-	s.m.NextShard().Counters(nm.HTTP).RecvFailed.Add(1)
 }
 
 func (s *httpServer) close() error {
@@ -281,14 +270,12 @@ func (s *httpServer) ServeConn(c *stream.ServedConn) {
 		realPeer:  c.RealPeer,
 		slots:     make(chan struct{}, s.cfg.maxInFlight()),
 	}
-	ctx := context.WithValue(s.m.Context(), connKey{}, hc)
 	nc := c.Conn
 	h2, sniffed := false, false
 	var first []byte
-	if tc, ok := nc.(*tls.Conn); ok {
-		if h2 = tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS; h2 {
-			nc = &recordConn{Conn: tc}
-		}
+	tc, isTLS := nc.(*tls.Conn)
+	if isTLS {
+		h2 = tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS
 	} else {
 		var err error
 		if h2, first, err = s.sniff(nc); err != nil {
@@ -298,12 +285,7 @@ func (s *httpServer) ServeConn(c *stream.ServedConn) {
 	}
 	switch {
 	case h2:
-		s.h2.ServeConn(nc, &http2.ServeConnOpts{
-			Context:          ctx,
-			BaseConfig:       s.base,
-			Handler:          s,
-			SawClientPreface: sniffed,
-		})
+		s.serveH2(hc, nc, isTLS, sniffed)
 	case s.cfg.HTTP1:
 		s.handOff(&h1Conn{Conn: nc, hc: hc, first: first, closed: make(chan struct{})})
 	}

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
-	"math/rand/v2"
 	"net/url"
 	"testing"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/http2"
 )
 
 func TestValidPath(t *testing.T) {
@@ -250,58 +248,4 @@ func FuzzMinTTL(f *testing.F) {
 			t.Fatal("empty Cache-Control")
 		}
 	})
-}
-
-// TestRecordConnCutsAfterEachStream checks where recordConn cuts the
-// server's writes into TLS writes: every frame that ends a stream ends a
-// TLS write, and no TLS write ends anywhere else but where a write of the
-// server did, however the frames are split across the server's writes.
-func TestRecordConnCutsAfterEachStream(t *testing.T) {
-	var buf bytes.Buffer
-	fr := http2.NewFramer(&buf, nil)
-	ends := map[int]bool{} // offsets just after frames that end a stream
-	fr.WriteSettings()
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte("hdrs"), EndHeaders: true})
-	fr.WriteData(1, true, []byte("reply one"))
-	ends[buf.Len()] = true
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: []byte("hdrs"), EndHeaders: true})
-	fr.WriteData(3, false, bytes.Repeat([]byte("x"), 300))
-	fr.WriteData(3, true, nil)
-	ends[buf.Len()] = true
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: []byte("404"), EndHeaders: true, EndStream: true})
-	ends[buf.Len()] = true
-	fr.WriteRSTStream(7, http2.ErrCodeInternal)
-	ends[buf.Len()] = true
-	fr.WritePing(false, [8]byte{})
-	stream := buf.Bytes()
-	for trial := 0; trial < 500; trial++ {
-		var c recordConn
-		writeEnds := map[int]bool{} // where the server's writes end
-		tlsEnds := map[int]bool{}   // where recordConn's TLS writes end
-		off := 0
-		for rest := stream; len(rest) > 0; {
-			n := len(rest)
-			if trial > 0 {
-				n = 1 + rand.IntN(len(rest))
-			}
-			for w := rest[:n]; len(w) > 0; {
-				k := c.scan(w)
-				off += k
-				tlsEnds[off] = true
-				w = w[k:]
-			}
-			writeEnds[off] = true
-			rest = rest[n:]
-		}
-		for e := range ends {
-			if !tlsEnds[e] {
-				t.Fatalf("trial %d: no TLS write ends after the stream end at %d", trial, e)
-			}
-		}
-		for e := range tlsEnds {
-			if !ends[e] && !writeEnds[e] {
-				t.Fatalf("trial %d: a TLS write ends at %d, neither a stream's end nor a write's", trial, e)
-			}
-		}
-	}
 }

@@ -1,0 +1,1239 @@
+package dnsmsg
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/rainbowduck/netmgr/nm"
+)
+
+// The HTTP/2 side of a DoH listener: one loop per connection over x/net's
+// Framer and HPACK codec, made for DNS. A request is one stream with one
+// small message each way, so the loop keeps no http.Request, no header
+// maps and no goroutine per stream: the connection's own goroutine reads
+// the frames and delivers each request as it completes; the reply is
+// framed by the goroutine that sends it and written by whichever goroutine
+// finds the connection's writer free.
+//
+// Goroutines and state:
+//   - the reader (the stream listener's goroutine for the connection) owns
+//     the read side: Framer, HPACK decoder, the header block being
+//     decoded, and a request's body until it is delivered. It also runs
+//     the timeouts, as ticks of its read deadline.
+//   - c.mu guards everything the two sides share: the streams, their
+//     states and send windows, the HPACK encoder, and the output buffer.
+//   - the flusher is whichever goroutine set c.writing: it writes c.out
+//     until it is empty, without the lock held. A sender that finds no
+//     flusher becomes it (Send writes from the caller's goroutine); the
+//     reader never writes itself but starts a flusher goroutine, so that
+//     it keeps reading (and sees floods) while a peer does not read.
+
+const (
+	// h2ConnWindow is the connection's receive window we offer.
+	h2ConnWindow = 1 << 20
+	// h2StreamWindow is each stream's receive window: HTTP/2's default,
+	// which holds the largest DNS message, so no stream ever needs a
+	// WINDOW_UPDATE.
+	h2StreamWindow = 65535
+	// h2ReadBuffer is the size of a connection's read buffer.
+	h2ReadBuffer = 8 << 10
+	// h2MaxControl caps the control frames (ACKs, resets, statuses)
+	// queued while the peer does not read what is written: past it, the
+	// connection is dropped (PING and SETTINGS floods).
+	h2MaxControl = 256 << 10
+)
+
+type h2state uint8
+
+const (
+	stBody    h2state = iota // headers read, body coming; the reader owns the handle
+	stWaiting                // delivered; no reply yet
+	stSending                // reply framed in part; the rest waits for window
+	stClosed                 // done: answered, reset, or the connection ended
+)
+
+// h2stream is one request: its stream's state and its handle's socket.
+type h2stream struct {
+	c    *h2conn
+	h    *nm.Handle
+	id   uint32
+	refs atomic.Int32 // the connection's and the handle's; the last puts it back
+
+	// The reader's, until delivery.
+	ep         *endpoint
+	clen       int64 // declared content-length; -1 if none
+	remoteOpen bool  // the client has not ended its side
+	n          int   // body bytes in h.Buf
+	recvWindow int32
+	deadline   time.Time // the body must be complete by then
+
+	// Guarded by c.mu.
+	state      h2state
+	owned      bool  // not delivered: the reader holds the handle's reference
+	err        error // what a Send gets now that no reply can go
+	replied    bool
+	slot       bool // holds an in-flight place
+	blocked    bool // in c.blocked
+	sendWindow int32
+	pending    []byte // reply data not framed yet
+	done       chan<- error
+	async      bool
+	since      time.Time // when the reply began waiting for window
+}
+
+// h2done is a reply's completion, reported once its last byte is written.
+type h2done struct {
+	done  chan<- error
+	async bool
+}
+
+// h2conn is one HTTP/2 connection of a DoH listener.
+type h2conn struct {
+	s     *httpServer
+	hc    *httpConn
+	nc    net.Conn
+	isTLS bool
+	stats *nm.Counters
+	write time.Duration // write timeout; 0: none
+	tick  time.Duration // period of the timeout checks; 0: none
+
+	// The reader's.
+	br          *bufio.Reader
+	rfr         *http2.Framer
+	dec         *hpack.Decoder
+	blk         h2block
+	lastID      uint32
+	frames      uint64 // frames read
+	seen        uint64 // frames read at the last tick
+	quietSince  time.Time
+	started     bool // a request was seen: Idle bounds quiet times, not Initial
+	goaway      bool // the peer is going away: no new streams
+	recvWindow  int32
+	recvUnacked int32
+
+	mu sync.Mutex
+	// Guarded by mu.
+	streams     map[uint32]*h2stream
+	blocked     []*h2stream // replies waiting for window, oldest first
+	wfr         *http2.Framer
+	enc         *hpack.Encoder
+	hbuf        bytes.Buffer
+	out         []byte   // frames to write
+	cuts        []int    // offsets in out where a stream ends (TLS: its record ends)
+	dones       []h2done // replies whose last byte is in out
+	control     int      // control bytes queued since the last write completed
+	writing     bool     // a flusher runs
+	broken      error    // the connection failed or ended: replies fail with it
+	sendWindow  int32
+	peerWindow  int32  // peer's initial stream window
+	peerFrame   uint32 // peer's max frame size
+	spareOut    []byte
+	spareCuts   []int
+	spareDones  []h2done
+	detachAfter []*h2stream // undelivered streams closed under mu; their handles go after it
+}
+
+// h2block is the header block being decoded and what it said.
+type h2block struct {
+	id                    uint32
+	endStream             bool
+	trailer               *h2stream // a trailer block of this stream; fields ignored
+	size                  int       // encoded bytes
+	list                  int       // decoded size (RFC 9113 6.5.2)
+	tooBig                bool
+	malformed             bool
+	regular               bool // a regular field was seen: no pseudo-field may follow
+	method, path, scheme  string
+	ctype, clen           string
+	nctype, nclen, nother int
+}
+
+// h2sink is the connection as the writing Framer's destination: it appends
+// to the output buffer (under c.mu).
+type h2sink h2conn
+
+func (s *h2sink) Write(p []byte) (int, error) {
+	s.out = append(s.out, p...)
+	return len(p), nil
+}
+
+// h2reader is the connection as the reading Framer's source: a read
+// deadline that passes runs the timeout checks and the read goes on, so
+// that the Framer never sees a frame cut in two.
+type h2reader h2conn
+
+func (r *h2reader) Read(p []byte) (int, error) {
+	c := (*h2conn)(r)
+	for {
+		n, err := c.nc.Read(p)
+		if n > 0 || err == nil || c.tick == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			if n > 0 && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				err = nil
+			}
+			return n, err
+		}
+		if !c.onTick() {
+			return 0, err
+		}
+	}
+}
+
+// serveH2 serves an HTTP/2 connection until it ends. sawPreface: the
+// client preface was read already (cleartext sniffing).
+func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) {
+	c := s.newH2Conn(hc, nc, isTLS)
+	defer c.end()
+	start := time.Now()
+	if !sawPreface {
+		if s.initial > 0 {
+			nc.SetReadDeadline(start.Add(s.initial))
+		}
+		var p [len(http2.ClientPreface)]byte
+		if _, err := readFull(c.br, p[:]); err != nil || string(p[:]) != http2.ClientPreface {
+			c.stats.RecvFailed.Add(1)
+			return
+		}
+	}
+	c.quietSince = start
+	if c.tick > 0 {
+		nc.SetReadDeadline(time.Now().Add(c.tick))
+	} else {
+		nc.SetReadDeadline(time.Time{})
+	}
+	c.mu.Lock()
+	c.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(s.cfg.maxStreams())},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(s.cfg.maxHeaderBytes())},
+	)
+	c.wfr.WriteWindowUpdate(0, h2ConnWindow-h2StreamWindow)
+	c.mu.Unlock()
+	c.kick()
+	for {
+		f, err := c.rfr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.stats.RecvFailed.Add(1)
+				c.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.fail(http2.ErrCode(ce))
+			}
+			return
+		}
+		c.frames++
+		if err := c.frame(f); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.fail(http2.ErrCode(ce))
+			}
+			return
+		}
+		if c.br.Buffered() == 0 {
+			c.kick()
+		}
+	}
+}
+
+func readFull(r *bufio.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
+	c := &h2conn{s: s, hc: hc, nc: nc, isTLS: isTLS, streams: make(map[uint32]*h2stream)}
+	c.br = bufio.NewReaderSize((*h2reader)(c), h2ReadBuffer)
+	c.rfr = http2.NewFramer(nil, c.br)
+	c.rfr.SetReuseFrames()
+	c.dec = hpack.NewDecoder(4096, c.emit)
+	c.wfr = http2.NewFramer((*h2sink)(c), nil)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.stats = hc.shard.Counters(nm.HTTP)
+	t := s.cfg.Stream.Resolved()
+	c.write = t.Write
+	c.tick = 0
+	for _, d := range []time.Duration{t.Initial, t.Idle, t.Write} {
+		if d > 0 && (c.tick == 0 || d/4 < c.tick) {
+			c.tick = max(d/4, time.Millisecond)
+		}
+	}
+	c.dec.SetMaxStringLength(s.cfg.maxHeaderBytes())
+	c.rfr.SetMaxReadFrameSize(16 << 10)
+	c.recvWindow = h2ConnWindow
+	c.sendWindow, c.peerWindow, c.peerFrame = 65535, 65535, 16<<10
+	return c
+}
+
+// end runs when the reader stops: every stream still open ends, and what
+// waits on them learns it.
+func (c *h2conn) end() {
+	var completions []h2done
+	c.mu.Lock()
+	for _, st := range c.streams {
+		if d, ok := c.closeLocked(st, nm.ErrCanceled); ok {
+			completions = append(completions, d)
+		}
+	}
+	c.broken = nm.ErrCanceled
+	c.mu.Unlock()
+	c.detachClosed()
+	for _, d := range completions {
+		c.complete(d, nm.ErrCanceled)
+	}
+}
+
+// fail ends the connection with a protocol error: GOAWAY with code, if it
+// can still be written.
+func (c *h2conn) fail(code http2.ErrCode) {
+	c.stats.RecvFailed.Add(1)
+	c.mu.Lock()
+	c.wfr.WriteGoAway(c.lastID, code, nil)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		c.flush()
+	}
+}
+
+// frame handles one frame read; an error ends the connection.
+func (c *h2conn) frame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		return c.onHeaders(f)
+	case *http2.ContinuationFrame:
+		return c.onBlock(f.HeaderBlockFragment(), f.HeadersEnded())
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.queueControl(func() { c.wfr.WritePing(true, f.Data) })
+		}
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.RSTStreamFrame:
+		if f.StreamID > c.lastID {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+		}
+		c.mu.Lock()
+		var d h2done
+		ok := false
+		if st := c.streams[f.StreamID]; st != nil {
+			d, ok = c.closeLocked(st, nm.ErrCanceled)
+		}
+		c.mu.Unlock()
+		c.detachClosed()
+		if ok {
+			c.complete(d, nm.ErrCanceled)
+		}
+	case *http2.GoAwayFrame:
+		c.goaway = true
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil // PRIORITY and unknown frames are ignored
+}
+
+// queueControl writes a control frame with write under c.mu; too many
+// unwritten ones end the connection.
+func (c *h2conn) queueControl(write func()) {
+	c.mu.Lock()
+	before := len(c.out)
+	write()
+	c.control += len(c.out) - before
+	over := c.control > h2MaxControl
+	c.mu.Unlock()
+	if over {
+		c.nc.Close() // the reader stops; a peer that does not read gets nothing more
+	}
+}
+
+func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.detachClosed()
+	defer c.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingHeaderTableSize:
+			c.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		case http2.SettingInitialWindowSize:
+			delta := int32(s.Val) - c.peerWindow
+			c.peerWindow = int32(s.Val)
+			for _, st := range c.streams {
+				if int64(st.sendWindow)+int64(delta) > 1<<31-1 {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				st.sendWindow += delta
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerFrame = s.Val
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	before := len(c.out)
+	c.wfr.WriteSettingsAck()
+	c.control += len(c.out) - before
+	if c.control > h2MaxControl {
+		c.nc.Close()
+	}
+	c.unblockLocked()
+	return nil
+}
+
+func (c *h2conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	var d h2done
+	failed := false
+	c.mu.Lock()
+	if f.StreamID == 0 {
+		if int64(c.sendWindow)+int64(f.Increment) > 1<<31-1 {
+			c.mu.Unlock()
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.sendWindow += int32(f.Increment)
+	} else if st := c.streams[f.StreamID]; st != nil {
+		if int64(st.sendWindow)+int64(f.Increment) > 1<<31-1 {
+			c.rstLocked(st.id, http2.ErrCodeFlowControl)
+			d, failed = c.closeLocked(st, nm.ErrCanceled)
+		} else {
+			st.sendWindow += int32(f.Increment)
+		}
+	}
+	c.unblockLocked()
+	c.mu.Unlock()
+	c.detachClosed()
+	if failed {
+		c.complete(d, nm.ErrCanceled)
+	}
+	return nil
+}
+
+// onHeaders starts a header block: a new stream's request, or a trailer.
+func (c *h2conn) onHeaders(f *http2.HeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.blk = h2block{id: id, endStream: f.StreamEnded()}
+	if id <= c.lastID {
+		c.mu.Lock()
+		st := c.streams[id]
+		c.mu.Unlock()
+		if st == nil || st.state != stBody {
+			return http2.ConnectionError(http2.ErrCodeStreamClosed)
+		}
+		if !f.StreamEnded() {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // a trailer must end its stream
+		}
+		c.blk.trailer = st
+	}
+	c.lastID = id
+	c.dec.SetEmitEnabled(c.blk.trailer == nil)
+	return c.onBlock(f.HeaderBlockFragment(), f.HeadersEnded())
+}
+
+// onBlock decodes a fragment of the header block; at its end, the request
+// is handled.
+func (c *h2conn) onBlock(frag []byte, end bool) error {
+	c.blk.size += len(frag)
+	if c.blk.size > 2*c.s.cfg.maxHeaderBytes()+16<<10 {
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm) // CONTINUATION flood
+	}
+	if _, err := c.dec.Write(frag); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if !end {
+		return nil
+	}
+	if err := c.dec.Close(); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if st := c.blk.trailer; st != nil {
+		st.remoteOpen = false
+		c.endBody(st)
+		return nil
+	}
+	c.request()
+	return nil
+}
+
+// emit takes one decoded header field.
+func (c *h2conn) emit(f hpack.HeaderField) {
+	b := &c.blk
+	b.list += len(f.Name) + len(f.Value) + 32
+	if b.list > c.s.cfg.maxHeaderBytes() {
+		b.tooBig = true
+		c.dec.SetEmitEnabled(false)
+		return
+	}
+	if len(f.Name) > 0 && f.Name[0] == ':' {
+		if b.regular {
+			b.malformed = true
+		}
+		var dst *string
+		switch f.Name {
+		case ":method":
+			dst = &b.method
+		case ":path":
+			dst = &b.path
+		case ":scheme":
+			dst = &b.scheme
+		case ":authority":
+			return
+		default:
+			b.malformed = true
+			return
+		}
+		if *dst != "" || f.Value == "" {
+			b.malformed = true
+		}
+		*dst = f.Value
+		return
+	}
+	b.regular = true
+	switch f.Name {
+	case "content-type":
+		b.ctype = f.Value
+		b.nctype++
+	case "content-length":
+		b.clen = f.Value
+		b.nclen++
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		b.malformed = true
+	case "te":
+		if f.Value != "trailers" {
+			b.malformed = true
+		}
+	default:
+		if !lowercase(f.Name) {
+			b.malformed = true
+		}
+	}
+}
+
+func lowercase(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// request handles a new stream's complete header block.
+func (c *h2conn) request() {
+	b := &c.blk
+	switch {
+	case b.malformed || b.method == "" || b.path == "" || b.scheme == "":
+		c.stats.RecvFailed.Add(1)
+		c.resetStream(b.id, http2.ErrCodeProtocol)
+		return
+	case c.goaway:
+		c.resetStream(b.id, http2.ErrCodeRefusedStream)
+		return
+	}
+	c.mu.Lock()
+	if len(c.streams) >= c.s.cfg.maxStreams() {
+		c.rstLocked(b.id, http2.ErrCodeRefusedStream)
+		c.mu.Unlock()
+		return
+	}
+	st := c.newStreamLocked(b.id)
+	st.remoteOpen = !b.endStream
+	c.mu.Unlock()
+	c.started = true
+	c.stats.Received.Add(1)
+	if b.tooBig {
+		c.refuse(st, http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
+	path, rawQuery, _ := cut(b.path, '?')
+	if strings.IndexByte(path, '%') >= 0 {
+		path, _ = url.PathUnescape(path) // a bad escape is a path served nowhere
+	}
+	ep, code := c.s.route(len(b.path), path, b.method)
+	if code != 0 {
+		c.refuse(st, code)
+		return
+	}
+	st.ep = ep
+	if b.method == http.MethodGet {
+		msg, code := decodeGET(st.h, rawQuery)
+		if code != 0 {
+			c.refuse(st, code)
+			return
+		}
+		c.dispatch(st, msg)
+		return
+	}
+	switch {
+	case b.nctype != 1 || !isMessageTypeValue(b.ctype):
+		c.refuse(st, http.StatusUnsupportedMediaType)
+		return
+	case b.nclen > 1:
+		c.reset(st, http2.ErrCodeProtocol)
+		return
+	}
+	st.clen = -1
+	if b.nclen == 1 {
+		n, err := strconv.ParseInt(b.clen, 10, 64)
+		if err != nil || n < 0 {
+			c.reset(st, http2.ErrCodeProtocol)
+			return
+		}
+		if n > MaxSize {
+			c.refuse(st, http.StatusRequestEntityTooLarge)
+			return
+		}
+		st.clen = n
+	}
+	if b.endStream {
+		c.endBody(st)
+		return
+	}
+	size := 512
+	if st.clen > 0 {
+		size = int(st.clen)
+	}
+	handleBuf(st.h, size)
+	st.n = 0
+	if d := c.s.initial; d > 0 {
+		st.deadline = time.Now().Add(d)
+	}
+}
+
+func cut(s string, sep byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// onData takes a DATA frame: flow control, then a request's body.
+func (c *h2conn) onData(f *http2.DataFrame) error {
+	size := int32(f.Header().Length)
+	c.recvWindow -= size
+	if c.recvWindow < 0 {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvUnacked += size
+	if c.recvUnacked >= h2ConnWindow/4 {
+		n := c.recvUnacked
+		c.recvWindow += n
+		c.recvUnacked = 0
+		c.queueControl(func() { c.wfr.WriteWindowUpdate(0, uint32(n)) })
+	}
+	if f.StreamID > c.lastID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	}
+	c.mu.Lock()
+	st := c.streams[f.StreamID]
+	c.mu.Unlock()
+	if st == nil || st.state != stBody {
+		return nil // a stream that ended on our side: its data goes nowhere
+	}
+	st.recvWindow -= size
+	data := f.Data()
+	switch {
+	case st.recvWindow < 0:
+		c.stats.RecvFailed.Add(1)
+		c.reset(st, http2.ErrCodeFlowControl)
+		return nil
+	case st.n+len(data) > MaxSize:
+		c.refuse(st, http.StatusRequestEntityTooLarge)
+		return nil
+	case st.clen >= 0 && int64(st.n+len(data)) > st.clen:
+		c.stats.RecvFailed.Add(1)
+		c.reset(st, http2.ErrCodeProtocol) // a body longer than declared
+		return nil
+	}
+	buf := st.h.Buf
+	if st.n+len(data) > len(buf) {
+		buf = handleBuf(st.h, min(max(2*len(buf), st.n+len(data)), MaxSize))
+	}
+	st.n += copy(buf[st.n:], data)
+	if f.StreamEnded() {
+		st.remoteOpen = false
+		c.endBody(st)
+	}
+	return nil
+}
+
+// endBody handles a POST whose body is complete.
+func (c *h2conn) endBody(st *h2stream) {
+	switch {
+	case st.clen >= 0 && int64(st.n) != st.clen:
+		c.stats.RecvFailed.Add(1)
+		c.reset(st, http2.ErrCodeProtocol)
+	case st.n == 0:
+		c.refuse(st, http.StatusBadRequest)
+	default:
+		c.dispatch(st, st.h.Buf[:st.n])
+	}
+}
+
+// dispatch delivers a request to its endpoint, after waiting for an
+// in-flight place.
+func (c *h2conn) dispatch(st *h2stream, msg []byte) {
+	if checkRequest(msg) != nil {
+		c.refuse(st, http.StatusBadRequest)
+		return
+	}
+	slots, stop := c.hc.slots, c.s.stop
+	select {
+	case slots <- struct{}{}:
+	default:
+		c.kick()
+		select {
+		case slots <- struct{}{}:
+		case <-stop:
+			c.reset(st, http2.ErrCodeRefusedStream)
+			return
+		}
+	}
+	c.mu.Lock()
+	st.state, st.slot, st.owned = stWaiting, true, false
+	c.mu.Unlock()
+	if st.ep.deliver(c.hc.shard, nm.Event{Handle: st.h, Data: msg}, stop) {
+		return
+	}
+	c.mu.Lock()
+	if st.state != stWaiting { // ended meanwhile
+		c.mu.Unlock()
+		st.h.Detach()
+		return
+	}
+	c.releaseSlotLocked(st)
+	st.owned = true // not delivered: the handle is still ours
+	c.respondLocked(st, http.StatusServiceUnavailable)
+	c.mu.Unlock()
+	c.detachClosed()
+}
+
+// refuse answers st with an error status.
+func (c *h2conn) refuse(st *h2stream, code int) {
+	c.mu.Lock()
+	c.respondLocked(st, code)
+	c.mu.Unlock()
+	c.detachClosed()
+}
+
+// reset resets st, which has not been delivered.
+func (c *h2conn) reset(st *h2stream, code http2.ErrCode) {
+	c.mu.Lock()
+	c.rstLocked(st.id, code)
+	c.closeLocked(st, nm.ErrCanceled)
+	c.mu.Unlock()
+	c.detachClosed()
+}
+
+// resetStream resets stream id, whatever it is.
+func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	c.rstLocked(id, code)
+	var d h2done
+	ok := false
+	if st := c.streams[id]; st != nil {
+		d, ok = c.closeLocked(st, nm.ErrCanceled)
+	}
+	c.mu.Unlock()
+	c.detachClosed()
+	if ok {
+		c.complete(d, nm.ErrCanceled)
+	}
+}
+
+var (
+	textPlain  = "text/plain; charset=utf-8"
+	statusBody [600]string
+)
+
+func init() {
+	for _, code := range []int{400, 404, 405, 408, 413, 414, 415, 431, 503} {
+		statusBody[code] = http.StatusText(code) + "\n"
+	}
+}
+
+// respondLocked answers st with an error status, closing the stream; st's
+// handle is the reader's (st was not delivered).
+func (c *h2conn) respondLocked(st *h2stream, code int) {
+	c.stats.Dropped.Add(1)
+	body := statusBody[code]
+	c.hbuf.Reset()
+	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(code)})
+	c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: textPlain})
+	c.enc.WriteField(hpack.HeaderField{Name: "x-content-type-options", Value: "nosniff"})
+	if code == http.StatusMethodNotAllowed {
+		c.enc.WriteField(hpack.HeaderField{Name: "allow", Value: allowed[0]})
+	}
+	c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	before := len(c.out)
+	c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+	st.pending, st.done = []byte(body), nil
+	st.state = stSending
+	c.pushLocked(st)
+	c.control += len(c.out) - before
+}
+
+// rstLocked queues RST_STREAM for stream id.
+func (c *h2conn) rstLocked(id uint32, code http2.ErrCode) {
+	before := len(c.out)
+	c.wfr.WriteRSTStream(id, code)
+	c.cuts = append(c.cuts, len(c.out))
+	c.control += len(c.out) - before
+}
+
+func (c *h2conn) releaseSlotLocked(st *h2stream) {
+	if st.slot {
+		st.slot = false
+		<-c.hc.slots
+	}
+}
+
+// closeLocked ends st with err: it leaves the streams, gives back its
+// in-flight place, and returns its reply's completion if one was waiting
+// for window. An undelivered stream's handle is detached by detachClosed.
+func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
+	if st.state == stClosed {
+		return h2done{}, false
+	}
+	var d h2done
+	ok := false
+	if st.owned {
+		st.owned = false
+		c.detachAfter = append(c.detachAfter, st)
+	}
+	switch st.state {
+	case stSending:
+		if st.done != nil {
+			d, ok = h2done{st.done, st.async}, true
+			c.stats.SendFailed.Add(1)
+		}
+	}
+	c.releaseSlotLocked(st)
+	st.state, st.err, st.pending, st.done = stClosed, err, nil, nil
+	if st.blocked {
+		c.dropBlockedLocked(st)
+	}
+	if c.streams[st.id] == st {
+		delete(c.streams, st.id)
+		st.unref()
+	}
+	return d, ok
+}
+
+// detachClosed drops the reader's handle references of the undelivered
+// streams closed under the lock.
+func (c *h2conn) detachClosed() {
+	c.mu.Lock()
+	list := c.detachAfter
+	c.detachAfter = nil
+	c.mu.Unlock()
+	for _, st := range list {
+		st.h.Detach()
+	}
+}
+
+func (c *h2conn) dropBlockedLocked(st *h2stream) {
+	st.blocked = false
+	for i, b := range c.blocked {
+		if b == st {
+			c.blocked = append(c.blocked[:i], c.blocked[i+1:]...)
+			return
+		}
+	}
+}
+
+// pushLocked frames as much of st's pending reply as the windows allow;
+// once all of it is framed, the stream ends.
+func (c *h2conn) pushLocked(st *h2stream) {
+	for len(st.pending) > 0 {
+		n := min(int32(len(st.pending)), c.sendWindow, st.sendWindow, int32(c.peerFrame))
+		if n <= 0 {
+			if !st.blocked {
+				st.blocked = true
+				st.since = time.Now()
+				c.blocked = append(c.blocked, st)
+			}
+			return
+		}
+		c.wfr.WriteData(st.id, int(n) == len(st.pending), st.pending[:n])
+		c.sendWindow -= n
+		st.sendWindow -= n
+		st.pending = st.pending[n:]
+	}
+	c.cuts = append(c.cuts, len(c.out))
+	if st.remoteOpen {
+		// Complete response, incomplete request: the client may stop
+		// sending (RFC 9113 8.1). In a record of its own: curl takes a
+		// reset found with the response as a failed request.
+		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
+		c.cuts = append(c.cuts, len(c.out))
+	}
+	if st.done != nil {
+		c.dones = append(c.dones, h2done{st.done, st.async})
+	}
+	st.pending, st.done = nil, nil
+	if st.blocked {
+		c.dropBlockedLocked(st)
+	}
+	c.closeLocked(st, nm.ErrClosed)
+}
+
+// unblockLocked frames the replies that were waiting for window.
+func (c *h2conn) unblockLocked() {
+	for i := 0; i < len(c.blocked) && c.sendWindow > 0; {
+		st := c.blocked[i]
+		c.pushLocked(st)
+		if st.blocked {
+			i++ // still short of its stream's window
+		}
+	}
+}
+
+// onTick runs the timeouts on the reader's goroutine, when its read
+// deadline passes; false ends the connection.
+func (c *h2conn) onTick() bool {
+	now := time.Now()
+	if c.frames != c.seen {
+		c.seen = c.frames
+		c.quietSince = now
+	}
+	limit := c.s.initial
+	if c.started {
+		limit = c.s.idle
+	}
+	var late []h2done
+	c.mu.Lock()
+	for _, st := range c.streams {
+		switch {
+		case st.state == stBody && !st.deadline.IsZero() && now.After(st.deadline):
+			c.respondLocked(st, http.StatusRequestTimeout)
+		case st.blocked && c.write > 0 && now.Sub(st.since) > c.write:
+			c.rstLocked(st.id, http2.ErrCodeCancel)
+			if d, ok := c.closeLocked(st, nm.ErrTimedOut); ok {
+				late = append(late, d)
+			}
+		}
+	}
+	open := len(c.streams) > 0
+	if open {
+		c.quietSince = now
+	}
+	c.mu.Unlock()
+	c.detachClosed()
+	for _, d := range late {
+		c.complete(d, nm.ErrTimedOut)
+	}
+	if !open && limit > 0 && now.Sub(c.quietSince) >= limit {
+		c.mu.Lock()
+		c.wfr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+		c.mu.Unlock()
+		c.kick()
+		return false
+	}
+	c.nc.SetReadDeadline(now.Add(c.tick))
+	c.kick()
+	return true
+}
+
+// kick starts a flusher goroutine if there is output and none runs.
+func (c *h2conn) kick() {
+	c.mu.Lock()
+	start := len(c.out) > 0 && !c.writing
+	if start {
+		c.writing = true
+	}
+	c.mu.Unlock()
+	if start {
+		if c.s.m.Go(c.flush) != nil {
+			c.flush()
+		}
+	}
+}
+
+// flush writes the output until none is left; only the goroutine that set
+// c.writing runs it.
+func (c *h2conn) flush() {
+	for {
+		c.mu.Lock()
+		if len(c.out) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		out, cuts, dones := c.out, c.cuts, c.dones
+		c.out, c.cuts, c.dones = c.spareOut[:0], c.spareCuts[:0], c.spareDones[:0]
+		c.spareOut, c.spareCuts, c.spareDones = nil, nil, nil
+		broken := c.broken
+		c.mu.Unlock()
+
+		err := broken
+		if err == nil {
+			err = c.writeOut(out, cuts)
+		}
+		if err != nil {
+			c.stats.SendFailed.Add(int64(len(dones)))
+			if broken == nil {
+				c.nc.Close() // the reader stops
+			}
+		} else {
+			c.stats.Sent.Add(int64(len(dones)))
+		}
+		for _, d := range dones {
+			c.complete(d, err)
+		}
+		clear(dones)
+		c.mu.Lock()
+		if err == nil {
+			c.control = 0
+		} else if c.broken == nil {
+			c.broken = err
+		}
+		if cap(out) <= 64<<10 {
+			c.spareOut = out[:0]
+		}
+		c.spareCuts, c.spareDones = cuts[:0], dones[:0]
+		c.mu.Unlock()
+	}
+}
+
+// writeOut writes out with the write timeout; over TLS, each stream's end
+// ends a record (see ServeConn).
+func (c *h2conn) writeOut(out []byte, cuts []int) error {
+	nc := c.nc
+	if c.write > 0 {
+		nc.SetWriteDeadline(time.Now().Add(c.write))
+	}
+	if !c.isTLS {
+		_, err := nc.Write(out)
+		return mapWriteErr(err)
+	}
+	start := 0
+	for _, end := range cuts {
+		if end > start {
+			if _, err := nc.Write(out[start:end]); err != nil {
+				return mapWriteErr(err)
+			}
+			start = end
+		}
+	}
+	if start < len(out) {
+		_, err := nc.Write(out[start:])
+		return mapWriteErr(err)
+	}
+	return nil
+}
+
+func mapWriteErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nm.ErrTimedOut
+	}
+	return nm.ErrCanceled
+}
+
+// complete reports a reply's outcome to its sender.
+func (c *h2conn) complete(d h2done, err error) {
+	if !d.async {
+		d.done <- err
+		return
+	}
+	c.s.m.Complete(d.done, err)
+}
+
+var h2streamPool sync.Pool // *h2stream with its handle
+
+// newStreamLocked returns a stream for id from the pool, in the streams,
+// with the connection's reference and the handle's.
+func (c *h2conn) newStreamLocked(id uint32) *h2stream {
+	hc := c.hc
+	st, _ := h2streamPool.Get().(*h2stream)
+	if st == nil {
+		st = &h2stream{}
+		st.h = nm.NewHandle(hc.shard, st, hc.realLocal, hc.realPeer)
+	} else {
+		st.h.Reuse(hc.shard, st, hc.realLocal, hc.realPeer)
+	}
+	st.h.SetProxied(hc.local, hc.peer)
+	st.c, st.id, st.ep, st.clen, st.n, st.remoteOpen = c, id, nil, -1, 0, false
+	st.recvWindow, st.deadline = h2StreamWindow, time.Time{}
+	st.state, st.err, st.replied, st.slot, st.blocked, st.owned = stBody, nil, false, false, false, true
+	st.sendWindow, st.pending, st.done, st.async = c.peerWindow, nil, nil, false
+	st.refs.Store(2)
+	c.streams[id] = st
+	return st
+}
+
+func (st *h2stream) unref() {
+	if st.refs.Add(-1) == 0 {
+		st.c, st.ep = nil, nil
+		if cap(st.h.Buf) > 4096 {
+			st.h.Buf = nil
+		}
+		h2streamPool.Put(st)
+	}
+}
+
+var h2replyDone = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// submit frames a reply for st; start: the caller is now the flusher.
+func (st *h2stream) submit(b []byte, done chan<- error, async bool) (start bool, err error) {
+	switch {
+	case len(b) < HeaderLen:
+		return false, nm.ErrBadMessage
+	case len(b) > MaxSize:
+		return false, nm.ErrTooLarge
+	}
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case st.replied:
+		return false, nm.ErrClosed
+	case st.state != stWaiting:
+		return false, st.err
+	case c.broken != nil:
+		return false, nm.ErrCanceled
+	}
+	st.replied = true
+	c.releaseSlotLocked(st)
+	c.hbuf.Reset()
+	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ContentType})
+	c.enc.WriteField(hpack.HeaderField{Name: "cache-control", Value: cacheHeader(b)[0]})
+	c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: lengthText(len(b))})
+	c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
+	st.state, st.pending, st.done, st.async = stSending, b, done, async
+	c.pushLocked(st)
+	start = !c.writing
+	c.writing = true
+	return start, nil
+}
+
+// lengths holds the decimal text of the lengths of common replies.
+var lengths = func() []string {
+	s := make([]string, 4096)
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func lengthText(n int) string {
+	if n < len(lengths) {
+		return lengths[n]
+	}
+	return strconv.Itoa(n)
+}
+
+// Send implements nm.Socket: the reply ends the stream; it returns when
+// the reply is written.
+func (st *h2stream) Send(h *nm.Handle, b []byte) error {
+	done := h2replyDone.Get().(chan error)
+	start, err := st.submit(b, done, false)
+	if err != nil {
+		h2replyDone.Put(done)
+		return err
+	}
+	c := st.c // still set: the handle holds a reference
+	if start {
+		c.flush()
+	}
+	err = <-done
+	h2replyDone.Put(done)
+	return err
+}
+
+// SendAsync implements nm.Socket.
+func (st *h2stream) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+	start, err := st.submit(b, done, true)
+	if err != nil {
+		return err
+	}
+	if start {
+		c := st.c
+		if c.s.m.Go(c.flush) != nil {
+			c.flush()
+		}
+	}
+	return nil
+}
+
+// Read implements nm.Socket: a request handle is not read.
+func (st *h2stream) Read(h *nm.Handle) <-chan nm.Event { return notReadable() }
+
+// ReadStop implements nm.Socket.
+func (st *h2stream) ReadStop(h *nm.Handle) {}
+
+// Close implements nm.Socket: the stream is reset, unless a reply was
+// sent.
+func (st *h2stream) Close(h *nm.Handle) { st.abandon() }
+
+// Released implements nm.Socket: a request released without a reply has
+// its stream reset.
+func (st *h2stream) Released(h *nm.Handle) {
+	st.abandon()
+	if r, ok := h.Data().(nm.Resetter); ok {
+		r.Reset()
+	}
+	st.unref()
+}
+
+// abandon resets a delivered stream that has no reply.
+func (st *h2stream) abandon() {
+	c := st.c
+	c.mu.Lock()
+	if st.state != stWaiting || st.replied {
+		c.mu.Unlock()
+		return
+	}
+	if c.broken == nil {
+		c.rstLocked(st.id, http2.ErrCodeCancel)
+	}
+	c.closeLocked(st, nm.ErrClosed)
+	start := len(c.out) > 0 && !c.writing
+	if start {
+		c.writing = true
+	}
+	c.mu.Unlock()
+	if start {
+		c.flush()
+	}
+}
