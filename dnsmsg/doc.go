@@ -40,7 +40,11 @@
 //
 // ListenHTTPS serves DNS over HTTPS (RFC 8484) over HTTP/2 with TLS (ALPN
 // "h2"; HTTP/1.1 too with HTTPConfig.HTTP1), ListenHTTP over cleartext
-// HTTP/2 (prior knowledge), both with golang.org/x/net/http2. Each
+// HTTP/2 (prior knowledge). HTTP/2 is served by a connection loop of this
+// package over golang.org/x/net/http2's Framer and HPACK codec: a request
+// costs no http.Request and no goroutine, the connection's goroutine
+// delivers it and the reply is framed by the goroutine that sends it.
+// HTTP/1.1 is served by net/http. Each
 // endpoint path of an Endpoints set delivers its requests on a channel of
 // its own, with the same events as above: one DNS message per receive,
 // whether it came as a POST body (application/dns-message) or a GET dns
@@ -97,10 +101,20 @@
 //
 // A DoH connection takes at most HTTPConfig.MaxStreams (100) concurrent
 // streams and delivers at most HTTPConfig.MaxInFlight requests not yet
-// answered; x/net/http2 bounds header blocks (HPACK strings and
-// CONTINUATION included), coalesces SETTINGS acknowledgements, drops a
-// peer whose PINGs pile up unacknowledged, and limits rapid stream resets.
-// A stream reset by the client fails the Send of its reply and frees its
-// place. Each reply is written in TLS records of its own: some DoH clients
-// read one record at a time.
+// answered (past it the connection's reading waits). Header blocks are
+// bounded: an HPACK string longer than HTTPConfig.MaxHeaderBytes, or a
+// block (CONTINUATION frames included) of more than twice it, ends the
+// connection. Acknowledgements and resets that pile up because the peer
+// does not read (PING or SETTINGS floods) end it too. Streams that a client
+// opens and resets at once cost a delivery each, within the in-flight
+// bound. A stream reset by the client fails the Send of its reply and
+// frees its place. Replies follow HTTP/2 flow control; one the peer's
+// window holds back past the write timeout has its stream reset and its
+// Send fails with nm.ErrTimedOut. A response to a request whose client
+// side is still open is followed by RST_STREAM(NO_ERROR) (RFC 9113 8.1).
+// The initial timeout bounds the time to the first request and each
+// request's body (408); the idle timeout the time with no stream open;
+// both are checked at a quarter of the smallest timeout. Each reply is
+// written in TLS records of its own: some DoH clients read one record at
+// a time.
 package dnsmsg

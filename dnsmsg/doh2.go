@@ -148,17 +148,17 @@ type h2conn struct {
 
 // h2block is the header block being decoded and what it said.
 type h2block struct {
-	id                    uint32
-	endStream             bool
-	trailer               *h2stream // a trailer block of this stream; fields ignored
-	size                  int       // encoded bytes
-	list                  int       // decoded size (RFC 9113 6.5.2)
-	tooBig                bool
-	malformed             bool
-	regular               bool // a regular field was seen: no pseudo-field may follow
-	method, path, scheme  string
-	ctype, clen           string
-	nctype, nclen, nother int
+	id                   uint32
+	endStream            bool
+	trailer              *h2stream // a trailer block of this stream; fields ignored
+	size                 int       // encoded bytes
+	list                 int       // decoded size (RFC 9113 6.5.2)
+	tooBig               bool
+	malformed            bool
+	regular              bool // a regular field was seen: no pseudo-field may follow
+	method, path, scheme string
+	ctype, clen          string
+	nctype, nclen        int
 }
 
 // h2sink is the connection as the writing Framer's destination: it appends
