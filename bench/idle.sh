@@ -6,6 +6,9 @@
 # usage: bench/idle.sh [tcp|tls|dns-tcp|dot] [connections] [idle|echo]
 #   tcp and tls load nmecho's raw echo listeners (a consumer goroutine per
 #   connection); dns-tcp and dot its DNS listeners (idle mode only).
+#   SERVER=plain measures bench/plainserver instead (dns-tcp and dot): a
+#   goroutine per connection blocked in Read, the floor of Go's runtime,
+#   net and crypto/tls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-tcp}
@@ -16,6 +19,7 @@ tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; exec 3>&- 2>/dev/null || true; rm -rf "$tmp"' EXIT
 go build -o "$tmp/nmecho" ./cmd/nmecho
 go build -o "$tmp/idleclient" ./bench/idleclient
+go build -o "$tmp/plainserver" ./bench/plainserver
 flag=-echo; tlsflag=
 case "$kind" in
 tls) flag=-tls-echo; tlsflag=-tls ;;
@@ -24,7 +28,12 @@ dot) flag=-dot; tlsflag=-tls ;;
 esac
 echoflag=
 [ "$mode" = echo ] && echoflag=-echo
-GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" &
+server=${SERVER:-nmecho}
+if [ "$server" = plain ]; then
+	GOMAXPROCS=1 "$tmp/plainserver" -addr 127.0.0.1:5301 $tlsflag >"$tmp/nmecho.out" &
+else
+	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" &
+fi
 pid=$!
 sleep 0.5
 rss() { awk '/VmRSS/{print $2}' "/proc/$pid/status"; }
@@ -39,5 +48,5 @@ after=$(rss)
 threads=$(awk '/Threads/{print $2}' "/proc/$pid/status")
 exec 3>&-
 wait $cpid
-awk -v b="$before" -v a="$after" -v n="$n" -v k="$kind" -v m="$mode" -v th="$threads" \
-	'BEGIN { printf "%s %s: %d connections, nmecho RSS %d KiB -> %d KiB: %.2f KiB per connection (%d threads)\n", k, m, n, b, a, (a - b) / n, th }'
+awk -v b="$before" -v a="$after" -v n="$n" -v k="$server $kind" -v m="$mode" -v th="$threads" \
+	'BEGIN { printf "%s %s: %d connections, RSS %d KiB -> %d KiB: %.2f KiB per connection (%d threads)\n", k, m, n, b, a, (a - b) / n, th }'

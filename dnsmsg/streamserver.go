@@ -126,7 +126,7 @@ func (s *streamServer) consume(h *nm.Handle, stop <-chan struct{}) stream.Consum
 	if _, ok := stream.TLSState(h); ok {
 		kind = nm.TLS
 	}
-	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind), slot: make(chan struct{}, 1)}
+	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
 	c.asm.init(MaxSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -148,8 +148,9 @@ type streamConn struct {
 	stats *nm.Counters
 	asm   assembler // owned by the reader goroutine
 	// slot (buffer 1, non-blocking sends) tells the reader, waiting at the
-	// in-flight bound, that a request was released.
-	slot     chan struct{}
+	// in-flight bound, that a request was released. The reader makes it
+	// the first time it waits: most connections never do.
+	slot     atomic.Pointer[chan struct{}]
 	inFlight atomic.Int32 // requests delivered and not yet released
 }
 
@@ -184,8 +185,14 @@ func (c *streamConn) Data(b []byte) error {
 // its bound. It returns false if the connection shuts down first.
 func (c *streamConn) waitSlot() bool {
 	for c.inFlight.Load() >= c.s.inFlight {
+		slot := c.slot.Load()
+		if slot == nil {
+			ch := make(chan struct{}, 1)
+			c.slot.Store(&ch)
+			continue // a release before the Store did not see it: look again
+		}
 		select {
-		case <-c.slot:
+		case <-*slot:
 		case <-c.stop:
 			return false
 		}
@@ -286,9 +293,11 @@ func (c *streamConn) Released(rh *nm.Handle) {
 	if c.inFlight.Add(-1) == 0 {
 		stream.SetBusy(c.h, -1)
 	}
-	select {
-	case c.slot <- struct{}{}:
-	default:
+	if slot := c.slot.Load(); slot != nil {
+		select {
+		case *slot <- struct{}{}:
+		default:
+		}
 	}
 	c.h.Detach()
 }

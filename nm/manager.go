@@ -43,9 +43,9 @@ type Manager struct {
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	closing bool                 // guarded by mu; no new goroutine or socket after it is set
-	live    map[*func()]struct{} // shutdown functions of live sockets, run by Close; guarded by mu
-	wg      sync.WaitGroup       // every goroutine started by the library; Add only under mu while !closing
+	closing bool                    // guarded by mu; no new goroutine or socket after it is set
+	live    map[Shutdowner]struct{} // live sockets, shut down by Close; guarded by mu
+	wg      sync.WaitGroup          // every goroutine started by the library; Add only under mu while !closing
 
 	pmu    sync.Mutex // serialises Pause, Resume and the paused part of Close
 	paused bool       // guarded by pmu
@@ -72,7 +72,7 @@ func New(cfg Config) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[*func()]struct{})}
+	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{})}
 	m.shards = make([]*Shard, cfg.Workers)
 	for i := range m.shards {
 		m.shards[i] = newShard(m, i)
@@ -126,13 +126,36 @@ func (m *Manager) Track(shutdown func()) (untrack func(), err error) {
 	if m.closing {
 		return nil, ErrShuttingDown
 	}
-	key := &shutdown
+	key := &shutdownFunc{shutdown}
 	m.live[key] = struct{}{}
-	return func() {
-		m.mu.Lock()
-		delete(m.live, key)
-		m.mu.Unlock()
-	}, nil
+	return func() { m.UntrackSocket(key) }, nil
+}
+
+// Shutdowner is a socket the manager shuts down when it closes.
+type Shutdowner interface{ Shutdown() }
+
+type shutdownFunc struct{ fn func() }
+
+func (f *shutdownFunc) Shutdown() { f.fn() }
+
+// TrackSocket is Track for a socket with a Shutdown method, without the
+// allocations of a closure: for sockets there are many of, such as stream
+// connections. s must be comparable; UntrackSocket(s) unregisters it.
+func (m *Manager) TrackSocket(s Shutdowner) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return ErrShuttingDown
+	}
+	m.live[s] = struct{}{}
+	return nil
+}
+
+// UntrackSocket unregisters a socket registered with TrackSocket.
+func (m *Manager) UntrackSocket(s Shutdowner) {
+	m.mu.Lock()
+	delete(m.live, s)
+	m.mu.Unlock()
 }
 
 // Go runs fn on a new goroutine that Close waits for. It fails with
@@ -210,13 +233,13 @@ func (m *Manager) close() {
 
 	m.mu.Lock()
 	m.closing = true
-	live := make([]func(), 0, len(m.live))
-	for fn := range m.live {
-		live = append(live, *fn)
+	live := make([]Shutdowner, 0, len(m.live))
+	for s := range m.live {
+		live = append(live, s)
 	}
 	m.mu.Unlock()
-	for _, fn := range live {
-		fn()
+	for _, s := range live {
+		s.Shutdown()
 	}
 	m.wg.Wait()
 	for _, s := range m.shards {

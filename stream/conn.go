@@ -62,21 +62,17 @@ type conn struct {
 	inUse [2]*[]byte // buffers of the last two data events, still the consumer's
 
 	wmu     sync.Mutex
-	writing bool        // a goroutine is writing; guarded by wmu
-	queue   []sendReq   // sends waiting for the writer; guarded by wmu
-	spare   []sendReq   // the writer's drained queue, reused; owned by the writer
-	unsent  int         // bytes queued or being written; guarded by wmu
-	broken  error       // the socket can no longer be written; guarded by wmu
-	vec     net.Buffers // writev's vector, consumed by each write; owned by the writer
-	vecBuf  [][]byte    // vec's backing array, kept for reuse; owned by the writer
-	one     [2][]byte   // a synchronous send's buffers; owned by the writer
-	pfx     [maxPrefix]byte
-	tlsBuf  []byte
+	writing bool      // a goroutine is writing; guarded by wmu
+	queue   []sendReq // sends waiting for the writer; guarded by wmu
+	unsent  int       // bytes queued or being written; guarded by wmu
+	broken  error     // the socket can no longer be written; guarded by wmu
 
 	closeOnce sync.Once
 	quota     func() // releases the listener quota slot; nil if none
-	untrack   func()
 }
+
+// Shutdown implements nm.Shutdowner: the manager closes.
+func (c *conn) Shutdown() { c.shutdown(nil) }
 
 type sendReq struct {
 	b    []byte
@@ -97,9 +93,13 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 		backpressure: cfg.backpressure(),
 		sendQueue:    cfg.sendQueue(),
 		t:            cfg.timeouts(),
-		ch:           make(chan nm.Event, 1),
 		wake:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
+	}
+	if cfg.Consume == nil {
+		// A consumer takes the data, so its connection has no events:
+		// an idle one costs that much less.
+		c.ch = make(chan nm.Event, 1)
 	}
 	if tc != nil {
 		c.nc = tc
@@ -113,11 +113,9 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 	if err := transport.SetStreamOptions(tcp, cfg.Delay, cfg.KeepAlive); err != nil {
 		return nil, err
 	}
-	untrack, err := m.Track(func() { c.shutdown(nil) })
-	if err != nil {
+	if err := m.TrackSocket(c); err != nil {
 		return nil, err
 	}
-	c.untrack = untrack
 	c.h = nm.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
 	return c, nil
 }
@@ -196,7 +194,7 @@ func (c *conn) end() {
 	if c.quota != nil {
 		c.quota()
 	}
-	c.untrack()
+	c.m.UntrackSocket(c)
 	c.stats.Closed.Add(1)
 	c.stats.Active.Add(-1)
 }

@@ -21,8 +21,19 @@ func (c *conn) Read(h *nm.Handle) <-chan nm.Event {
 		c.signal()
 	}
 	c.mu.Unlock()
+	if c.ch == nil {
+		return noEvents // a consumer takes this connection's data
+	}
 	return c.ch
 }
+
+// noEvents is the event channel of connections whose data goes to a
+// Consumer: closed, with no event.
+var noEvents = func() chan nm.Event {
+	ch := make(chan nm.Event)
+	close(ch)
+	return ch
+}()
 
 // ReadStop implements nm.Socket: no data event is delivered after it
 // returns until Read is called again.
@@ -240,7 +251,6 @@ func (c *conn) finish(final error) {
 				final = reason
 			}
 		}
-		close(c.ch)
 		c.consumer.Final(final)
 		return
 	}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"errors"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -14,6 +15,27 @@ import (
 const tlsChunk = 16 << 10
 
 var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// writeState is the scratch space of the goroutine writing a connection,
+// taken from a pool while it writes: an idle connection holds none.
+type writeState struct {
+	spare  []sendReq   // the next queue, reused
+	bufs   [][]byte    // a batch's buffers
+	vec    net.Buffers // writev's vector, consumed by each write
+	vecBuf [][]byte    // vec's backing array, kept for reuse
+	one    [2][]byte   // a synchronous send's buffers
+	pfx    [maxPrefix]byte
+	tlsBuf []byte
+}
+
+var writeStates = sync.Pool{New: func() any { return new(writeState) }}
+
+func putWriteState(w *writeState) {
+	if cap(w.tlsBuf) > 64<<10 {
+		w.tlsBuf = nil
+	}
+	writeStates.Put(w)
+}
 
 // maxPrefix is the longest prefix SendPrefixed takes.
 const maxPrefix = 8
@@ -71,12 +93,14 @@ func (c *conn) send(h *nm.Handle, prefix, b []byte) error {
 	size := len(prefix) + len(b)
 	c.unsent += size
 	c.wmu.Unlock()
-	bufs := c.one[:0]
+	w := writeStates.Get().(*writeState)
+	bufs := w.one[:0]
 	if len(prefix) > 0 {
-		bufs = append(bufs, c.pfx[:copy(c.pfx[:], prefix)])
+		bufs = append(bufs, w.pfx[:copy(w.pfx[:], prefix)])
 	}
-	err := c.write(append(bufs, b), 1)
-	clear(c.one[:])
+	err := c.write(w, append(bufs, b), 1)
+	clear(w.one[:])
+	putWriteState(w)
 	c.wmu.Lock()
 	c.unsent -= size
 	more := len(c.queue) > 0
@@ -128,7 +152,8 @@ func (c *conn) startWriter() {
 // writeLoop writes the queue until it is empty. Only the goroutine holding
 // the writing flag runs it.
 func (c *conn) writeLoop() {
-	var bufs [][]byte
+	w := writeStates.Get().(*writeState)
+	defer putWriteState(w)
 	for {
 		c.wmu.Lock()
 		if len(c.queue) == 0 {
@@ -138,12 +163,12 @@ func (c *conn) writeLoop() {
 			return
 		}
 		batch := c.queue
-		c.queue = c.spare[:0]
+		c.queue = w.spare[:0]
 		broken := c.broken
 		c.wmu.Unlock()
 
 		n := 0
-		bufs = bufs[:0]
+		bufs := w.bufs[:0]
 		for i := range batch {
 			r := &batch[i]
 			if r.npfx > 0 {
@@ -155,7 +180,7 @@ func (c *conn) writeLoop() {
 		err := broken
 		switch {
 		case err == nil:
-			err = c.write(bufs, len(batch))
+			err = c.write(w, bufs, len(batch))
 		case err == nm.ErrClosed:
 			err = nm.ErrCanceled // queued, then the handle closed
 		}
@@ -167,8 +192,9 @@ func (c *conn) writeLoop() {
 			c.complete(batch[i].done, err)
 			batch[i] = sendReq{}
 		}
-		c.spare = batch[:0]
+		w.spare = batch[:0]
 		clear(bufs)
+		w.bufs = bufs[:0]
 	}
 }
 
@@ -182,7 +208,7 @@ func (c *conn) complete(done chan<- error, err error) {
 // write writes bufs, which hold msgs messages, in order with the write
 // timeout. A timeout resets the connection; any failure makes later sends
 // fail at once.
-func (c *conn) write(bufs [][]byte, msgs int) error {
+func (c *conn) write(w *writeState, bufs [][]byte, msgs int) error {
 	c.mu.Lock()
 	wt := c.t.Write
 	c.mu.Unlock()
@@ -193,15 +219,15 @@ func (c *conn) write(bufs [][]byte, msgs int) error {
 	c.nc.SetWriteDeadline(deadline)
 	var err error
 	if c.tls != nil {
-		err = c.writeTLS(bufs)
+		err = c.writeTLS(w, bufs)
 	} else if len(bufs) == 1 {
 		_, err = c.tcp.Write(bufs[0])
 	} else {
 		// WriteTo consumes vec; vecBuf keeps the backing array for reuse.
-		c.vecBuf = append(c.vecBuf[:0], bufs...)
-		c.vec = c.vecBuf
-		_, err = c.vec.WriteTo(c.tcp)
-		clear(c.vecBuf)
+		w.vecBuf = append(w.vecBuf[:0], bufs...)
+		w.vec = w.vecBuf
+		_, err = w.vec.WriteTo(c.tcp)
+		clear(w.vecBuf)
 	}
 	if err == nil {
 		c.stats.Sent.Add(int64(msgs))
@@ -224,12 +250,12 @@ func (c *conn) write(bufs [][]byte, msgs int) error {
 }
 
 // writeTLS coalesces bufs into as few TLS records as possible.
-func (c *conn) writeTLS(bufs [][]byte) error {
+func (c *conn) writeTLS(w *writeState, bufs [][]byte) error {
 	if len(bufs) == 1 {
 		_, err := c.tls.Write(bufs[0])
 		return err
 	}
-	out := c.tlsBuf[:0]
+	out := w.tlsBuf[:0]
 	for _, b := range bufs {
 		if len(out) > 0 && len(out)+len(b) > tlsChunk {
 			if _, err := c.tls.Write(out); err != nil {
@@ -245,7 +271,7 @@ func (c *conn) writeTLS(bufs [][]byte) error {
 		}
 		out = append(out, b...)
 	}
-	c.tlsBuf = out[:0]
+	w.tlsBuf = out[:0]
 	if len(out) > 0 {
 		_, err := c.tls.Write(out)
 		return err
