@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckRequest$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzDoHGet$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzMinTTL$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzDoHConn$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxyproto
 
 clean:

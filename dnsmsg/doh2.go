@@ -1176,9 +1176,43 @@ func (st *h2stream) Send(h *nm.Handle, b []byte) error {
 	if start {
 		c.flush()
 	}
-	err = <-done
+	select {
+	case err = <-done:
+	default:
+		err = c.await(st, done)
+	}
 	h2replyDone.Put(done)
 	return err
+}
+
+// await waits for a reply's outcome. A reply the peer's window holds back
+// is given up after the write timeout, from here: the connection's reader,
+// which would do it otherwise, may be waiting for this very caller (at the
+// in-flight bound) and so not reading the WINDOW_UPDATE either.
+func (c *h2conn) await(st *h2stream, done chan error) error {
+	if c.write <= 0 {
+		return <-done
+	}
+	t := time.NewTimer(c.write)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	c.mu.Lock()
+	var d h2done
+	expired := false
+	if st.state == stSending && st.blocked {
+		c.rstLocked(st.id, http2.ErrCodeCancel)
+		d, expired = c.closeLocked(st, nm.ErrTimedOut)
+	}
+	c.mu.Unlock()
+	if expired {
+		c.complete(d, nm.ErrTimedOut)
+		c.kick()
+	}
+	return <-done // written or failed: a write has its own deadline
 }
 
 // SendAsync implements nm.Socket.

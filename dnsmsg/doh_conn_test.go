@@ -306,3 +306,45 @@ func TestDoHRequestShapes(t *testing.T) {
 		t.Errorf("delivered %d requests; want 3, the second one whole", len(res.Data))
 	}
 }
+
+// TestDoHStalledRepliesWhileReaderWaits: replies held back by a closed
+// window, sent with Send by the one consumer, while the connection's
+// reader waits for room in a full request channel and so reads no
+// WINDOW_UPDATE: each Send still gives up after the write timeout, and
+// the consumer gets to the next request.
+func TestDoHStalledRepliesWhileReaderWaits(t *testing.T) {
+	m := newManager(t, 1)
+	var cfg dnsmsg.HTTPConfig
+	cfg.Queue = 1
+	cfg.Stream.Timeouts.Write = 200 * time.Millisecond
+	l := hkinds[0].listen(t, m, cfg)
+	const n = 4
+	sent := make(chan error, n)
+	go func() {
+		for ev := range requests(l) {
+			if ev.Err != nil {
+				continue
+			}
+			sent <- ev.Handle.Send(bigReply(100)(ev.Data)[0])
+			ev.Handle.Detach()
+		}
+	}()
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	for i := 0; i < n; i++ {
+		r.headers(uint32(2*i+1), true, getQuery(t, addr, "stalled.example", uint16(i))...)
+	}
+	go r.ended(nmtest.Timeout) // read what the server writes
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-sent:
+			if !errors.Is(err, nm.ErrTimedOut) {
+				t.Errorf("Send %d: %v; want %v", i, err, nm.ErrTimedOut)
+			}
+		case <-time.After(nmtest.Timeout):
+			t.Fatalf("Send %d still waits", i)
+		}
+	}
+	l.Close()
+}
