@@ -110,7 +110,9 @@ func h2Seeds() [][]byte {
 		write()
 		seeds = append(seeds, append([]byte(nil), buf.Bytes()...))
 	}
-	seq(func() { fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: get, EndHeaders: true, EndStream: true}) })
+	seq(func() {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: get, EndHeaders: true, EndStream: true})
+	})
 	seq(func() {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: post, EndHeaders: true})
 		fr.WriteData(1, false, q[:5])
