@@ -56,6 +56,8 @@ type conn struct {
 	reason    error       // the final error a shutdown gives, if not ErrCanceled/ErrShuttingDown; guarded by mu
 	deadline  time.Time   // client: when the armed read times out; guarded by mu
 	busy      int         // server: requests being answered (SetBusy); guarded by mu
+	armed     time.Time   // the read deadline set on the socket; guarded by mu
+	idleFrom  time.Time   // server: when the idle timer last started; guarded by mu
 
 	// Owned by the reader goroutine.
 	class int        // buffer class of the next read
@@ -123,7 +125,28 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 // poke wakes the reader and interrupts its socket read. Called with mu held.
 func (c *conn) poke() {
 	c.signal()
-	c.nc.SetReadDeadline(aLongTimeAgo)
+	c.setReadDeadline(aLongTimeAgo)
+}
+
+// setReadDeadline sets the socket's read deadline. Called with mu held.
+func (c *conn) setReadDeadline(t time.Time) {
+	c.armed = t
+	c.nc.SetReadDeadline(t)
+}
+
+// armRead sets the socket's read deadline for the next read to want, or
+// leaves an earlier one that still has at least half of its time to go:
+// setting a deadline costs more than the rare early wake, after which the
+// read is re-armed (readFailed tells a deadline that is not yet due from
+// a timeout). Called with mu held.
+func (c *conn) armRead(want time.Time, now time.Time) {
+	a := c.armed
+	if !a.IsZero() && !want.IsZero() && !want.Before(a) && a.Sub(now) >= want.Sub(now)/2 {
+		return
+	}
+	if !want.Equal(a) {
+		c.setReadDeadline(want)
+	}
 }
 
 // signal wakes the reader without interrupting a read.

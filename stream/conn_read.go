@@ -70,22 +70,31 @@ func (c *conn) run() {
 // readLoop reads while asked to and returns the final error (nil: a local
 // shutdown) and whether the socket stays open for writing.
 func (c *conn) readLoop() (final error, keepOpen bool) {
+	// fresh: the idle timer starts again at this read, which follows data
+	// or a pause in reading (not an early wake of a lazily armed deadline).
+	fresh := true
 	for {
 		c.mu.Lock()
 		for !c.closing && (!c.reading || c.server && c.overBound()) {
 			c.mu.Unlock()
 			<-c.wake
 			c.mu.Lock()
+			fresh = true
 		}
 		if c.closing {
 			c.mu.Unlock()
 			return nil, false
 		}
+		now := time.Now()
+		if fresh {
+			c.idleFrom = now
+		}
 		deadline := c.readDeadline()
-		c.nc.SetReadDeadline(deadline) // under mu, so that a later poke wins
+		c.armRead(deadline, now) // under mu, so that a later poke wins
 		c.mu.Unlock()
 
 		b, n, err := c.readOnce()
+		fresh = err == nil
 		if err == nil {
 			if c.consumer != nil {
 				if err := c.consumeData(b, n); err != nil {
@@ -126,7 +135,7 @@ func (c *conn) readDeadline() time.Time {
 	if d <= 0 {
 		return time.Time{}
 	}
-	return time.Now().Add(d)
+	return c.idleFrom.Add(d)
 }
 
 func (c *conn) overBound() bool {

@@ -1,6 +1,8 @@
 package stream
 
 import (
+	"time"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -65,8 +67,11 @@ func SetBusy(h *nm.Handle, delta int) {
 	was := c.busy > 0
 	c.busy += delta
 	if now := c.busy > 0; now != was && c.reading && !c.closing {
+		if !now {
+			c.idleFrom = time.Now() // the idle timer starts again
+		}
 		// Re-arm the read in progress; no need to wake the reader.
-		c.nc.SetReadDeadline(c.readDeadline())
+		c.setReadDeadline(c.readDeadline())
 	}
 	c.mu.Unlock()
 }

@@ -556,3 +556,37 @@ func TestKeepaliveReplacesIdle(t *testing.T) {
 		nmtest.ExpectFinal(t, s.Read(), 0, nm.ErrTimedOut)
 	})
 }
+
+// TestServerIdleTimeoutWithSteadyTraffic: a connection that talks more
+// often than its idle timeout stays open for as long as it talks (the read
+// deadline is re-armed lazily, so some reads outlive the deadline first
+// set for them), and is closed once it falls silent.
+func TestServerIdleTimeoutWithSteadyTraffic(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		const idle = 500 * time.Millisecond
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{Timeouts: nm.Timeouts{Idle: idle}})
+		wait := echoServer(l)
+		c := k.mustDial(t, m, l, stream.Config{})
+		defer c.Detach()
+		ch := c.Read()
+		start := time.Now()
+		var lastSend time.Time
+		for i := 0; time.Since(start) < 2*idle; i++ {
+			lastSend = time.Now()
+			if err := c.Send([]byte("ping")); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+			if ev := nmtest.Next(t, ch, nmtest.Timeout); ev.Err != nil {
+				t.Fatalf("echo %d, %v after the first: %v", i, time.Since(start), ev.Err)
+			}
+			time.Sleep(idle / 20) // the pace of the talk, not a wait for an event
+		}
+		nmtest.ExpectFinal(t, ch, 0, nm.ErrEOF)
+		if d := time.Since(lastSend); d < idle {
+			t.Errorf("closed %v after the last message, before the idle timeout", d)
+		}
+		l.Close()
+		wait()
+	})
+}
