@@ -30,7 +30,7 @@ for workers in 1 2; do
 		sleep 0.1
 	done
 	cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d testdata/queries.txt -c 128 -q 256 -l "$secs" >"$tmp/perf" 2>&1
+	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d testdata/queries.txt -c 128 -q 256 ${RATE:+-Q $RATE} -l "$secs" >"$tmp/perf" 2>&1
 	cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	sleep 1.1
 	shards=$(grep 'nmecho: report' "$tmp/out" | tail -1 | sed 's/.*shards=//')

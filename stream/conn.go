@@ -141,7 +141,12 @@ func (c *conn) setReadDeadline(t time.Time) {
 // a timeout). Called with mu held.
 func (c *conn) armRead(want time.Time, now time.Time) {
 	a := c.armed
-	if !a.IsZero() && !want.IsZero() && !want.Before(a) && a.Sub(now) >= want.Sub(now)/2 {
+	switch {
+	case a.IsZero() || !a.After(now):
+		// None, or due: set what is wanted.
+	case want.IsZero():
+		return // no timeout for now (answering): the armed one wakes us to look again
+	case !want.Before(a) && a.Sub(now) >= want.Sub(now)/2:
 		return
 	}
 	if !want.Equal(a) {

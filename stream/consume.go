@@ -66,12 +66,16 @@ func SetBusy(h *nm.Handle, delta int) {
 	c.mu.Lock()
 	was := c.busy > 0
 	c.busy += delta
-	if now := c.busy > 0; now != was && c.reading && !c.closing {
-		if !now {
-			c.idleFrom = time.Now() // the idle timer starts again
+	// While busy, a deadline armed before is left to wake the reader, which
+	// then sees that no timeout is due (see armRead). Once idle again, the
+	// idle timer starts now, and the read in progress gets its deadline
+	// unless an earlier one will wake it.
+	if was && c.busy == 0 {
+		now := time.Now()
+		c.idleFrom = now
+		if c.reading && !c.closing {
+			c.armRead(c.readDeadline(), now)
 		}
-		// Re-arm the read in progress; no need to wake the reader.
-		c.setReadDeadline(c.readDeadline())
 	}
 	c.mu.Unlock()
 }
