@@ -2,7 +2,7 @@ GO ?= go
 BENCHTIME ?= 2s
 FUZZTIME ?= 30s
 
-.PHONY: all test vet run bench compare soak build clean fuzz
+.PHONY: all test vet run bench compare idle shards soak build clean fuzz
 
 all: vet test
 
@@ -22,9 +22,24 @@ build:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 5 ./...
 	bench/compare.sh
+	$(MAKE) idle shards
 
 compare:
 	bench/compare.sh
+
+# Memory per idle connection: nmecho, then the plain-Go floor.
+idle:
+	bench/idle.sh dns-tcp 10000
+	SERVER=plain bench/idle.sh dns-tcp 10000
+	bench/idle.sh dot 1000
+	SERVER=plain bench/idle.sh dot 1000
+
+# One shard against two: at saturation, then at a fixed 150k queries/s.
+shards:
+	bench/shards.sh udp
+	bench/shards.sh tcp
+	RATE=150000 bench/shards.sh udp
+	RATE=150000 bench/shards.sh tcp
 
 SOAKTIME ?= 60
 soak:

@@ -101,7 +101,9 @@
 //
 // A DoH connection takes at most HTTPConfig.MaxStreams (100) concurrent
 // streams and delivers at most HTTPConfig.MaxInFlight requests not yet
-// answered (past it the connection's reading waits). Header blocks are
+// answered: past it, complete requests wait in the connection, which goes
+// on reading frames (a reset frees a place, a WINDOW_UPDATE lets a reply
+// go). Header blocks are
 // bounded: an HPACK string longer than HTTPConfig.MaxHeaderBytes, or a
 // block (CONTINUATION frames included) of more than twice it, ends the
 // connection. Acknowledgements and resets that pile up because the peer

@@ -60,6 +60,7 @@ type h2state uint8
 
 const (
 	stBody    h2state = iota // headers read, body coming; the reader owns the handle
+	stReady                  // complete, waiting for an in-flight place; the reader owns the handle
 	stWaiting                // delivered; no reply yet
 	stSending                // reply framed in part; the rest waits for window
 	stClosed                 // done: answered, reset, or the connection ended
@@ -74,9 +75,10 @@ type h2stream struct {
 
 	// The reader's, until delivery.
 	ep         *endpoint
-	clen       int64 // declared content-length; -1 if none
-	remoteOpen bool  // the client has not ended its side
-	n          int   // body bytes in h.Buf
+	clen       int64  // declared content-length; -1 if none
+	remoteOpen bool   // the client has not ended its side
+	n          int    // body bytes in h.Buf
+	msg        []byte // the request, once complete
 	recvWindow int32
 	deadline   time.Time // the body must be complete by then
 
@@ -123,6 +125,11 @@ type h2conn struct {
 	goaway      bool // the peer is going away: no new streams
 	recvWindow  int32
 	recvUnacked int32
+	nextTick    time.Time // when the timeouts are checked next
+	// ready holds the complete requests waiting for an in-flight place,
+	// oldest first; the reader appends and takes (skipping those closed
+	// meanwhile), readyN counts them for the others.
+	ready []*h2stream
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -143,6 +150,9 @@ type h2conn struct {
 	spareOut    []byte
 	spareCuts   []int
 	spareDones  []h2done
+	inFlight    int         // requests delivered and not yet answered or released
+	readyN      int         // len(ready)
+	poked       bool        // the reader's deadline was set in the past to wake it
 	detachAfter []*h2stream // undelivered streams closed under mu; their handles go after it
 }
 
@@ -179,22 +189,60 @@ func (r *h2reader) Read(p []byte) (int, error) {
 	c := (*h2conn)(r)
 	for {
 		n, err := c.nc.Read(p)
-		if n > 0 || err == nil || c.tick == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			if n > 0 && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = nil
 			}
 			return n, err
 		}
-		if !c.onTick() {
+		if !c.onWake() {
 			return 0, err
 		}
 	}
 }
 
+// onWake runs on the reader when its read deadline passes: a tick of the
+// timeouts, or a poke because an in-flight place came free for a request
+// that waits. It re-arms the deadline; false ends the connection.
+func (c *h2conn) onWake() bool {
+	c.mu.Lock()
+	c.poked = false
+	c.mu.Unlock()
+	c.deliverReady()
+	if c.tick > 0 {
+		if now := time.Now(); !now.Before(c.nextTick) {
+			if !c.onTick(now) {
+				return false
+			}
+			c.nextTick = now.Add(c.tick)
+		}
+	}
+	c.mu.Lock()
+	if !c.poked { // a poke since wins: it is in the past already
+		c.nc.SetReadDeadline(c.nextTick)
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// pokeLocked wakes the reader from its read. Called with mu held.
+func (c *h2conn) pokeLocked() {
+	if !c.poked {
+		c.poked = true
+		c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
 // serveH2 serves an HTTP/2 connection until it ends. sawPreface: the
 // client preface was read already (cleartext sniffing).
 func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) {
-	c := s.newH2Conn(hc, nc, isTLS)
+	s.newH2Conn(hc, nc, isTLS).serve(sawPreface)
+}
+
+func (c *h2conn) serve(sawPreface bool) {
+	s, nc := c.s, c.nc
 	defer c.end()
 	start := time.Now()
 	if !sawPreface {
@@ -209,10 +257,9 @@ func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) 
 	}
 	c.quietSince = start
 	if c.tick > 0 {
-		nc.SetReadDeadline(time.Now().Add(c.tick))
-	} else {
-		nc.SetReadDeadline(time.Time{})
+		c.nextTick = time.Now().Add(c.tick)
 	}
+	nc.SetReadDeadline(c.nextTick)
 	c.mu.Lock()
 	c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(s.cfg.maxStreams())},
@@ -243,6 +290,9 @@ func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) 
 				c.fail(http2.ErrCode(ce))
 			}
 			return
+		}
+		if c.ready != nil {
+			c.deliverReady()
 		}
 		if c.br.Buffered() == 0 {
 			c.kick()
@@ -708,27 +758,55 @@ func (c *h2conn) endBody(st *h2stream) {
 
 // dispatch delivers a request to its endpoint, after waiting for an
 // in-flight place.
+// dispatch queues a complete request for delivery; it is delivered at
+// once if the connection is below its in-flight bound, and otherwise when
+// a place comes free, while the reader goes on reading frames (so that a
+// reset or a WINDOW_UPDATE is seen while requests wait).
 func (c *h2conn) dispatch(st *h2stream, msg []byte) {
 	if checkRequest(msg) != nil {
 		c.refuse(st, http.StatusBadRequest)
 		return
 	}
-	slots, stop := c.hc.slots, c.s.stop
-	select {
-	case slots <- struct{}{}:
-	default:
-		c.kick()
-		select {
-		case slots <- struct{}{}:
-		case <-stop:
-			c.reset(st, http2.ErrCodeRefusedStream)
+	st.msg = msg
+	c.mu.Lock()
+	st.state = stReady
+	c.readyN++
+	c.mu.Unlock()
+	c.ready = append(c.ready, st)
+	c.deliverReady()
+}
+
+// deliverReady delivers the waiting requests while there are in-flight
+// places; on the reader only.
+func (c *h2conn) deliverReady() {
+	for len(c.ready) > 0 {
+		st := c.ready[0]
+		c.mu.Lock()
+		if st.state == stReady && c.inFlight >= c.s.cfg.maxInFlight() {
+			c.mu.Unlock()
 			return
 		}
+		c.ready[0] = nil
+		c.ready = c.ready[1:]
+		c.readyN--
+		if st.state != stReady { // reset meanwhile
+			c.mu.Unlock()
+			continue
+		}
+		c.inFlight++
+		st.state, st.slot, st.owned = stWaiting, true, false
+		c.mu.Unlock()
+		c.deliver(st)
 	}
-	c.mu.Lock()
-	st.state, st.slot, st.owned = stWaiting, true, false
-	c.mu.Unlock()
-	if st.ep.deliver(c.hc.shard, nm.Event{Handle: st.h, Data: msg}, stop) {
+	c.ready = nil
+}
+
+// deliver hands a request to its endpoint, waiting for room; a request
+// that cannot be delivered (the endpoints were replaced, or the listener
+// closes) is answered 503.
+func (c *h2conn) deliver(st *h2stream) {
+	c.kick() // what is queued goes out while we may wait
+	if st.ep.deliver(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg}, c.s.stop) {
 		return
 	}
 	c.mu.Lock()
@@ -820,7 +898,10 @@ func (c *h2conn) rstLocked(id uint32, code http2.ErrCode) {
 func (c *h2conn) releaseSlotLocked(st *h2stream) {
 	if st.slot {
 		st.slot = false
-		<-c.hc.slots
+		c.inFlight--
+		if c.readyN > 0 {
+			c.pokeLocked()
+		}
 	}
 }
 
@@ -927,8 +1008,7 @@ func (c *h2conn) unblockLocked() {
 
 // onTick runs the timeouts on the reader's goroutine, when its read
 // deadline passes; false ends the connection.
-func (c *h2conn) onTick() bool {
-	now := time.Now()
+func (c *h2conn) onTick(now time.Time) bool {
 	if c.frames != c.seen {
 		c.seen = c.frames
 		c.quietSince = now
@@ -966,7 +1046,6 @@ func (c *h2conn) onTick() bool {
 		c.kick()
 		return false
 	}
-	c.nc.SetReadDeadline(now.Add(c.tick))
 	c.kick()
 	return true
 }

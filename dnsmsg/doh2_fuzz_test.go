@@ -58,15 +58,16 @@ func FuzzDoHConn(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		client, server := net.Pipe()
-		hc := &httpConn{shard: m.NextShard(), slots: make(chan struct{}, cfg.maxInFlight())}
+		hc := &httpConn{shard: m.NextShard()}
 		drained := make(chan struct{})
 		go func() { io.Copy(io.Discard, client); close(drained) }()
 		go func() {
 			client.Write(in)
 			client.Close()
 		}()
+		c := s.newH2Conn(hc, server, false)
 		done := make(chan struct{})
-		go func() { s.serveH2(hc, server, false, true); close(done) }()
+		go func() { c.serve(true); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -78,9 +79,15 @@ func FuzzDoHConn(f *testing.F) {
 		// Replies still being written finish on their own; then every
 		// place is free.
 		deadline := time.Now().Add(10 * time.Second)
-		for len(hc.slots) > 0 {
+		for {
+			c.mu.Lock()
+			n := c.inFlight
+			c.mu.Unlock()
+			if n == 0 {
+				break
+			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d in-flight places never given back", len(hc.slots))
+				t.Fatalf("%d in-flight places never given back", n)
 			}
 			time.Sleep(time.Millisecond) // polling a count
 		}

@@ -348,3 +348,35 @@ func TestDoHStalledRepliesWhileReaderWaits(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestDoHResetFreesPlaceForWaitingRequest: with one in-flight place, held
+// by an unanswered request, a second request waits; the client's reset of
+// the first, sent after the second, frees the place and the second is
+// delivered (the connection reads frames while requests wait).
+func TestDoHResetFreesPlaceForWaitingRequest(t *testing.T) {
+	m := newManager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{MaxInFlight: 1})
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	r.headers(1, true, getQuery(t, addr, "first.example", 1)...)
+	first := nmtest.Next(t, requests(l), nmtest.Timeout)
+	r.headers(3, true, getQuery(t, addr, "second.example", 2)...)
+	r.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	second := nmtest.Next(t, requests(l), nmtest.Timeout)
+	if dnsmsg.ID(second.Data) != 2 {
+		t.Fatalf("delivered ID %d; want 2", dnsmsg.ID(second.Data))
+	}
+	if err := first.Handle.Send(asReply(first.Data)[0]); !errors.Is(err, nm.ErrCanceled) {
+		t.Errorf("reply to the reset request: %v; want %v", err, nm.ErrCanceled)
+	}
+	first.Handle.Detach()
+	if err := second.Handle.Send(asReply(second.Data)[0]); err != nil {
+		t.Errorf("reply to the second: %v", err)
+	}
+	second.Handle.Detach()
+	if got := r.closed(true, 3)[3]; got != http.StatusOK {
+		t.Errorf("second: status %d", got)
+	}
+	l.Close()
+	nmtest.ExpectFinal(t, requests(l), 0, nm.ErrCanceled)
+}
