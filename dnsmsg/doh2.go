@@ -126,10 +126,11 @@ type h2conn struct {
 	recvWindow  int32
 	recvUnacked int32
 	nextTick    time.Time // when the timeouts are checked next
-	// ready holds the complete requests waiting for an in-flight place,
-	// oldest first; the reader appends and takes (skipping those closed
-	// meanwhile), readyN counts them for the others.
-	ready []*h2stream
+	// ready[readyAt:] holds the complete requests waiting for an in-flight
+	// place, oldest first; the reader appends and takes (skipping those
+	// closed meanwhile), readyN counts them for the others.
+	ready   []*h2stream
+	readyAt int
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -245,6 +246,7 @@ func (c *h2conn) serve(sawPreface bool) {
 	s, nc := c.s, c.nc
 	defer c.end()
 	start := time.Now()
+	c.quietSince = start
 	if !sawPreface {
 		if s.initial > 0 {
 			nc.SetReadDeadline(start.Add(s.initial))
@@ -255,7 +257,6 @@ func (c *h2conn) serve(sawPreface bool) {
 			return
 		}
 	}
-	c.quietSince = start
 	if c.tick > 0 {
 		c.nextTick = time.Now().Add(c.tick)
 	}
@@ -278,8 +279,11 @@ func (c *h2conn) serve(sawPreface bool) {
 				continue
 			}
 			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
+			switch {
+			case errors.As(err, &ce):
 				c.fail(http2.ErrCode(ce))
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.fail(http2.ErrCodeFrameSize)
 			}
 			return
 		}
@@ -291,7 +295,7 @@ func (c *h2conn) serve(sawPreface bool) {
 			}
 			return
 		}
-		if c.ready != nil {
+		if len(c.ready) > 0 {
 			c.deliverReady()
 		}
 		if c.br.Buffered() == 0 {
@@ -779,15 +783,15 @@ func (c *h2conn) dispatch(st *h2stream, msg []byte) {
 // deliverReady delivers the waiting requests while there are in-flight
 // places; on the reader only.
 func (c *h2conn) deliverReady() {
-	for len(c.ready) > 0 {
-		st := c.ready[0]
+	for c.readyAt < len(c.ready) {
+		st := c.ready[c.readyAt]
 		c.mu.Lock()
 		if st.state == stReady && c.inFlight >= c.s.cfg.maxInFlight() {
 			c.mu.Unlock()
 			return
 		}
-		c.ready[0] = nil
-		c.ready = c.ready[1:]
+		c.ready[c.readyAt] = nil
+		c.readyAt++
 		c.readyN--
 		if st.state != stReady { // reset meanwhile
 			c.mu.Unlock()
@@ -798,7 +802,7 @@ func (c *h2conn) deliverReady() {
 		c.mu.Unlock()
 		c.deliver(st)
 	}
-	c.ready = nil
+	c.ready, c.readyAt = c.ready[:0], 0
 }
 
 // deliver hands a request to its endpoint, waiting for room; a request
