@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -252,7 +253,7 @@ func (c *h2conn) serve(sawPreface bool) {
 			nc.SetReadDeadline(start.Add(s.initial))
 		}
 		var p [len(http2.ClientPreface)]byte
-		if _, err := readFull(c.br, p[:]); err != nil || string(p[:]) != http2.ClientPreface {
+		if _, err := io.ReadFull(c.br, p[:]); err != nil || string(p[:]) != http2.ClientPreface {
 			c.stats.RecvFailed.Add(1)
 			return
 		}
@@ -302,18 +303,6 @@ func (c *h2conn) serve(sawPreface bool) {
 			c.kick()
 		}
 	}
-}
-
-func readFull(r *bufio.Reader, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m, err := r.Read(p[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
@@ -393,17 +382,7 @@ func (c *h2conn) frame(f http2.Frame) error {
 		if f.StreamID > c.lastID {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
 		}
-		c.mu.Lock()
-		var d h2done
-		ok := false
-		if st := c.streams[f.StreamID]; st != nil {
-			d, ok = c.closeLocked(st, nm.ErrCanceled)
-		}
-		c.mu.Unlock()
-		c.detachClosed()
-		if ok {
-			c.complete(d, nm.ErrCanceled)
-		}
+		c.closeStream(f.StreamID, false, 0)
 	case *http2.GoAwayFrame:
 		c.goaway = true
 	case *http2.PushPromiseFrame:
@@ -633,7 +612,7 @@ func (c *h2conn) request() {
 		c.refuse(st, http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
-	path, rawQuery, _ := cut(b.path, '?')
+	path, rawQuery, _ := strings.Cut(b.path, "?")
 	if strings.IndexByte(path, '%') >= 0 {
 		path, _ = url.PathUnescape(path) // a bad escape is a path served nowhere
 	}
@@ -686,15 +665,6 @@ func (c *h2conn) request() {
 	if d := c.s.initial; d > 0 {
 		st.deadline = time.Now().Add(d)
 	}
-}
-
-func cut(s string, sep byte) (before, after string, found bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // onData takes a DATA frame: flow control, then a request's body.
@@ -844,9 +814,15 @@ func (c *h2conn) reset(st *h2stream, code http2.ErrCode) {
 }
 
 // resetStream resets stream id, whatever it is.
-func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+func (c *h2conn) resetStream(id uint32, code http2.ErrCode) { c.closeStream(id, true, code) }
+
+// closeStream ends stream id, if open, and fails a reply in progress;
+// send: tell the peer with RST_STREAM(code) (not for the peer's own reset).
+func (c *h2conn) closeStream(id uint32, send bool, code http2.ErrCode) {
 	c.mu.Lock()
-	c.rstLocked(id, code)
+	if send {
+		c.rstLocked(id, code)
+	}
 	var d h2done
 	ok := false
 	if st := c.streams[id]; st != nil {
