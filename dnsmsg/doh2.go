@@ -78,6 +78,8 @@ type h2stream struct {
 	ep         *endpoint
 	clen       int64  // declared content-length; -1 if none
 	remoteOpen bool   // the client has not ended its side
+	get        bool   // a GET: its message came with the headers; a body is dropped
+	status     int    // an error status decided at the headers, answered once the request ends
 	n          int    // body bytes in h.Buf
 	msg        []byte // the request, once complete
 	recvWindow int32
@@ -152,6 +154,8 @@ type h2conn struct {
 	spareOut    []byte
 	spareCuts   []int
 	spareDones  []h2done
+	resets      [64]uint32 // streams we reset lately: their late frames are ignored
+	resetAt     int
 	inFlight    int         // requests delivered and not yet answered or released
 	readyN      int         // len(ready)
 	poked       bool        // the reader's deadline was set in the past to wake it
@@ -163,8 +167,11 @@ type h2block struct {
 	id                   uint32
 	endStream            bool
 	trailer              *h2stream // a trailer block of this stream; fields ignored
-	size                 int       // encoded bytes
-	list                 int       // decoded size (RFC 9113 6.5.2)
+	discard              bool      // decoded for HPACK's sake only
+	reset                bool      // then reset the stream with rst
+	rst                  http2.ErrCode
+	size                 int // encoded bytes
+	list                 int // decoded size (RFC 9113 6.5.2)
 	tooBig               bool
 	malformed            bool
 	regular              bool // a regular field was seen: no pseudo-field may follow
@@ -273,14 +280,15 @@ func (c *h2conn) serve(sawPreface bool) {
 	for {
 		f, err := c.rfr.ReadFrame()
 		if err != nil {
+			// The Framer's stream errors (a HEADERS frame's padding, a zero
+			// WINDOW_UPDATE) end the connection: a HEADERS frame it
+			// refused was not decoded, so HPACK's state is lost (RFC 9113
+			// 5.4.1 allows it).
 			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.stats.RecvFailed.Add(1)
-				c.resetStream(se.StreamID, se.Code)
-				continue
-			}
 			var ce http2.ConnectionError
 			switch {
+			case errors.As(err, &se):
+				c.fail(se.Code)
 			case errors.As(err, &ce):
 				c.fail(http2.ErrCode(ce))
 			case errors.Is(err, http2.ErrFrameTooLarge):
@@ -351,6 +359,14 @@ func (c *h2conn) end() {
 // can still be written.
 func (c *h2conn) fail(code http2.ErrCode) {
 	c.stats.RecvFailed.Add(1)
+	c.goAway(code)
+}
+
+// goAway ends the connection: GOAWAY with code is written (by us, unless
+// a flusher runs), our side is closed, and what the peer still sends is
+// read and dropped for a second at most, so that closing does not reset
+// the connection before the peer has read the GOAWAY.
+func (c *h2conn) goAway(code http2.ErrCode) {
 	c.mu.Lock()
 	c.wfr.WriteGoAway(c.lastID, code, nil)
 	start := !c.writing
@@ -359,6 +375,11 @@ func (c *h2conn) fail(code http2.ErrCode) {
 	if start {
 		c.flush()
 	}
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
 }
 
 // frame handles one frame read; an error ends the connection.
@@ -383,12 +404,17 @@ func (c *h2conn) frame(f http2.Frame) error {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
 		}
 		c.closeStream(f.StreamID, false, 0)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.stats.RecvFailed.Add(1)
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol) // depends on itself
+		}
 	case *http2.GoAwayFrame:
 		c.goaway = true
 	case *http2.PushPromiseFrame:
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	return nil // PRIORITY and unknown frames are ignored
+	return nil // other PRIORITY frames and unknown frames are ignored
 }
 
 // queueControl writes a control frame with write under c.mu; too many
@@ -447,6 +473,9 @@ func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 }
 
 func (c *h2conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	if f.StreamID > c.lastID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // an idle stream
+	}
 	var d h2done
 	failed := false
 	c.mu.Lock()
@@ -483,17 +512,26 @@ func (c *h2conn) onHeaders(f *http2.HeadersFrame) error {
 	if id <= c.lastID {
 		c.mu.Lock()
 		st := c.streams[id]
+		ours := st == nil && c.wasResetLocked(id)
 		c.mu.Unlock()
-		if st == nil || st.state != stBody {
+		switch {
+		case st != nil && st.state == stBody:
+			if !f.StreamEnded() {
+				return http2.ConnectionError(http2.ErrCodeProtocol) // a trailer must end its stream
+			}
+			c.blk.trailer = st
+		case st != nil: // the client ended its side already
+			c.blk.discard, c.blk.reset, c.blk.rst = true, true, http2.ErrCodeStreamClosed
+		case ours: // late, after our reset: ignored
+			c.blk.discard = true
+		default:
 			return http2.ConnectionError(http2.ErrCodeStreamClosed)
 		}
-		if !f.StreamEnded() {
-			return http2.ConnectionError(http2.ErrCodeProtocol) // a trailer must end its stream
-		}
-		c.blk.trailer = st
+	} else if f.HasPriority() && f.Priority.StreamDep == id {
+		c.blk.discard, c.blk.reset, c.blk.rst = true, true, http2.ErrCodeProtocol // depends on itself
 	}
-	c.lastID = id
-	c.dec.SetEmitEnabled(c.blk.trailer == nil)
+	c.lastID = max(c.lastID, id)
+	c.dec.SetEmitEnabled(!c.blk.discard)
 	return c.onBlock(f.HeaderBlockFragment(), f.HeadersEnded())
 }
 
@@ -513,12 +551,19 @@ func (c *h2conn) onBlock(frag []byte, end bool) error {
 	if err := c.dec.Close(); err != nil {
 		return http2.ConnectionError(http2.ErrCodeCompression)
 	}
-	if st := c.blk.trailer; st != nil {
-		st.remoteOpen = false
-		c.endBody(st)
-		return nil
+	switch b := &c.blk; {
+	case b.trailer != nil && b.malformed:
+		c.stats.RecvFailed.Add(1)
+		c.reset(b.trailer, http2.ErrCodeProtocol)
+	case b.trailer != nil:
+		b.trailer.remoteOpen = false
+		c.endBody(b.trailer)
+	case b.reset:
+		c.stats.RecvFailed.Add(1)
+		c.resetStream(b.id, b.rst)
+	case !b.discard:
+		c.request()
 	}
-	c.request()
 	return nil
 }
 
@@ -529,6 +574,12 @@ func (c *h2conn) emit(f hpack.HeaderField) {
 	if b.list > c.s.cfg.maxHeaderBytes() {
 		b.tooBig = true
 		c.dec.SetEmitEnabled(false)
+		return
+	}
+	if b.trailer != nil {
+		if len(f.Name) > 0 && f.Name[0] == ':' {
+			b.malformed = true // no pseudo-field in a trailer
+		}
 		return
 	}
 	if len(f.Name) > 0 && f.Name[0] == ':' {
@@ -608,60 +659,48 @@ func (c *h2conn) request() {
 	c.mu.Unlock()
 	c.started = true
 	c.stats.Received.Add(1)
+	// An error found in the headers is answered once the request ends
+	// (its body is dropped meanwhile, within the stream's window), as a
+	// request is whole only then; except a body declared too large.
+	st.get = b.method == http.MethodGet
+	code := 0
 	if b.tooBig {
-		c.refuse(st, http.StatusRequestHeaderFieldsTooLarge)
-		return
-	}
-	path, rawQuery, _ := strings.Cut(b.path, "?")
-	if strings.IndexByte(path, '%') >= 0 {
-		path, _ = url.PathUnescape(path) // a bad escape is a path served nowhere
-	}
-	ep, code := c.s.route(len(b.path), path, b.method)
-	if code != 0 {
-		c.refuse(st, code)
-		return
-	}
-	st.ep = ep
-	if b.method == http.MethodGet {
-		msg, code := decodeGET(st.h, rawQuery)
-		if code != 0 {
-			c.refuse(st, code)
-			return
+		code = http.StatusRequestHeaderFieldsTooLarge
+	} else {
+		path, rawQuery, _ := strings.Cut(b.path, "?")
+		if strings.IndexByte(path, '%') >= 0 {
+			path, _ = url.PathUnescape(path) // a bad escape is a path served nowhere
 		}
-		c.dispatch(st, msg)
-		return
+		st.ep, code = c.s.route(len(b.path), path, b.method)
+		switch {
+		case code != 0:
+		case st.get:
+			st.msg, code = decodeGET(st.h, rawQuery)
+		case b.nctype != 1 || !isMessageTypeValue(b.ctype):
+			code = http.StatusUnsupportedMediaType
+		}
 	}
-	switch {
-	case b.nctype != 1 || !isMessageTypeValue(b.ctype):
-		c.refuse(st, http.StatusUnsupportedMediaType)
-		return
-	case b.nclen > 1:
-		c.reset(st, http2.ErrCodeProtocol)
-		return
-	}
-	st.clen = -1
-	if b.nclen == 1 {
+	if !st.get && b.nclen > 0 {
 		n, err := strconv.ParseInt(b.clen, 10, 64)
-		if err != nil || n < 0 {
+		switch {
+		case b.nclen > 1 || err != nil || n < 0:
+			c.stats.RecvFailed.Add(1)
 			c.reset(st, http2.ErrCodeProtocol)
 			return
-		}
-		if n > MaxSize {
+		case n > MaxSize && code == 0:
 			c.refuse(st, http.StatusRequestEntityTooLarge)
 			return
 		}
 		st.clen = n
 	}
+	st.status = code
 	if b.endStream {
 		c.endBody(st)
 		return
 	}
-	size := 512
-	if st.clen > 0 {
-		size = int(st.clen)
+	if !st.get && code == 0 {
+		handleBuf(st.h, max(int(st.clen), 512))
 	}
-	handleBuf(st.h, size)
-	st.n = 0
 	if d := c.s.initial; d > 0 {
 		st.deadline = time.Now().Add(d)
 	}
@@ -686,30 +725,41 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 	}
 	c.mu.Lock()
 	st := c.streams[f.StreamID]
+	ours := st == nil && c.wasResetLocked(f.StreamID)
 	c.mu.Unlock()
-	if st == nil || st.state != stBody {
-		return nil // a stream that ended on our side: its data goes nowhere
+	switch {
+	case ours:
+		return nil // late, after our reset: ignored
+	case st == nil || st.state != stBody:
+		// Closed, or the client ended its side already.
+		c.stats.RecvFailed.Add(1)
+		c.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
+		return nil
 	}
 	st.recvWindow -= size
 	data := f.Data()
+	keep := !st.get && st.status == 0
 	switch {
 	case st.recvWindow < 0:
 		c.stats.RecvFailed.Add(1)
 		c.reset(st, http2.ErrCodeFlowControl)
 		return nil
-	case st.n+len(data) > MaxSize:
-		c.refuse(st, http.StatusRequestEntityTooLarge)
-		return nil
 	case st.clen >= 0 && int64(st.n+len(data)) > st.clen:
 		c.stats.RecvFailed.Add(1)
 		c.reset(st, http2.ErrCodeProtocol) // a body longer than declared
 		return nil
+	case keep && st.n+len(data) > MaxSize:
+		c.refuse(st, http.StatusRequestEntityTooLarge)
+		return nil
 	}
-	buf := st.h.Buf
-	if st.n+len(data) > len(buf) {
-		buf = handleBuf(st.h, min(max(2*len(buf), st.n+len(data)), MaxSize))
+	if keep {
+		buf := st.h.Buf
+		if st.n+len(data) > len(buf) {
+			buf = handleBuf(st.h, min(max(2*len(buf), st.n+len(data)), MaxSize))
+		}
+		copy(buf[st.n:], data)
 	}
-	st.n += copy(buf[st.n:], data)
+	st.n += len(data)
 	if f.StreamEnded() {
 		st.remoteOpen = false
 		c.endBody(st)
@@ -723,6 +773,10 @@ func (c *h2conn) endBody(st *h2stream) {
 	case st.clen >= 0 && int64(st.n) != st.clen:
 		c.stats.RecvFailed.Add(1)
 		c.reset(st, http2.ErrCodeProtocol)
+	case st.status != 0:
+		c.refuse(st, st.status)
+	case st.get:
+		c.dispatch(st, st.msg)
 	case st.n == 0:
 		c.refuse(st, http.StatusBadRequest)
 	default:
@@ -822,6 +876,8 @@ func (c *h2conn) closeStream(id uint32, send bool, code http2.ErrCode) {
 	c.mu.Lock()
 	if send {
 		c.rstLocked(id, code)
+	} else {
+		c.forgetResetLocked(id) // the peer knows it is closed: later frames are errors
 	}
 	var d h2done
 	ok := false
@@ -870,9 +926,35 @@ func (c *h2conn) respondLocked(st *h2stream, code int) {
 // rstLocked queues RST_STREAM for stream id.
 func (c *h2conn) rstLocked(id uint32, code http2.ErrCode) {
 	before := len(c.out)
+	c.noteResetLocked(id)
 	c.wfr.WriteRSTStream(id, code)
 	c.cuts = append(c.cuts, len(c.out))
 	c.control += len(c.out) - before
+}
+
+// noteResetLocked remembers that we reset stream id: frames the client
+// sent before it learned of it are ignored (RFC 9113 5.1), not taken as
+// errors.
+func (c *h2conn) noteResetLocked(id uint32) {
+	c.resets[c.resetAt%len(c.resets)] = id
+	c.resetAt++
+}
+
+func (c *h2conn) forgetResetLocked(id uint32) {
+	for i, r := range c.resets {
+		if r == id {
+			c.resets[i] = 0
+		}
+	}
+}
+
+func (c *h2conn) wasResetLocked(id uint32) bool {
+	for _, r := range c.resets {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *h2conn) releaseSlotLocked(st *h2stream) {
@@ -962,6 +1044,7 @@ func (c *h2conn) pushLocked(st *h2stream) {
 		// Complete response, incomplete request: the client may stop
 		// sending (RFC 9113 8.1). In a record of its own: curl takes a
 		// reset found with the response as a failed request.
+		c.noteResetLocked(st.id)
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		c.cuts = append(c.cuts, len(c.out))
 	}
@@ -1020,10 +1103,7 @@ func (c *h2conn) onTick(now time.Time) bool {
 		c.complete(d, nm.ErrTimedOut)
 	}
 	if !open && limit > 0 && now.Sub(c.quietSince) >= limit {
-		c.mu.Lock()
-		c.wfr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
-		c.mu.Unlock()
-		c.kick()
+		c.goAway(http2.ErrCodeNo)
 		return false
 	}
 	c.kick()
@@ -1152,6 +1232,7 @@ func (c *h2conn) newStreamLocked(id uint32) *h2stream {
 	}
 	st.h.SetProxied(hc.local, hc.peer)
 	st.c, st.id, st.ep, st.clen, st.n, st.remoteOpen = c, id, nil, -1, 0, false
+	st.get, st.status, st.msg = false, 0, nil
 	st.recvWindow, st.deadline = h2StreamWindow, time.Time{}
 	st.state, st.err, st.replied, st.slot, st.blocked, st.owned = stBody, nil, false, false, false, true
 	st.sendWindow, st.pending, st.done, st.async = c.peerWindow, nil, nil, false

@@ -269,9 +269,9 @@ func TestDoHMalformedRequests(t *testing.T) {
 	}
 }
 
-// TestDoHRequestShapes: a GET whose client side stays open is answered
-// and then reset with NO_ERROR (RFC 9113 8.1); a POST in several DATA
-// frames, and one ended by a trailer block, are answered.
+// TestDoHRequestShapes: a GET whose client side ends with an empty DATA
+// frame, a POST in several DATA frames, and one ended by a trailer block
+// are answered; a trailer block with a pseudo-field resets its stream.
 func TestDoHRequestShapes(t *testing.T) {
 	m := newManager(t, 1)
 	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
@@ -280,8 +280,9 @@ func TestDoHRequestShapes(t *testing.T) {
 	r := dialRawH2(t, addr)
 
 	r.headers(1, false, getQuery(t, addr, "open.example", 1)...)
-	if got := r.closed(false, 1)[1]; got != http.StatusOK {
-		t.Errorf("GET left open: status %d; want 200, then a reset", got)
+	r.fr.WriteData(1, true, nil)
+	if got := r.closed(true, 1)[1]; got != http.StatusOK {
+		t.Errorf("GET ended by DATA: status %d", got)
 	}
 
 	q := queryID(t, "pieces.example", 2)
@@ -299,6 +300,13 @@ func TestDoHRequestShapes(t *testing.T) {
 	r.headers(5, true, "x-trailer", "1")
 	if got := r.closed(true, 5)[5]; got != http.StatusOK {
 		t.Errorf("POST ended by trailers: status %d", got)
+	}
+
+	r.headers(7, false, post...)
+	r.fr.WriteData(7, false, queryID(t, "bad-trailer.example", 4))
+	r.headers(7, true, ":path", "/elsewhere")
+	if got, ok := r.closed(true, 7)[7]; !ok || got != 0 {
+		t.Errorf("a trailer with a pseudo-field: status %d; want a reset", got)
 	}
 	l.Close()
 	res := wait()
