@@ -124,3 +124,20 @@ func TestDnsperfDoHNoLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestH2specConformance runs h2spec, the HTTP/2 conformance suite (RFC
+// 7540/9113 and HPACK, 145 cases), against the DoH listener: every case
+// must pass. .ci/run installs it (go install
+// github.com/summerwind/h2spec/cmd/h2spec).
+func TestH2specConformance(t *testing.T) {
+	s := startAll(t)
+	a := addrOf(t, s, "doh")
+	out := run(t, "h2spec", "-h", a.Addr().String(), "-p", strconv.Itoa(int(a.Port())),
+		"-t", "-k", "--path", dnsmsg.DefaultPath)
+	contains(t, out, "0 failed")
+	if t.Failed() {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	t.Log(lines[len(lines)-1])
+}

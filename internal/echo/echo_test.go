@@ -25,7 +25,7 @@ func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		nmtest.SkipOutsideCI(t, "%s not installed (install bind9-dnsutils and dnsperf; .ci/run does)", name)
+		nmtest.SkipOutsideCI(t, "%s not installed (.ci/run installs it: Debian bind9-dnsutils, knot-dnsutils, dnsperf, curl, dnsdist, haproxy; go install for h2spec)", name)
 	}
 	return p
 }
