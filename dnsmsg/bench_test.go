@@ -19,7 +19,7 @@ func benchServer(b *testing.B, workers int) *dnsmsg.Listener {
 	return benchServerOn(b, workers, dnsmsg.ListenUDP)
 }
 
-func benchServerOn(b *testing.B, workers int, listen func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error)) *dnsmsg.Listener {
+func benchServerOn(b testing.TB, workers int, listen func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error)) *dnsmsg.Listener {
 	m, err := nm.New(nm.Config{Workers: workers})
 	if err != nil {
 		b.Fatal(err)
@@ -45,13 +45,17 @@ func benchServerOn(b *testing.B, workers int, listen func(context.Context, *nm.M
 }
 
 func benchQuery(b *testing.B) []byte {
-	q := new(dns.Msg)
-	q.SetQuestion("bench.example.", dns.TypeA)
-	p, err := q.Pack()
+	p, err := packBenchQuery()
 	if err != nil {
 		b.Fatal(err)
 	}
 	return p
+}
+
+func packBenchQuery() ([]byte, error) {
+	q := new(dns.Msg)
+	q.SetQuestion("bench.example.", dns.TypeA)
+	return q.Pack()
 }
 
 // BenchmarkUDPServerPath measures one request/reply through the UDP server

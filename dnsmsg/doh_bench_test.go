@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
+	"net"
 	"net/http"
 	"testing"
 
@@ -17,7 +19,7 @@ import (
 
 // dohBenchServer starts a DoH echo server whose consumer replies in place,
 // as nmecho does.
-func dohBenchServer(b *testing.B) *dnsmsg.HTTPListener {
+func dohBenchServer(b testing.TB) *dnsmsg.HTTPListener {
 	m, err := nm.New(nm.Config{Workers: 1})
 	if err != nil {
 		b.Fatal(err)
@@ -44,30 +46,35 @@ func dohBenchServer(b *testing.B) *dnsmsg.HTTPListener {
 // Framer and hpack, that allocates next to nothing itself: its header
 // block is encoded once (never indexed) and sent again on every stream.
 type leanH2 struct {
+	c        net.Conn
 	fr       *http2.Framer
 	block    []byte
 	body     []byte // POST body, or nil for GET
 	id       uint32
 	received uint32 // DATA bytes not yet given back in WINDOW_UPDATE
+	query    []byte
+	reply    []byte // the body of the reply being read
 }
 
-func newLeanH2(b *testing.B, l *dnsmsg.HTTPListener, q []byte, post bool) *leanH2 {
+func newLeanH2(addr string, q []byte, post bool) (*leanH2, error) {
 	conf := clientTLS.Clone()
 	conf.NextProtos = []string{"h2"}
-	c, err := tls.Dial("tcp", l.Addr().String(), conf)
+	c, err := tls.Dial("tcp", addr, conf)
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
-	b.Cleanup(func() { c.Close() })
-	c.Write([]byte(http2.ClientPreface))
-	lc := &leanH2{fr: http2.NewFramer(c, c), id: 1}
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	lc := &leanH2{c: c, fr: http2.NewFramer(c, c), id: 1, query: q}
 	lc.fr.SetReuseFrames()
 	lc.fr.WriteSettings()
 	var buf bytes.Buffer
 	enc := hpack.NewEncoder(&buf)
 	field := func(k, v string) { enc.WriteField(hpack.HeaderField{Name: k, Value: v, Sensitive: true}) }
 	field(":scheme", "https")
-	field(":authority", l.Addr().String())
+	field(":authority", addr)
 	if post {
 		field(":method", http.MethodPost)
 		field(":path", dnsmsg.DefaultPath)
@@ -78,13 +85,14 @@ func newLeanH2(b *testing.B, l *dnsmsg.HTTPListener, q []byte, post bool) *leanH
 		field(":path", dnsmsg.DefaultPath+"?dns="+base64.RawURLEncoding.EncodeToString(q))
 	}
 	lc.block = buf.Bytes()
-	return lc
+	return lc, nil
 }
 
 // exchange sends one request and reads frames until its reply has come.
-func (lc *leanH2) exchange(b *testing.B) {
+func (lc *leanH2) exchange() error {
 	id := lc.id
 	lc.id += 2
+	lc.reply = lc.reply[:0]
 	lc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: lc.block, EndHeaders: true, EndStream: lc.body == nil})
 	if lc.body != nil {
 		lc.fr.WriteData(id, true, lc.body)
@@ -92,7 +100,7 @@ func (lc *leanH2) exchange(b *testing.B) {
 	for {
 		f, err := lc.fr.ReadFrame()
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
@@ -104,11 +112,18 @@ func (lc *leanH2) exchange(b *testing.B) {
 				lc.fr.WriteWindowUpdate(0, lc.received)
 				lc.received = 0
 			}
-			if f.StreamID == id && f.StreamEnded() {
-				return
+			if f.StreamID != id {
+				continue
+			}
+			lc.reply = append(lc.reply, f.Data()...)
+			if f.StreamEnded() {
+				if len(lc.reply) != len(lc.query) || lc.reply[2]&0x80 == 0 {
+					return fmt.Errorf("not the reply: % x", lc.reply)
+				}
+				return nil
 			}
 		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
-			b.Fatalf("server ended the stream: %v", f)
+			return fmt.Errorf("server ended the stream: %v", f)
 		}
 	}
 }
@@ -122,11 +137,19 @@ func BenchmarkDoHServerPath(b *testing.B) {
 	for _, method := range []string{"get", "post"} {
 		b.Run(method, func(b *testing.B) {
 			l := dohBenchServer(b)
-			lc := newLeanH2(b, l, benchQuery(b), method == "post")
-			lc.exchange(b) // settings, first request
+			lc, err := newLeanH2(l.Addr().String(), benchQuery(b), method == "post")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { lc.c.Close() })
+			if err := lc.exchange(); err != nil { // settings, first request
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			for b.Loop() {
-				lc.exchange(b)
+				if err := lc.exchange(); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
