@@ -129,10 +129,11 @@ func (lc *leanH2) exchange() error {
 }
 
 // BenchmarkDoHServerPath measures one request/reply through the DoH server
-// path (TLS, x/net/http2's server, the request handle, channel, Send,
+// path (TLS, the HTTP/2 connection loop, the request handle, channel, Send,
 // the reply's headers and body), driven by a lean blocking HTTP/2 client.
-// allocs/op counts the whole process; the client's own share is the one
-// HEADERS frame it reads per reply.
+// allocs/op counts the whole process, the client's two included (the
+// HEADERS frame and the TLS record it reads); BenchmarkServerOnly counts
+// the server's alone.
 func BenchmarkDoHServerPath(b *testing.B) {
 	for _, method := range []string{"get", "post"} {
 		b.Run(method, func(b *testing.B) {
