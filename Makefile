@@ -34,12 +34,16 @@ idle:
 	bench/idle.sh dot 1000
 	SERVER=plain bench/idle.sh dot 1000
 
-# One shard against two: at saturation, then at a fixed 150k queries/s.
+# One shard against two: at saturation, then at a fixed 150k queries/s;
+# then with GOMAXPROCS=2 in both runs, so that only the shards differ.
 shards:
 	bench/shards.sh udp
 	bench/shards.sh tcp
 	RATE=150000 bench/shards.sh udp
 	RATE=150000 bench/shards.sh tcp
+	PROCS=2 bench/shards.sh udp
+	PROCS=2 bench/shards.sh tcp
+	PROCS=2 RATE=150000 bench/shards.sh tcp
 
 SOAKTIME ?= 60
 soak:

@@ -1,34 +1,48 @@
 #!/usr/bin/env bash
 # Shards: nmecho with one shard on one CPU against two shards on both
 # CPUs, under dnsperf with 128 flows (-c 128; it shares CPU 0 with a shard
-# in the second run). Prints CPU time per query for each, and how the
-# two shards split the messages (no shard should idle while the other
-# works).
+# in the two-shard runs). The two alternate, run after run; it prints each
+# run (lines starting with #), then per configuration the medians of QPS
+# and of CPU time per query, the ratio of the CPU medians, and how the
+# shards split the messages in the median run (no shard should idle while
+# the other works).
 #
-# usage: bench/shards.sh [mode] [seconds]   (mode udp or tcp; default udp, 5 s)
+# usage: bench/shards.sh [mode] [seconds] [runs]
+#   mode udp or tcp; defaults: udp, 5 s, 3 runs.
+#   RATE=N: dnsperf sends N queries/s (-Q) instead of as many as it can.
+#   PROCS=N: both configurations get GOMAXPROCS=N and both CPUs, so that
+#   only the number of shards differs (by default the one-shard runs have
+#   GOMAXPROCS=1 and CPU 1 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-udp}
 secs=${2:-5}
+runs=${3:-3}
 port=5599
 tmp=$(mktemp -d)
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 go build -o "$tmp/nmecho" ./cmd/nmecho
 clk=$(getconf CLK_TCK)
-for workers in 1 2; do
-	if [ "$workers" = 1 ]; then
-		GOMAXPROCS=1 taskset -c 1 "$tmp/nmecho" -workers 1 -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "" -doh "" \
-			-report 1s >"$tmp/out" 2>&1 &
+label="$mode${RATE:+ at $RATE/s}${PROCS:+, GOMAXPROCS=$PROCS}"
+
+# one WORKERS: a load run; appends "qps cpu_us lost shards" to $tmp/r$WORKERS.
+one() {
+	local workers=$1
+	local flags=(-workers "$workers" -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "" -doh "" -report 1s)
+	if [ -n "${PROCS:-}" ]; then
+		GOMAXPROCS=$PROCS "$tmp/nmecho" "${flags[@]}" >"$tmp/out" 2>&1 &
+	elif [ "$workers" = 1 ]; then
+		GOMAXPROCS=1 taskset -c 1 "$tmp/nmecho" "${flags[@]}" >"$tmp/out" 2>&1 &
 	else
-		GOMAXPROCS=2 "$tmp/nmecho" -workers 2 -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "" -doh "" \
-			-report 1s >"$tmp/out" 2>&1 &
+		GOMAXPROCS=2 "$tmp/nmecho" "${flags[@]}" >"$tmp/out" 2>&1 &
 	fi
 	pid=$!
 	for _ in $(seq 1 50); do
 		dig +short +tries=1 +time=1 @127.0.0.1 -p "$port" ready.test >/dev/null 2>&1 && break
 		sleep 0.1
 	done
+	local cpu0 cpu1 shards completed qps lost
 	cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$port" -d testdata/queries.txt -c 128 -q 256 ${RATE:+-Q $RATE} -l "$secs" >"$tmp/perf" 2>&1
 	cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
@@ -40,6 +54,23 @@ for workers in 1 2; do
 	completed=$(awk '/Queries completed:/{print $3}' "$tmp/perf")
 	qps=$(awk '/Queries per second:/{printf "%d", $4}' "$tmp/perf")
 	lost=$(awk '/Queries lost:/{print $3}' "$tmp/perf")
-	awk -v w="$workers" -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" -v m="$mode" \
-		'BEGIN { printf "%s, %d shard(s): %d qps, %s lost, CPU %.2f us/query, messages per shard %s\n", m, w, q, l, t / hz / c * 1e6, s }'
+	awk -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" \
+		'BEGIN { printf "%d %.2f %s %s\n", q, t / hz / c * 1e6, l, s }' | tee -a "$tmp/r$workers" |
+		sed "s|^|# $label, $workers shard(s): qps cpu_us lost shards = |"
+}
+
+for _ in $(seq 1 "$runs"); do
+	one 1
+	one 2
+done
+# median FILE COLUMN
+median() { sort -n -k"$2" "$1" | awk -v k="$2" '{ v[NR] = $k } END { print v[int((NR + 1) / 2)] }'; }
+c1=$(median "$tmp/r1" 2)
+for w in 1 2; do
+	q=$(median "$tmp/r$w" 1)
+	c=$(median "$tmp/r$w" 2)
+	split=$(sort -n -k2 "$tmp/r$w" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $4 }')
+	lost=$(awk '{ s += $3 } END { print s }' "$tmp/r$w")
+	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" \
+		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, messages per shard %s\n", lb, w, q, c, c / c1, l, s }'
 done
