@@ -3,9 +3,10 @@
 # CPUs, under dnsperf with 128 flows (-c 128; it shares CPU 0 with a shard
 # in the two-shard runs). The two alternate, run after run; it prints each
 # run (lines starting with #), then per configuration the medians of QPS
-# and of CPU time per query, the ratio of the CPU medians, and how the
-# shards split the messages in the median run (no shard should idle while
-# the other works).
+# and of CPU time per query, the ratio of the CPU medians, how the shards
+# split the messages in the median run, and the smallest share of the
+# messages a shard took in any quarter of a second under load, over all
+# runs (no shard should idle while the other works).
 #
 # usage: bench/shards.sh [mode] [seconds] [runs]
 #   mode udp or tcp; defaults: udp, 5 s, 3 runs.
@@ -26,10 +27,11 @@ go build -o "$tmp/nmecho" ./cmd/nmecho
 clk=$(getconf CLK_TCK)
 label="$mode${RATE:+ at $RATE/s}${PROCS:+, GOMAXPROCS=$PROCS}"
 
-# one WORKERS: a load run; appends "qps cpu_us lost shards" to $tmp/r$WORKERS.
+# one WORKERS: a load run; appends "qps cpu_us lost shards lowshare" to
+# $tmp/r$WORKERS.
 one() {
 	local workers=$1
-	local flags=(-workers "$workers" -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "" -doh "" -report 1s)
+	local flags=(-workers "$workers" -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "" -doh "" -report 250ms)
 	if [ -n "${PROCS:-}" ]; then
 		GOMAXPROCS=$PROCS "$tmp/nmecho" "${flags[@]}" >"$tmp/out" 2>&1 &
 	elif [ "$workers" = 1 ]; then
@@ -48,15 +50,32 @@ one() {
 	cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	sleep 1.1
 	shards=$(grep 'nmecho: report' "$tmp/out" | tail -1 | sed 's/.*shards=//')
+	# The smaller shard's share of each quarter second's messages, among
+	# the quarters with at least half of the busiest one's (ramps left out).
+	lowshare=$(awk -F'shards=' '/nmecho: report/ {
+		n = split($2, v, ",")
+		if (n == 2 && seen) {
+			da = v[1] - pa; db = v[2] - pb
+			if (da + db > 0) { k++; tot[k] = da + db; low[k] = (da < db ? da : db) / (da + db) }
+		}
+		pa = v[1]; pb = v[2]; seen = 1
+	}
+	END {
+		if (!k) { print "-"; exit }
+		for (i = 1; i <= k; i++) if (tot[i] > m) m = tot[i]
+		min = 1
+		for (i = 1; i <= k; i++) if (tot[i] >= m / 2 && low[i] < min) min = low[i]
+		printf "%.1f\n", min * 100
+	}' "$tmp/out")
 	kill -TERM "$pid"
 	wait "$pid" || true
 	pid=
 	completed=$(awk '/Queries completed:/{print $3}' "$tmp/perf")
 	qps=$(awk '/Queries per second:/{printf "%d", $4}' "$tmp/perf")
 	lost=$(awk '/Queries lost:/{print $3}' "$tmp/perf")
-	awk -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" \
-		'BEGIN { printf "%d %.2f %s %s\n", q, t / hz / c * 1e6, l, s }' | tee -a "$tmp/r$workers" |
-		sed "s|^|# $label, $workers shard(s): qps cpu_us lost shards = |"
+	awk -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" -v ls="$lowshare" \
+		'BEGIN { printf "%d %.2f %s %s %s\n", q, t / hz / c * 1e6, l, s, ls }' | tee -a "$tmp/r$workers" |
+		sed "s|^|# $label, $workers shard(s): qps cpu_us lost shards lowshare% = |"
 }
 
 for _ in $(seq 1 "$runs"); do
@@ -71,6 +90,7 @@ for w in 1 2; do
 	c=$(median "$tmp/r$w" 2)
 	split=$(sort -n -k2 "$tmp/r$w" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $4 }')
 	lost=$(awk '{ s += $3 } END { print s }' "$tmp/r$w")
-	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" \
-		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, messages per shard %s\n", lb, w, q, c, c / c1, l, s }'
+	low=$(awk '$5 != "-" && (m == "" || $5 < m) { m = $5 } END { print m }' "$tmp/r$w")
+	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" -v low="$low" \
+		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, messages per shard %s%s\n", lb, w, q, c, c / c1, l, s, low == "" ? "" : ", smallest share of a quarter second " low "%" }'
 done
