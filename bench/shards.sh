@@ -4,8 +4,8 @@
 # in the two-shard runs). The two alternate, run after run; it prints each
 # run (lines starting with #), then per configuration the medians of QPS
 # and of CPU time per query, the ratio of the CPU medians, how the shards
-# split the messages in the median run, and the smallest share of the
-# messages a shard took in any quarter of a second under load, over all
+# split the replies in the median run, and the smallest share of the
+# replies a shard sent in any quarter of a second under load, over all
 # runs (no shard should idle while the other works).
 #
 # usage: bench/shards.sh [mode] [seconds] [runs]
@@ -50,7 +50,7 @@ one() {
 	cpu1=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	sleep 1.1
 	shards=$(grep 'nmecho: report' "$tmp/out" | tail -1 | sed 's/.*shards=//')
-	# The smaller shard's share of each quarter second's messages, among
+	# The smaller shard's share of each quarter second's replies, among
 	# the quarters with at least half of the busiest one's (ramps left out).
 	lowshare=$(awk -F'shards=' '/nmecho: report/ {
 		n = split($2, v, ",")
@@ -92,5 +92,5 @@ for w in 1 2; do
 	lost=$(awk '{ s += $3 } END { print s }' "$tmp/r$w")
 	low=$(awk '$5 != "-" && (m == "" || $5 < m) { m = $5 } END { print m }' "$tmp/r$w")
 	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" -v low="$low" \
-		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, messages per shard %s%s\n", lb, w, q, c, c / c1, l, s, low == "" ? "" : ", smallest share of a quarter second " low "%" }'
+		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, replies per shard %s%s\n", lb, w, q, c, c / c1, l, s, low == "" ? "" : ", smallest share of a quarter second " low "%" }'
 done

@@ -298,7 +298,9 @@ func Summary(st nm.Stats) string {
 	return strings.TrimSuffix(b.String(), ";")
 }
 
-// report prints live figures every interval until ctx is done.
+// report prints live figures every interval until ctx is done: shards=
+// lists the messages each shard has sent (over TCP, received counts the
+// reads, which may carry several messages each).
 func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.Writer) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -321,7 +323,7 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 		for i := 0; i < m.Workers(); i++ {
 			var n int64
 			for t := nm.UDP; t <= nm.HTTP; t++ {
-				n += m.Shard(i).Stats().Of(t).Received
+				n += m.Shard(i).Stats().Of(t).Sent
 			}
 			shards = append(shards, strconv.FormatInt(n, 10))
 		}
