@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
@@ -197,6 +198,7 @@ func dialBenchClient(kind, addr string) (func() error, error) {
 			if _, err := c.Write(q); err != nil {
 				return err
 			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a lost reply fails, not hangs
 			n, err := c.Read(buf)
 			if err != nil {
 				return err
