@@ -137,22 +137,32 @@ func BenchmarkUDPClientExchange(b *testing.B) {
 
 // streamBench is a blocking stream DNS client for benchmarks.
 func streamBench(b *testing.B, kind string) (net.Conn, *dnsmsg.Listener) {
-	listen := dnsmsg.ListenTCP
-	if kind == "dot" {
-		listen = func(ctx context.Context, m *nm.Manager, addr string, cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
-			return dnsmsg.ListenTLS(ctx, m, addr, serverTLS, cfg)
-		}
-	}
-	l := benchServerOn(b, 1, listen)
-	c, err := net.Dial("tcp", l.Addr().String())
+	l := benchServerOn(b, 1, streamListen(kind))
+	c, err := dialBenchStream(kind, l.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	if kind == "dot" {
-		c = tls.Client(c, clientTLS)
-	}
 	b.Cleanup(func() { c.Close() })
 	return c, l
+}
+
+// streamListen returns the listen function of kind "tcp" or "dot".
+func streamListen(kind string) func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+	if kind == "dot" {
+		return func(ctx context.Context, m *nm.Manager, addr string, cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenTLS(ctx, m, addr, serverTLS, cfg)
+		}
+	}
+	return dnsmsg.ListenTCP
+}
+
+// dialBenchStream connects to a "tcp" or "dot" benchmark server.
+func dialBenchStream(kind, addr string) (net.Conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil || kind != "dot" {
+		return c, err
+	}
+	return tls.Client(c, clientTLS), nil
 }
 
 // BenchmarkStreamServerPath measures one request/reply through the TCP or

@@ -2,8 +2,6 @@ package dnsmsg_test
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -18,7 +16,6 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
-	"github.com/rainbowduck/netmgr/nm"
 )
 
 // benchClientEnv, set to "kind address", turns the test binary into the
@@ -53,9 +50,6 @@ func BenchmarkServerOnly(b *testing.B) {
 // on every transport a client in another process gets replies to its
 // queries from the server in this one.
 func TestServerOnlyClient(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a process per transport")
-	}
 	for _, kind := range serverOnlyKinds {
 		t.Run(kind, func(t *testing.T) {
 			c := startBenchClient(t, kind, serverOnlyAddr(t, kind))
@@ -70,17 +64,11 @@ func serverOnlyAddr(tb testing.TB, kind string) string {
 	switch kind {
 	case "udp":
 		return benchServerOn(tb, 1, dnsmsg.ListenUDP).Addr().String()
-	case "tcp":
-		return benchServerOn(tb, 1, dnsmsg.ListenTCP).Addr().String()
-	case "dot":
-		return benchServerOn(tb, 1, listenDoT).Addr().String()
+	case "tcp", "dot":
+		return benchServerOn(tb, 1, streamListen(kind)).Addr().String()
 	default:
 		return dohBenchServer(tb).Addr().String()
 	}
-}
-
-func listenDoT(ctx context.Context, m *nm.Manager, addr string, cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
-	return dnsmsg.ListenTLS(ctx, m, addr, serverTLS, cfg)
 }
 
 // benchClient is the parent's end of a client process.
@@ -206,12 +194,9 @@ func dialBenchClient(kind, addr string) (func() error, error) {
 			return isReply(buf[:n])
 		}, nil
 	case "tcp", "dot":
-		c, err := net.Dial("tcp", addr)
+		c, err := dialBenchStream(kind, addr)
 		if err != nil {
 			return nil, err
-		}
-		if kind == "dot" {
-			c = tls.Client(c, clientTLS)
 		}
 		framed := frame(q)
 		buf := make([]byte, len(framed))
