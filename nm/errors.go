@@ -44,6 +44,14 @@ var (
 	ErrNotPaused = errors.New("nm: manager not paused")
 	// ErrNotSupported reports an operation this kind of handle cannot do.
 	ErrNotSupported = errors.New("nm: operation not supported by this handle")
+	// ErrOutputFull ends a conversation whose bounded output filled: the
+	// peer does not take its replies. The send that found it full fails
+	// with it, and so do the sends queued behind.
+	ErrOutputFull = errors.New("nm: output full (peer not reading)")
+	// ErrReleased is returned by any use of a handle after its last
+	// reference was released, even if the conversation behind it was
+	// reused for another peer.
+	ErrReleased = errors.New("nm: handle used after release")
 )
 
 type timeoutError struct{}
