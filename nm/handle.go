@@ -174,6 +174,11 @@ func (h *Handle) ReadStop() { h.sock.ReadStop(h) }
 // go; its final event, if it was read, comes from the shard.
 func (h *Handle) Close() { h.sock.Close(h) }
 
+// NoTimeout, as the value of any timeout setting of the library, means no
+// timeout at all. Zero means the setting's default (or, in SetTimeouts,
+// the value in force).
+const NoTimeout time.Duration = -1
+
 // Timeouts of a conversation. A zero field means no timeout.
 type Timeouts struct {
 	// Initial bounds, on servers, the time from accepting a connection to

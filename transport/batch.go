@@ -16,6 +16,15 @@ type Message struct {
 	// to send (the zero value on connected sockets). IPv4-mapped IPv6
 	// addresses are reported unmapped.
 	Addr netip.AddrPort
+	// Local is, when reading, the address the datagram was sent to (the
+	// destination, from IP_PKTINFO / IPV6_PKTINFO; the zero value where
+	// the platform does not report it) and, when writing, the source
+	// address the datagram must leave from (the zero value lets the kernel
+	// choose).
+	Local netip.Addr
+	// IfIndex is the interface a datagram arrived on (0 if unknown); when
+	// writing, the interface to send on (0: the kernel chooses).
+	IfIndex int
 	// Truncated reports that a received datagram was longer than Buf and
 	// was cut; its content must not be used.
 	Truncated bool
