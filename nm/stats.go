@@ -52,6 +52,7 @@ type Counters struct {
 	Expired       atomic.Int64 // requests reclaimed unanswered after the request timeout
 	Shed          atomic.Int64 // requests refused at once (REFUSED, SERVFAIL or 503) because consumers fell behind
 	Refused       atomic.Int64 // connections refused by admission control (per-address limits, rate, global cap)
+	Panics        atomic.Int64 // handler panics recovered (dnsmsg.Serve), each answered SERVFAIL
 
 	Active atomic.Int64 // sockets open now
 	_      [48]byte     // keeps shards' counters on separate cache lines
@@ -62,7 +63,7 @@ type Totals struct {
 	Opened, Closed, BindFailed, Accepted, Received, Sent int64
 	Reads, Writes, RecvFailed, SendFailed, Dropped       int64
 	WriteTimeouts, OutputFull, Floods, TooLarge          int64
-	Expired, Shed, Refused                               int64
+	Expired, Shed, Refused, Panics                       int64
 	Active                                               int64
 }
 
@@ -75,7 +76,7 @@ func (c *Counters) snapshot() Totals {
 		Dropped:       c.Dropped.Load(),
 		WriteTimeouts: c.WriteTimeouts.Load(), OutputFull: c.OutputFull.Load(),
 		Floods: c.Floods.Load(), TooLarge: c.TooLarge.Load(),
-		Expired: c.Expired.Load(), Shed: c.Shed.Load(), Refused: c.Refused.Load(),
+		Expired: c.Expired.Load(), Shed: c.Shed.Load(), Refused: c.Refused.Load(), Panics: c.Panics.Load(),
 		Active: c.Active.Load(),
 	}
 }
@@ -99,6 +100,7 @@ func (t *Totals) add(o Totals) {
 	t.Expired += o.Expired
 	t.Shed += o.Shed
 	t.Refused += o.Refused
+	t.Panics += o.Panics
 	t.Active += o.Active
 }
 
