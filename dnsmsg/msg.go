@@ -61,3 +61,47 @@ func checkRequest(b []byte) error {
 
 // unsafeBytes views s as bytes, for reading only.
 func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// errorReply appends to dst an answer to the request req with rcode and
+// nothing else: req's ID, opcode, RD bit and, when it can be found, its
+// first question; QR set. It returns nil when req is shorter than a header.
+func errorReply(dst, req []byte, rcode int) []byte {
+	if len(req) < HeaderLen {
+		return nil
+	}
+	dst = append(dst, req[:HeaderLen]...)
+	h := dst[len(dst)-HeaderLen:]
+	h[2] = 0x80 | req[2]&0x79 // QR, keep opcode and RD
+	h[3] = byte(rcode & 0x0f)
+	clear(h[4:])
+	if q := firstQuestion(req); q != nil {
+		h[5] = 1
+		dst = append(dst, q...)
+	}
+	return dst
+}
+
+// firstQuestion returns the wire bytes of req's first question, or nil if
+// it has none or it is malformed. Compression pointers, legal but rare in a
+// question, are not followed: such a question is left out.
+func firstQuestion(req []byte) []byte {
+	if binary.BigEndian.Uint16(req[4:]) == 0 {
+		return nil
+	}
+	off := HeaderLen
+	for off < len(req) {
+		n := int(req[off])
+		switch {
+		case n == 0:
+			end := off + 1 + 4 // type and class
+			if end > len(req) {
+				return nil
+			}
+			return req[HeaderLen:end]
+		case n > 63:
+			return nil
+		}
+		off += 1 + n
+	}
+	return nil
+}
