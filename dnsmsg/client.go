@@ -66,7 +66,7 @@ func (c *ClientConfig) readTimeout() time.Duration {
 // Exchange may be called from different goroutines, but one goroutine at a
 // time should read (Read or Exchange).
 type Conn struct {
-	h    *nm.Handle
+	h    nm.Handle
 	once sync.Once
 
 	mu      sync.Mutex
@@ -92,7 +92,7 @@ func DialUDP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) 
 }
 
 // Handle returns the Conn's handle.
-func (c *Conn) Handle() *nm.Handle { return c.h }
+func (c *Conn) Handle() nm.Handle { return c.h }
 
 // checkReply accepts replies to the queries sent on this Conn.
 func (c *Conn) checkReply(b []byte, _ netip.AddrPort) error {

@@ -70,7 +70,7 @@ const (
 // h2stream is one request: its stream's state and its handle's socket.
 type h2stream struct {
 	c    *h2conn
-	h    *nm.Handle
+	h    nm.Handle
 	id   uint32
 	refs atomic.Int32 // the connection's and the handle's; the last puts it back
 
@@ -1305,7 +1305,7 @@ func lengthText(n int) string {
 
 // Send implements nm.Socket: the reply ends the stream; it returns when
 // the reply is written.
-func (st *h2stream) Send(h *nm.Handle, b []byte) error {
+func (st *h2stream) Send(h nm.Handle, b []byte) error {
 	done := h2replyDone.Get().(chan error)
 	start, err := st.submit(b, done, false)
 	if err != nil {
@@ -1356,7 +1356,7 @@ func (c *h2conn) await(st *h2stream, done chan error) error {
 }
 
 // SendAsync implements nm.Socket.
-func (st *h2stream) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (st *h2stream) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	start, err := st.submit(b, done, true)
 	if err != nil {
 		return err
@@ -1371,18 +1371,18 @@ func (st *h2stream) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
 }
 
 // Read implements nm.Socket: a request handle is not read.
-func (st *h2stream) Read(h *nm.Handle) <-chan nm.Event { return notReadable() }
+func (st *h2stream) Read(h nm.Handle) <-chan nm.Event { return notReadable() }
 
 // ReadStop implements nm.Socket.
-func (st *h2stream) ReadStop(h *nm.Handle) {}
+func (st *h2stream) ReadStop(h nm.Handle) {}
 
 // Close implements nm.Socket: the stream is reset, unless a reply was
 // sent.
-func (st *h2stream) Close(h *nm.Handle) { st.abandon() }
+func (st *h2stream) Close(h nm.Handle) { st.abandon() }
 
 // Released implements nm.Socket: a request released without a reply has
 // its stream reset.
-func (st *h2stream) Released(h *nm.Handle) {
+func (st *h2stream) Released(h nm.Handle) {
 	st.abandon()
 	if r, ok := h.Data().(nm.Resetter); ok {
 		r.Reset()

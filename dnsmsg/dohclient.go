@@ -89,7 +89,7 @@ func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Conf
 // *RequestError) comes on the handle's channel.
 type httpTransport struct {
 	m     *nm.Manager
-	h     *nm.Handle
+	h     nm.Handle
 	cc    *http2.ClientConn
 	u     *url.URL
 	get   bool
@@ -174,7 +174,7 @@ func (t *httpTransport) finish() {
 
 // Send implements nm.Socket: it starts the request for the query b (a
 // copy of it) and returns; it waits only for the in-flight bound.
-func (t *httpTransport) Send(h *nm.Handle, b []byte) error {
+func (t *httpTransport) Send(h nm.Handle, b []byte) error {
 	if len(b) < HeaderLen {
 		return nm.ErrBadMessage
 	}
@@ -202,7 +202,7 @@ func (t *httpTransport) Send(h *nm.Handle, b []byte) error {
 
 // SendAsync implements nm.Socket: done gets the outcome of starting the
 // request.
-func (t *httpTransport) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (t *httpTransport) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	if err := t.Send(h, b); err != nil {
 		return err
 	}
@@ -321,16 +321,16 @@ func (t *httpTransport) deliver(ev nm.Event) {
 }
 
 // Read implements nm.Socket: the channel of replies.
-func (t *httpTransport) Read(h *nm.Handle) <-chan nm.Event { return t.ch }
+func (t *httpTransport) Read(h nm.Handle) <-chan nm.Event { return t.ch }
 
 // ReadStop implements nm.Socket; replies wait on the channel meanwhile.
-func (t *httpTransport) ReadStop(h *nm.Handle) {}
+func (t *httpTransport) ReadStop(h nm.Handle) {}
 
 // Close implements nm.Socket.
-func (t *httpTransport) Close(h *nm.Handle) { t.shutdown(nil) }
+func (t *httpTransport) Close(h nm.Handle) { t.shutdown(nil) }
 
 // Released implements nm.Socket.
-func (t *httpTransport) Released(h *nm.Handle) {
+func (t *httpTransport) Released(h nm.Handle) {
 	t.shutdown(nil)
 	h.Free()
 }

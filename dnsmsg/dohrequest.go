@@ -106,7 +106,7 @@ func (hc *httpConn) release() { <-hc.slots }
 // handle; they meet under mu and on reply.
 type httpRequest struct {
 	s  *httpServer
-	h  *nm.Handle
+	h  nm.Handle
 	hc *httpConn
 	// reply carries the reply to the handler. Sender: Send or SendAsync,
 	// once (state guards it), so its one slot never makes them wait.
@@ -193,7 +193,7 @@ func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.
 
 // decodeGET takes the DNS message out of a GET request's raw query into
 // h's buffer, or returns the HTTP status that refuses it.
-func decodeGET(h *nm.Handle, rawQuery string) ([]byte, int) {
+func decodeGET(h nm.Handle, rawQuery string) ([]byte, int) {
 	v, err := queryParam(rawQuery)
 	if err != nil {
 		return nil, http.StatusBadRequest
@@ -211,7 +211,7 @@ func decodeGET(h *nm.Handle, rawQuery string) ([]byte, int) {
 
 // handleBuf returns h's buffer with room for n bytes, keeping what it
 // holds.
-func handleBuf(h *nm.Handle, n int) []byte {
+func handleBuf(h nm.Handle, n int) []byte {
 	if cap(h.Buf) < n {
 		b := make([]byte, max(n, 512))
 		copy(b, h.Buf)
@@ -337,7 +337,7 @@ func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
 
 // Send implements nm.Socket: the reply ends the stream; it returns when
 // the reply is written.
-func (q *httpRequest) Send(h *nm.Handle, b []byte) error {
+func (q *httpRequest) Send(h nm.Handle, b []byte) error {
 	if err := q.submit(b, q.sent, false); err != nil {
 		return err
 	}
@@ -345,23 +345,23 @@ func (q *httpRequest) Send(h *nm.Handle, b []byte) error {
 }
 
 // SendAsync implements nm.Socket.
-func (q *httpRequest) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (q *httpRequest) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	return q.submit(b, done, true)
 }
 
 // Read implements nm.Socket: a request handle is not read.
-func (q *httpRequest) Read(h *nm.Handle) <-chan nm.Event { return notReadable() }
+func (q *httpRequest) Read(h nm.Handle) <-chan nm.Event { return notReadable() }
 
 // ReadStop implements nm.Socket.
-func (q *httpRequest) ReadStop(h *nm.Handle) {}
+func (q *httpRequest) ReadStop(h nm.Handle) {}
 
 // Close implements nm.Socket: the stream is reset, unless a reply was
 // sent.
-func (q *httpRequest) Close(h *nm.Handle) { q.abandon() }
+func (q *httpRequest) Close(h nm.Handle) { q.abandon() }
 
 // Released implements nm.Socket: a request released without a reply has
 // its stream reset.
-func (q *httpRequest) Released(h *nm.Handle) {
+func (q *httpRequest) Released(h nm.Handle) {
 	q.abandon()
 	if r, ok := h.Data().(nm.Resetter); ok {
 		r.Reset()

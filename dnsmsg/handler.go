@@ -109,7 +109,7 @@ func serveOne(base context.Context, ev nm.Event, h Handler, cfg *ServeConfig) {
 // reach another client. A Request is not recycled. Its methods are safe
 // for concurrent use.
 type Request struct {
-	h         *nm.Handle
+	h         nm.Handle
 	transport nm.Transport
 	local     netip.AddrPort
 	peer      netip.AddrPort
@@ -135,7 +135,7 @@ func newRequest(base context.Context, ev nm.Event) *Request {
 }
 
 // transportOf tells which transport a request handle came from.
-func transportOf(h *nm.Handle) nm.Transport {
+func transportOf(h nm.Handle) nm.Transport {
 	switch s := h.Socket().(type) {
 	case *streamConn:
 		if _, ok := stream.TLSState(s.h); ok {
@@ -219,9 +219,9 @@ func (r *Request) Context() context.Context {
 
 // conversationDone returns a channel closed when the conversation behind a
 // request handle ends, or nil if it has none.
-func conversationDone(h *nm.Handle) <-chan struct{} {
+func conversationDone(h nm.Handle) <-chan struct{} {
 	if s, ok := h.Socket().(interface {
-		Done(*nm.Handle) <-chan struct{}
+		Done(nm.Handle) <-chan struct{}
 	}); ok {
 		return s.Done(h)
 	}

@@ -42,7 +42,7 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 	sc := cfg.stream()
 	sc.Timeouts.Read = -1 // each Read's timeout is the client's own
 	sc.Consume = nil
-	var h *nm.Handle
+	var h nm.Handle
 	var err error
 	if tlsConf != nil {
 		h, err = stream.DialTLS(ctx, m, addr, tlsConf, sc)
@@ -62,7 +62,7 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 // newStreamClient returns a client Conn over the connection handle h, whose
 // events replies turns into reply messages: framed bytes (an assembler),
 // or whole messages (DoH). It owns h's reference.
-func newStreamClient(m *nm.Manager, h *nm.Handle, kind nm.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
+func newStreamClient(m *nm.Manager, h nm.Handle, kind nm.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
 	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32)}
 	_, framed := replies.(*assembler)
 	c := &streamClient{
@@ -107,8 +107,8 @@ type replyBuffer interface {
 // reach it through mu and wake.
 type streamClient struct {
 	m      *nm.Manager
-	h      *nm.Handle // the client handle
-	conn   *nm.Handle // the connection; the loop drops it when it ends
+	h      nm.Handle // the client handle
+	conn   nm.Handle // the connection; the loop drops it when it ends
 	framed bool       // messages are sent and read with a length prefix
 	filter func([]byte) bool
 	failed func(id uint16) // a query failed (DoH: a *RequestError)
@@ -147,7 +147,7 @@ func (c *streamClient) signal() {
 }
 
 // Send implements nm.Socket: the query goes out with its length prefix.
-func (c *streamClient) Send(h *nm.Handle, b []byte) error {
+func (c *streamClient) Send(h nm.Handle, b []byte) error {
 	if !c.framed {
 		return c.conn.Send(b)
 	}
@@ -159,7 +159,7 @@ func (c *streamClient) Send(h *nm.Handle, b []byte) error {
 }
 
 // SendAsync implements nm.Socket.
-func (c *streamClient) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (c *streamClient) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	if !c.framed {
 		return c.conn.SendAsync(b, done)
 	}
@@ -171,7 +171,7 @@ func (c *streamClient) SendAsync(h *nm.Handle, b []byte, done chan<- error) erro
 }
 
 // Read implements nm.Socket: it arms one read.
-func (c *streamClient) Read(h *nm.Handle) <-chan nm.Event {
+func (c *streamClient) Read(h nm.Handle) <-chan nm.Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
@@ -187,26 +187,26 @@ func (c *streamClient) Read(h *nm.Handle) <-chan nm.Event {
 
 // ReadStop implements nm.Socket: the armed read is dropped; a reply that
 // comes meanwhile waits for the next Read.
-func (c *streamClient) ReadStop(h *nm.Handle) {
+func (c *streamClient) ReadStop(h nm.Handle) {
 	c.mu.Lock()
 	c.armed = false
 	c.mu.Unlock()
 	c.signal()
 }
 
-func (c *streamClient) SetReadTimeout(h *nm.Handle, d time.Duration) {
+func (c *streamClient) SetReadTimeout(h nm.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
 	c.mu.Unlock()
 }
 
-func (c *streamClient) SetTimeouts(h *nm.Handle, t nm.Timeouts) { c.SetReadTimeout(h, t.Read) }
+func (c *streamClient) SetTimeouts(h nm.Handle, t nm.Timeouts) { c.SetReadTimeout(h, t.Read) }
 
 // Close implements nm.Socket.
-func (c *streamClient) Close(h *nm.Handle) { c.shutdown() }
+func (c *streamClient) Close(h nm.Handle) { c.shutdown() }
 
 // Released implements nm.Socket: a client handle goes with its connection.
-func (c *streamClient) Released(h *nm.Handle) {
+func (c *streamClient) Released(h nm.Handle) {
 	c.shutdown()
 	h.Free()
 }

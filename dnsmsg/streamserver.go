@@ -53,8 +53,9 @@ type streamServer struct {
 	// last of the listener and its connections to end sends the final event
 	// and closes it.
 	ch chan nm.Event
-	// handles keeps released request handles with their buffers.
-	handles sync.Pool
+	// handles keeps the state of released request handles, with their
+	// buffers.
+	handles nm.HandlePool
 
 	mu      sync.Mutex
 	conns   map[*streamConn]struct{} // guarded by mu
@@ -68,6 +69,7 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		m:        m,
 		inFlight: int32(cfg.maxInFlight()),
 		ch:       make(chan nm.Event, cfg.queue(m)),
+		handles:  nm.HandlePool{Max: cfg.queue(m)},
 		conns:    make(map[*streamConn]struct{}),
 		refs:     1,
 	}
@@ -116,12 +118,13 @@ func (s *streamServer) unref() {
 	s.mu.Unlock()
 	if last {
 		s.untrack()
+		s.handles.Close()
 		nm.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
 	}
 }
 
 // consume takes a new connection (stream.Config.Consume).
-func (s *streamServer) consume(h *nm.Handle, stop <-chan struct{}) stream.Consumer {
+func (s *streamServer) consume(h nm.Handle, stop <-chan struct{}) stream.Consumer {
 	kind := nm.TCP
 	if _, ok := stream.TLSState(h); ok {
 		kind = nm.TLS
@@ -143,7 +146,7 @@ func (s *streamServer) consume(h *nm.Handle, stop <-chan struct{}) stream.Consum
 // handles are bound to it, so it is their nm.Socket too.
 type streamConn struct {
 	s     *streamServer
-	h     *nm.Handle // the connection; our reference goes at Final
+	h     nm.Handle // the connection; our reference goes at Final
 	stop  <-chan struct{}
 	stats *nm.Counters
 	asm   assembler // owned by the reader goroutine
@@ -213,13 +216,9 @@ func (c *streamConn) deliver(msg []byte) bool {
 
 // request returns a handle for a request: a copy of msg after room for the
 // reply's length prefix, holding a reference to the connection.
-func (c *streamConn) request(msg []byte) *nm.Handle {
-	rh, _ := c.s.handles.Get().(*nm.Handle)
-	if rh == nil {
-		rh = nm.NewHandle(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
-	} else {
-		rh.Reuse(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
-	}
+func (c *streamConn) request(msg []byte) nm.Handle {
+	rh := c.s.handles.Get()
+	rh.Reuse(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
 	rh.SetProxied(c.h.LocalAddr(), c.h.PeerAddr())
 	if cap(rh.Buf) < 2+len(msg) {
 		rh.Buf = make([]byte, 2+max(len(msg), 510))
@@ -245,7 +244,7 @@ func (c *streamConn) Final(err error) {
 
 // Send implements nm.Socket for request handles: the reply goes out with
 // its length prefix, in one write.
-func (c *streamConn) Send(rh *nm.Handle, b []byte) error {
+func (c *streamConn) Send(rh nm.Handle, b []byte) error {
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
@@ -254,7 +253,7 @@ func (c *streamConn) Send(rh *nm.Handle, b []byte) error {
 }
 
 // SendAsync implements nm.Socket for request handles.
-func (c *streamConn) SendAsync(rh *nm.Handle, b []byte, done chan<- error) error {
+func (c *streamConn) SendAsync(rh nm.Handle, b []byte, done chan<- error) error {
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
@@ -276,19 +275,16 @@ func prefix(p *[2]byte, b []byte) error {
 
 // Read implements nm.Socket: a request handle is not read; its request
 // came with it.
-func (c *streamConn) Read(rh *nm.Handle) <-chan nm.Event { return notReadable() }
+func (c *streamConn) Read(rh nm.Handle) <-chan nm.Event { return notReadable() }
 
 // ReadStop implements nm.Socket.
-func (c *streamConn) ReadStop(rh *nm.Handle) {}
+func (c *streamConn) ReadStop(rh nm.Handle) {}
 
 // Close implements nm.Socket: closing a request closes its connection.
-func (c *streamConn) Close(rh *nm.Handle) { c.h.Close() }
+func (c *streamConn) Close(rh nm.Handle) { c.h.Close() }
 
 // Released implements nm.Socket: the request is answered (or given up).
-func (c *streamConn) Released(rh *nm.Handle) {
-	if r, ok := rh.Data().(nm.Resetter); ok {
-		r.Reset()
-	}
+func (c *streamConn) Released(rh nm.Handle) {
 	c.s.handles.Put(rh)
 	if c.inFlight.Add(-1) == 0 {
 		stream.SetBusy(c.h, -1)
@@ -304,10 +300,10 @@ func (c *streamConn) Released(rh *nm.Handle) {
 
 // SetKeepalive marks the request's connection as kept alive (EDNS
 // tcp-keepalive): its idle timeout becomes the keepalive timeout.
-func (c *streamConn) SetKeepalive(rh *nm.Handle, on bool) { c.h.SetKeepalive(on) }
+func (c *streamConn) SetKeepalive(rh nm.Handle, on bool) { c.h.SetKeepalive(on) }
 
 // SetTimeouts replaces the timeouts of the request's connection.
-func (c *streamConn) SetTimeouts(rh *nm.Handle, t nm.Timeouts) { c.h.SetTimeouts(t) }
+func (c *streamConn) SetTimeouts(rh nm.Handle, t nm.Timeouts) { c.h.SetTimeouts(t) }
 
 // notReadable returns a channel holding one final nm.ErrNotSupported event.
 func notReadable() <-chan nm.Event {
@@ -320,7 +316,7 @@ func notReadable() <-chan nm.Event {
 // KeepaliveTimeout returns the keepalive timeout of a request's connection,
 // the value to advertise in an EDNS tcp-keepalive option (RFC 7828), and
 // false for requests that did not come over TCP or TLS.
-func KeepaliveTimeout(rh *nm.Handle) (time.Duration, bool) {
+func KeepaliveTimeout(rh nm.Handle) (time.Duration, bool) {
 	c, ok := rh.Socket().(*streamConn)
 	if !ok {
 		return 0, false

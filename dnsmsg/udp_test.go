@@ -157,12 +157,13 @@ func TestUDPClientDiscardsWrongID(t *testing.T) {
 	if err := c.Send(q); err != nil {
 		t.Fatal(err)
 	}
-	ev := nmtest.NextErr(t, c.Read(), nil)
+	events := c.Read()
+	ev := nmtest.NextErr(t, events, nil)
 	if dnsmsg.ID(ev.Data) != dnsmsg.ID(q) {
 		t.Errorf("reply ID %d; want %d", dnsmsg.ID(ev.Data), dnsmsg.ID(q))
 	}
-	c.Close()
-	nmtest.ExpectFinal(t, c.Read(), 0, nm.ErrShuttingDown)
+	c.Close() // no read armed: the channel gets ErrShuttingDown
+	nmtest.ExpectFinal(t, events, 0, nm.ErrShuttingDown)
 	l.Close()
 	wait()
 	if st := m.Stats().Of(nm.UDP); st.Dropped != 1 {
@@ -192,8 +193,10 @@ func TestUDPExchangeTimeoutAndContext(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("Exchange: %v; want context.Canceled", err)
 	}
-	c.Close()
-	nmtest.ExpectFinal(t, c.Read(), 0, nm.ErrShuttingDown)
+	events := c.Handle().Read()
+	c.ReadStop()
+	c.Close() // no read armed: the channel gets ErrShuttingDown
+	nmtest.ExpectFinal(t, events, 0, nm.ErrShuttingDown)
 	l.Close()
 	wait()
 }

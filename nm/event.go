@@ -11,7 +11,7 @@ type Event struct {
 	// Handle is the conversation the event belongs to. For a request
 	// delivered by a listener, the receiver owns one reference and must
 	// Detach it when done (after replying).
-	Handle *Handle
+	Handle Handle
 	// Data holds the bytes read: one datagram, one DNS message, or a chunk of
 	// a stream. It is owned by the handle and valid until the receiver's
 	// reference is detached (listener requests) or the next Read of the
@@ -44,7 +44,7 @@ func finalize(ch chan Event, ev Event, detach bool, dropped func()) {
 		}
 		select {
 		case old := <-ch:
-			if detach && old.Handle != nil && old.Err == nil {
+			if detach && !old.Handle.IsZero() && old.Err == nil {
 				old.Handle.Detach()
 			}
 			if dropped != nil {

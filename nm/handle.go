@@ -14,20 +14,20 @@ import (
 type Socket interface {
 	// Send writes b for h. It returns when b was handed to the kernel or
 	// failed; the caller may reuse b at once.
-	Send(h *Handle, b []byte) error
+	Send(h Handle, b []byte) error
 	// SendAsync queues b for h and returns at once. Unless it returns an
 	// error, done receives exactly one value when b was written or failed.
-	SendAsync(h *Handle, b []byte, done chan<- error) error
+	SendAsync(h Handle, b []byte, done chan<- error) error
 	// Read starts reading and returns h's event channel.
-	Read(h *Handle) <-chan Event
+	Read(h Handle) <-chan Event
 	// ReadStop pauses reading.
-	ReadStop(h *Handle)
+	ReadStop(h Handle)
 	// Close shuts h's conversation down; its final event comes later, from
 	// the shard.
-	Close(h *Handle)
+	Close(h Handle)
 	// Released is called when h's last reference is detached. The socket
 	// may put h back in its pool (see Handle.Reuse) or free it.
-	Released(h *Handle)
+	Released(h Handle)
 }
 
 // Resetter is implemented by handle user values that want to be reset when
@@ -36,15 +36,32 @@ type Resetter interface{ Reset() }
 
 // Handle is one conversation: a TCP or TLS connection, a (UDP socket, peer)
 // pair, or one DoH stream. It is bound to one socket and one shard for its
-// whole life.
+// whole life. Handle is a small value: copies refer to the same
+// conversation. The zero Handle refers to none.
 //
-// Handles are reference counted: the last Detach ends the conversation and
-// returns the handle to its socket's pool. Attach after the last Detach, or
-// a Detach too many, panics. Methods are safe for concurrent use.
+// Handles are reference counted: the last Detach ends the conversation.
+// Sockets reuse the state behind released handles for new conversations,
+// so a Handle carries a generation: once the last reference is gone, every
+// use of that Handle fails, even after its state serves another peer —
+// Send, SendAsync and the others return ErrReleased, Read returns a channel
+// whose only event is ErrReleased, the address methods return the zero
+// value, Data returns nil, and Attach, Detach and SetData panic. A reply
+// can never reach a peer it was not meant for. Methods are safe for
+// concurrent use.
 type Handle struct {
+	*conv
+	gen uint32
+}
+
+// conv is the state behind handles, reused by sockets across
+// conversations.
+type conv struct {
 	sock  Socket
 	shard *Shard
-	refs  atomic.Int32
+	// state packs the generation (high 32 bits) and the reference count
+	// (low 32 bits), so that a handle's generation and its references are
+	// checked and changed in one atomic step.
+	state atomic.Uint64
 	local netip.AddrPort // as reported: a PROXY header's, or the socket's
 	peer  netip.AddrPort
 	// realLocal and realPeer are the socket's own addresses.
@@ -53,49 +70,79 @@ type Handle struct {
 	dataMu sync.Mutex
 	data   any
 
-	// Buf is scratch space owned by the handle, kept when it is pooled:
-	// sockets read into it. Only the socket touches it.
+	// Buf is scratch space owned by the handle's socket, kept when the
+	// state is reused: sockets read into it. Only the socket touches it.
 	Buf []byte
 }
 
+func pack(gen, refs uint32) uint64  { return uint64(gen)<<32 | uint64(refs) }
+func unpack(st uint64) (gen, refs uint32) { return uint32(st >> 32), uint32(st) }
+
 // NewHandle returns a handle with one reference, for socket implementations.
-func NewHandle(s *Shard, sock Socket, local, peer netip.AddrPort) *Handle {
-	h := &Handle{}
+func NewHandle(s *Shard, sock Socket, local, peer netip.AddrPort) Handle {
+	h := Handle{conv: &conv{}}
 	h.Reuse(s, sock, local, peer)
 	return h
 }
 
-// Reuse readies a released handle for a new conversation with one
-// reference, keeping its user value and Buf. For socket implementations.
+// Reuse readies the state behind a released handle for a new conversation
+// with one reference and a new generation, keeping its user value and Buf;
+// h becomes the new conversation's handle. For socket implementations.
 func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
-	h.shard, h.sock, h.local, h.peer = s, sock, local, peer
-	h.realLocal, h.realPeer = local, peer
-	h.refs.Store(1)
+	c := h.conv
+	c.shard, c.sock, c.local, c.peer = s, sock, local, peer
+	c.realLocal, c.realPeer = local, peer
+	gen, _ := unpack(c.state.Load())
+	gen++
+	c.state.Store(pack(gen, 1))
+	h.gen = gen
 }
 
-// Attach adds a reference and returns h. It panics if h was released.
-func (h *Handle) Attach() *Handle {
+// IsZero reports whether h is the zero Handle.
+func (h Handle) IsZero() bool { return h.conv == nil }
+
+// acquire takes a reference for the length of one call; false if h was
+// released.
+func (h Handle) acquire() bool {
+	if h.conv == nil {
+		return false
+	}
 	for {
-		n := h.refs.Load()
-		if n <= 0 {
-			panic("nm: Attach on a released handle")
+		st := h.state.Load()
+		gen, refs := unpack(st)
+		if gen != h.gen || refs == 0 {
+			return false
 		}
-		if h.refs.CompareAndSwap(n, n+1) {
-			return h
+		if h.state.CompareAndSwap(st, st+1) {
+			return true
 		}
 	}
 }
 
+// Attach adds a reference and returns h. It panics if h was released.
+func (h Handle) Attach() Handle {
+	if !h.acquire() {
+		panic("nm: Attach on a released handle")
+	}
+	return h
+}
+
 // Detach drops a reference; the last one releases the handle. It panics if
-// h has no reference left (more Detach than Attach).
-func (h *Handle) Detach() {
+// h was released (more Detach than Attach, or a Detach after the handle's
+// state was reused).
+func (h Handle) Detach() {
+	if h.conv == nil {
+		panic("nm: Detach on the zero Handle")
+	}
 	for {
-		n := h.refs.Load()
-		if n <= 0 {
+		st := h.state.Load()
+		gen, refs := unpack(st)
+		if gen != h.gen || refs == 0 {
 			panic("nm: Detach on a released handle (more Detach than Attach)")
 		}
-		if h.refs.CompareAndSwap(n, n-1) {
-			if n == 1 {
+		if h.state.CompareAndSwap(st, st-1) {
+			if refs == 1 {
+				h.resetData()
 				h.sock.Released(h)
 			}
 			return
@@ -103,53 +150,109 @@ func (h *Handle) Detach() {
 	}
 }
 
-// Refs returns the number of references, for tests and debugging.
-func (h *Handle) Refs() int { return int(h.refs.Load()) }
+// Refs returns the number of references, 0 once h was released; for tests
+// and debugging.
+func (h Handle) Refs() int {
+	if h.conv == nil {
+		return 0
+	}
+	gen, refs := unpack(h.state.Load())
+	if gen != h.gen {
+		return 0
+	}
+	return int(refs)
+}
 
 // Shard returns the shard the handle belongs to.
-func (h *Handle) Shard() *Shard { return h.shard }
+func (h Handle) Shard() *Shard { return h.shard }
 
 // LocalAddr returns the local address of the conversation: the
-// destination a PROXY header gave, or else the socket's.
-func (h *Handle) LocalAddr() netip.AddrPort { return h.local }
+// destination a PROXY header gave, or else the socket's. It returns the
+// zero value once h was released.
+func (h Handle) LocalAddr() netip.AddrPort {
+	if !h.acquire() {
+		return netip.AddrPort{}
+	}
+	defer h.Detach()
+	return h.local
+}
 
 // PeerAddr returns the peer's address: the source a PROXY header gave (the
-// client behind a load balancer), or else the socket's.
-func (h *Handle) PeerAddr() netip.AddrPort { return h.peer }
+// client behind a load balancer), or else the socket's. It returns the
+// zero value once h was released.
+func (h Handle) PeerAddr() netip.AddrPort {
+	if !h.acquire() {
+		return netip.AddrPort{}
+	}
+	defer h.Detach()
+	return h.peer
+}
 
-// RealLocalAddr returns the socket's own local address.
-func (h *Handle) RealLocalAddr() netip.AddrPort { return h.realLocal }
+// RealLocalAddr returns the socket's own local address (the zero value once
+// h was released).
+func (h Handle) RealLocalAddr() netip.AddrPort {
+	if !h.acquire() {
+		return netip.AddrPort{}
+	}
+	defer h.Detach()
+	return h.realLocal
+}
 
 // RealPeerAddr returns the socket's own peer address: with PROXY, the load
-// balancer's.
-func (h *Handle) RealPeerAddr() netip.AddrPort { return h.realPeer }
+// balancer's (the zero value once h was released).
+func (h Handle) RealPeerAddr() netip.AddrPort {
+	if !h.acquire() {
+		return netip.AddrPort{}
+	}
+	defer h.Detach()
+	return h.realPeer
+}
 
 // SetProxied sets the addresses LocalAddr and PeerAddr report, as a PROXY
 // header gave them; the real ones stay. For socket implementations, before
 // the handle is handed out.
-func (h *Handle) SetProxied(local, peer netip.AddrPort) { h.local, h.peer = local, peer }
+func (h Handle) SetProxied(local, peer netip.AddrPort) { h.local, h.peer = local, peer }
 
 // SetData sets the handle's user value. When the handle is released, the
 // value's Reset method, if it has one, is called, and the value stays with
-// the handle for its next conversation; when the handle is freed for good,
-// the value's Close method, if it has one, is called.
-func (h *Handle) SetData(v any) {
+// the handle's state for its next conversation; when the state is freed for
+// good, the value's Close method, if it has one, is called. SetData panics
+// if h was released.
+func (h Handle) SetData(v any) {
+	if !h.acquire() {
+		panic("nm: SetData on a released handle")
+	}
+	defer h.Detach()
 	h.dataMu.Lock()
 	h.data = v
 	h.dataMu.Unlock()
 }
 
-// Data returns the handle's user value, or nil.
-func (h *Handle) Data() any {
-	h.dataMu.Lock()
-	defer h.dataMu.Unlock()
-	return h.data
+// Data returns the handle's user value, or nil (also once h was released).
+func (h Handle) Data() any {
+	if !h.acquire() {
+		return nil
+	}
+	defer h.Detach()
+	return h.loadData()
+}
+
+func (c *conv) loadData() any {
+	c.dataMu.Lock()
+	defer c.dataMu.Unlock()
+	return c.data
 }
 
 // Send writes b on the conversation. It returns when b was handed to the
 // kernel or failed; b may be reused at once. On a closed handle it fails
-// at once.
-func (h *Handle) Send(b []byte) error { return h.sock.Send(h, b) }
+// at once; once h was released it returns ErrReleased.
+func (h Handle) Send(b []byte) error {
+	if !h.acquire() {
+		return ErrReleased
+	}
+	defer h.Detach()
+	return h.sock.Send(h, b)
+}
 
 // SendAsync queues b after the sends before it and returns at once; b must
 // not be modified until the send completes. If SendAsync returns nil, done
@@ -157,22 +260,53 @@ func (h *Handle) Send(b []byte) error { return h.sock.Send(h, b) }
 // error that stopped it (ErrCanceled when the handle closed first). The
 // library waits for room in done, so give it a buffer as large as the sends
 // kept in flight, or drain it. If SendAsync returns an error (a closed
-// handle, a full send queue), done receives nothing.
-func (h *Handle) SendAsync(b []byte, done chan<- error) error {
+// handle, a full send queue, ErrReleased), done receives nothing.
+func (h Handle) SendAsync(b []byte, done chan<- error) error {
+	if !h.acquire() {
+		return ErrReleased
+	}
+	defer h.Detach()
 	return h.sock.SendAsync(h, b, done)
 }
 
 // Read starts reading and returns the handle's event channel; calling it
 // again returns the same channel. See Event for the channel's contract.
-func (h *Handle) Read() <-chan Event { return h.sock.Read(h) }
+// Once h was released, Read returns a channel whose only event is
+// ErrReleased.
+func (h Handle) Read() <-chan Event {
+	if !h.acquire() {
+		return released
+	}
+	defer h.Detach()
+	return h.sock.Read(h)
+}
+
+// released is the event channel of released handles.
+var released = func() chan Event {
+	ch := make(chan Event, 1)
+	ch <- Event{Err: ErrReleased}
+	close(ch)
+	return ch
+}()
 
 // ReadStop pauses reading: no data event is delivered after it returns
 // until Read is called again.
-func (h *Handle) ReadStop() { h.sock.ReadStop(h) }
+func (h Handle) ReadStop() {
+	if h.acquire() {
+		defer h.Detach()
+		h.sock.ReadStop(h)
+	}
+}
 
 // Close shuts the conversation down without waiting for the references to
-// go; its final event, if it was read, comes from the shard.
-func (h *Handle) Close() { h.sock.Close(h) }
+// go; its final event, if it was read, comes from the shard. It does
+// nothing once h was released.
+func (h Handle) Close() {
+	if h.acquire() {
+		defer h.Detach()
+		h.sock.Close(h)
+	}
+}
 
 // NoTimeout, as the value of any timeout setting of the library, means no
 // timeout at all. Zero means the setting's default (or, in SetTimeouts,
@@ -196,18 +330,20 @@ type Timeouts struct {
 
 // SetTimeouts replaces the handle's timeouts, on sockets that have them;
 // the others ignore it.
-func (h *Handle) SetTimeouts(t Timeouts) {
-	if s, ok := h.sock.(interface{ SetTimeouts(*Handle, Timeouts) }); ok {
+func (h Handle) SetTimeouts(t Timeouts) {
+	if s, ok := h.socket().(interface{ SetTimeouts(Handle, Timeouts) }); ok && h.acquire() {
+		defer h.Detach()
 		s.SetTimeouts(h, t)
 	}
 }
 
 // SetReadTimeout sets the timeout of each read on client handles; zero
 // means none. Other handles ignore it.
-func (h *Handle) SetReadTimeout(d time.Duration) {
-	if s, ok := h.sock.(interface {
-		SetReadTimeout(*Handle, time.Duration)
-	}); ok {
+func (h Handle) SetReadTimeout(d time.Duration) {
+	if s, ok := h.socket().(interface {
+		SetReadTimeout(Handle, time.Duration)
+	}); ok && h.acquire() {
+		defer h.Detach()
 		s.SetReadTimeout(h, d)
 	}
 }
@@ -215,75 +351,95 @@ func (h *Handle) SetReadTimeout(d time.Duration) {
 // SetKeepalive marks the conversation as kept alive (EDNS tcp-keepalive):
 // its idle timeout becomes the keepalive timeout. Handles without timeouts
 // ignore it.
-func (h *Handle) SetKeepalive(on bool) {
-	if s, ok := h.sock.(interface{ SetKeepalive(*Handle, bool) }); ok {
+func (h Handle) SetKeepalive(on bool) {
+	if s, ok := h.socket().(interface{ SetKeepalive(Handle, bool) }); ok && h.acquire() {
+		defer h.Detach()
 		s.SetKeepalive(h, on)
 	}
 }
 
-// resetData calls the user value's Reset hook before the handle is pooled.
-func (h *Handle) resetData() {
-	if r, ok := h.Data().(Resetter); ok {
+// socket returns the socket, or nil for the zero Handle.
+func (h Handle) socket() Socket {
+	if h.conv == nil {
+		return nil
+	}
+	return h.sock
+}
+
+// resetData calls the user value's Reset hook when the handle is released.
+func (c *conv) resetData() {
+	if r, ok := c.loadData().(Resetter); ok {
 		r.Reset()
 	}
 }
 
 // Socket returns the socket the handle is bound to, for transports.
-func (h *Handle) Socket() Socket { return h.sock }
+func (h Handle) Socket() Socket { return h.socket() }
 
 // Free calls the user value's Close hook and drops the value: for socket
-// implementations, when a released handle is freed for good.
-func (h *Handle) Free() { h.free() }
+// implementations, when a released handle's state is freed for good.
+func (h Handle) Free() { h.free() }
 
-// free calls the user value's Close hook when the handle is freed for good.
-func (h *Handle) free() {
-	if c, ok := h.Data().(io.Closer); ok {
-		c.Close()
+// free calls the user value's Close hook when the state is freed for good.
+func (c *conv) free() {
+	if cl, ok := c.loadData().(io.Closer); ok {
+		cl.Close()
 	}
-	h.SetData(nil)
+	c.dataMu.Lock()
+	c.data = nil
+	c.dataMu.Unlock()
 }
 
-// handlePool keeps released handles of one socket for reuse.
-type handlePool struct {
+// HandlePool keeps the state of released handles of one socket for reuse,
+// with its user value and Buf. For socket implementations. Its methods are
+// safe for concurrent use.
+type HandlePool struct {
 	mu     sync.Mutex
-	free   []*Handle // guarded by mu
-	closed bool      // guarded by mu; released handles are freed for good
-	max    int
+	free   []*conv // guarded by mu
+	closed bool    // guarded by mu; released handles are freed for good
+	// Max bounds how many released handles the pool keeps; past it they
+	// are freed. If zero, 1024.
+	Max int
 }
 
-func (p *handlePool) get() *Handle {
+// Get returns a released handle to Reuse: a pooled one, or a new one.
+func (p *HandlePool) Get() Handle {
 	p.mu.Lock()
 	if n := len(p.free); n > 0 {
-		h := p.free[n-1]
+		c := p.free[n-1]
 		p.free[n-1] = nil
 		p.free = p.free[:n-1]
 		p.mu.Unlock()
-		return h
+		return Handle{conv: c}
 	}
 	p.mu.Unlock()
-	return &Handle{}
+	return Handle{conv: &conv{}}
 }
 
-// put resets h and keeps it, or frees it when the pool is full or closed.
-func (p *handlePool) put(h *Handle) {
-	h.resetData()
+// Put keeps the state of h, which was released, or frees it when the pool
+// is full or closed.
+func (p *HandlePool) Put(h Handle) {
+	max := p.Max
+	if max <= 0 {
+		max = 1024
+	}
 	p.mu.Lock()
-	if p.closed || len(p.free) >= p.max {
+	if p.closed || len(p.free) >= max {
 		p.mu.Unlock()
 		h.free()
 		return
 	}
-	p.free = append(p.free, h)
+	p.free = append(p.free, h.conv)
 	p.mu.Unlock()
 }
 
-// close frees every pooled handle and makes later puts free theirs.
-func (p *handlePool) close() {
+// Close frees every pooled handle and makes later Puts free theirs.
+func (p *HandlePool) Close() {
 	p.mu.Lock()
 	free := p.free
 	p.free, p.closed = nil, true
 	p.mu.Unlock()
-	for _, h := range free {
-		h.free()
+	for _, c := range free {
+		c.free()
 	}
 }

@@ -205,11 +205,15 @@ func TestHandleRefsAndUserValue(t *testing.T) {
 	mustPanic(t, "Detach on a released handle", h.Detach)
 	mustPanic(t, "Attach on a released handle", func() { h.Attach() })
 
-	// The released handle is reused for the next request, value included.
+	// The released handle's state is reused for the next request, value
+	// included, under a new handle: the old one stays released.
 	c.Send([]byte("2"))
 	ev = <-l.Datagrams()
-	if ev.Handle != h || ev.Handle.Data() != u {
-		t.Errorf("next request on %p with %v; want pooled %p with its value", ev.Handle, ev.Handle.Data(), h)
+	if ev.Handle == h || ev.Handle.Data() != u {
+		t.Errorf("next request on %v with %v; want a new handle with the pooled value", ev.Handle, ev.Handle.Data())
+	}
+	if h.Data() != nil || h.Refs() != 0 {
+		t.Errorf("released handle after reuse: data %v, %d refs; want nil, 0", h.Data(), h.Refs())
 	}
 	ev.Handle.Detach()
 	l.Close()

@@ -88,7 +88,7 @@ type udpListenSocket struct {
 	local  netip.AddrPort
 	batch  *transport.Batch
 	writer *transport.Writer
-	pool   handlePool
+	pool   HandlePool
 	stats  *Counters
 }
 
@@ -109,7 +109,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
 		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: l.addr}
-		s.pool.max = queue
+		s.pool.Max = queue
 		s.stats = &s.shard.counters[UDP]
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
 			s.writer, err = transport.NewWriter(c, false)
@@ -202,7 +202,7 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		s.stats.Dropped.Add(1)
 		return
 	}
-	h := s.pool.get()
+	h := s.pool.Get()
 	h.Reuse(s.shard, s, s.local, m.Addr)
 	h.SetProxied(local, peer)
 	h.Buf = append(h.Buf[:0], b...)
@@ -240,11 +240,11 @@ func (s *udpListenSocket) end() {
 		s.l.untrack()
 		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
 	}
-	s.pool.close()
+	s.pool.Close()
 }
 
 // Send replies to h's peer from the socket the request came in on.
-func (s *udpListenSocket) Send(h *Handle, b []byte) error {
+func (s *udpListenSocket) Send(h Handle, b []byte) error {
 	if err := s.writer.WriteTo(b, h.realPeer); err != nil {
 		s.stats.SendFailed.Add(1)
 		return MapError(err)
@@ -254,18 +254,18 @@ func (s *udpListenSocket) Send(h *Handle, b []byte) error {
 }
 
 // SendAsync sends at once; done gets the result.
-func (s *udpListenSocket) SendAsync(h *Handle, b []byte, done chan<- error) error {
+func (s *udpListenSocket) SendAsync(h Handle, b []byte, done chan<- error) error {
 	s.shard.m.Complete(done, s.Send(h, b))
 	return nil
 }
 
 // Read on a request handle has nothing to read: a UDP request is one
 // datagram, already delivered.
-func (s *udpListenSocket) Read(h *Handle) <-chan Event { return notSupported() }
+func (s *udpListenSocket) Read(h Handle) <-chan Event { return notSupported() }
 
-func (s *udpListenSocket) ReadStop(h *Handle) {}
-func (s *udpListenSocket) Close(h *Handle)    {}
-func (s *udpListenSocket) Released(h *Handle) { s.pool.put(h) }
+func (s *udpListenSocket) ReadStop(h Handle) {}
+func (s *udpListenSocket) Close(h Handle)    {}
+func (s *udpListenSocket) Released(h Handle) { s.pool.Put(h) }
 
 func notSupported() <-chan Event {
 	ch := make(chan Event, 1)

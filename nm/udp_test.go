@@ -29,7 +29,7 @@ func listen(t testing.TB, m *nm.Manager, cfg nm.UDPConfig) *nm.UDPListener {
 	return l
 }
 
-func dial(t testing.TB, m *nm.Manager, l *nm.UDPListener) *nm.Handle {
+func dial(t testing.TB, m *nm.Manager, l *nm.UDPListener) nm.Handle {
 	t.Helper()
 	h, err := nm.DialUDP(context.Background(), m, l.Addr().String(), nm.UDPConfig{})
 	if err != nil {
@@ -70,8 +70,9 @@ func TestUDPNoResponse(t *testing.T) {
 	nmtest.NextErr(t, h.Read(), nm.ErrTimedOut)
 	// Exactly one event for the one read: closing now, with no read armed,
 	// yields only the final event.
-	h.Detach()
+	h.Close()
 	nmtest.ExpectFinal(t, h.Read(), 0, nm.ErrShuttingDown)
+	h.Detach()
 	l.Close()
 	if r := wait(); len(r.Data) != 1 {
 		t.Errorf("server got %d datagrams; want 1", len(r.Data))
@@ -98,7 +99,7 @@ func TestUDPTimeoutRecovery(t *testing.T) {
 	h.SetReadTimeout(nmtest.Timeout)
 	ev := nmtest.NextErr(t, h.Read(), nil)
 	if string(ev.Data) != "query" || ev.Handle != h {
-		t.Errorf("reply %q on %p; want %q on %p", ev.Data, ev.Handle, "query", h)
+		t.Errorf("reply %q on %v; want %q on %v", ev.Data, ev.Handle, "query", h)
 	}
 	h.Close()
 	nmtest.ExpectFinal(t, h.Read(), 0, nm.ErrShuttingDown)
@@ -174,7 +175,7 @@ func TestUDPReadStopKeepsDatagram(t *testing.T) {
 	wait()
 }
 
-func exchangeN(t testing.TB, h *nm.Handle, n int) {
+func exchangeN(t testing.TB, h nm.Handle, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		q := fmt.Appendf(nil, "query %d", i)
@@ -263,8 +264,9 @@ func TestUDPTwoDatagramReply(t *testing.T) {
 			t.Errorf("got %q; want %q", ev.Data, want)
 		}
 	}
-	h.Detach()
+	h.Close()
 	nmtest.ExpectFinal(t, h.Read(), 0, nm.ErrShuttingDown)
+	h.Detach()
 	l.Close()
 	wait()
 }

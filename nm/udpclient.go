@@ -20,7 +20,7 @@ const clientQueue = 8
 // reader goroutine owns the reading state machine; Read, ReadStop and Close
 // reach it through mu and the wake channel.
 type udpClient struct {
-	h      *Handle
+	h      Handle
 	conn   *net.UDPConn
 	batch  *transport.Batch // one datagram; owned by the reader
 	writer *transport.Writer
@@ -55,13 +55,13 @@ type udpClient struct {
 // datagrams (wrong IDs, say); a discarded datagram does not end the read.
 // Closing while a read is armed gives ErrCanceled, while none is, gives
 // ErrShuttingDown; a handle never read gets no event.
-func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*Handle, error) {
+func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (Handle, error) {
 	shard := m.NextShard()
 	stats := &shard.counters[UDP]
 	conn, err := transport.DialUDP(ctx, "udp", addr)
 	if err != nil {
 		stats.BindFailed.Add(1)
-		return nil, MapError(err)
+		return Handle{}, MapError(err)
 	}
 	c := &udpClient{conn: conn, stats: stats, ch: make(chan Event, clientQueue), wake: make(chan struct{}, 1), proxy: cfg.ProxyHeader}
 	if c.batch, err = transport.NewBatch(conn, 1, cfg.maxSize(DefaultUDPClientSize)); err == nil {
@@ -72,7 +72,7 @@ func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*Hand
 	}
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return Handle{}, err
 	}
 	c.h = NewHandle(shard, c, transport.AddrPort(conn.LocalAddr()), transport.AddrPort(conn.RemoteAddr()))
 	if f := cfg.Filter; f != nil {
@@ -83,7 +83,7 @@ func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*Hand
 	stats.Active.Add(1)
 	if err := m.Go(c.loop); err != nil {
 		c.end()
-		return nil, err
+		return Handle{}, err
 	}
 	return c.h, nil
 }
@@ -109,7 +109,7 @@ func (c *udpClient) poke() {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (c *udpClient) Send(h *Handle, b []byte) error {
+func (c *udpClient) Send(h Handle, b []byte) error {
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
@@ -128,7 +128,7 @@ func (c *udpClient) Send(h *Handle, b []byte) error {
 }
 
 // SendAsync sends at once; done gets the result.
-func (c *udpClient) SendAsync(h *Handle, b []byte, done chan<- error) error {
+func (c *udpClient) SendAsync(h Handle, b []byte, done chan<- error) error {
 	err := c.Send(h, b)
 	if errors.Is(err, ErrClosed) {
 		return err
@@ -137,9 +137,9 @@ func (c *udpClient) SendAsync(h *Handle, b []byte, done chan<- error) error {
 	return nil
 }
 
-func (c *udpClient) SetTimeouts(h *Handle, t Timeouts) { c.SetReadTimeout(h, t.Read) }
+func (c *udpClient) SetTimeouts(h Handle, t Timeouts) { c.SetReadTimeout(h, t.Read) }
 
-func (c *udpClient) Read(h *Handle) <-chan Event {
+func (c *udpClient) Read(h Handle) <-chan Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
@@ -156,7 +156,7 @@ func (c *udpClient) Read(h *Handle) <-chan Event {
 	return c.ch
 }
 
-func (c *udpClient) ReadStop(h *Handle) {
+func (c *udpClient) ReadStop(h Handle) {
 	c.mu.Lock()
 	if c.armed {
 		c.armed = false
@@ -165,16 +165,16 @@ func (c *udpClient) ReadStop(h *Handle) {
 	c.mu.Unlock()
 }
 
-func (c *udpClient) SetReadTimeout(h *Handle, d time.Duration) {
+func (c *udpClient) SetReadTimeout(h Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
 	c.mu.Unlock()
 }
 
-func (c *udpClient) Close(h *Handle) { c.shutdown() }
+func (c *udpClient) Close(h Handle) { c.shutdown() }
 
 // Released closes the socket: a client handle is freed with its socket.
-func (c *udpClient) Released(h *Handle) {
+func (c *udpClient) Released(h Handle) {
 	c.shutdown()
 	h.free()
 }

@@ -18,7 +18,7 @@ import (
 // writing flag under wmu: a Send caller, or a writer goroutine started by
 // SendAsync that ends when the queue is empty.
 type conn struct {
-	h      *nm.Handle
+	h      nm.Handle
 	m      *nm.Manager
 	shard  *nm.Shard
 	stats  *nm.Counters
@@ -229,16 +229,16 @@ func (c *conn) end() {
 
 // Close implements nm.Socket: it shuts the conversation down at once;
 // pending sends fail.
-func (c *conn) Close(h *nm.Handle) { c.shutdown(nil) }
+func (c *conn) Close(h nm.Handle) { c.shutdown(nil) }
 
 // Released implements nm.Socket: the last reference is gone (and with it
 // every pending send, which holds one), so the conversation ends.
-func (c *conn) Released(h *nm.Handle) {
+func (c *conn) Released(h nm.Handle) {
 	c.shutdown(nil)
 	h.Free()
 }
 
-func (c *conn) SetTimeouts(h *nm.Handle, t nm.Timeouts) {
+func (c *conn) SetTimeouts(h nm.Handle, t nm.Timeouts) {
 	c.mu.Lock()
 	c.t = t
 	if !c.server && t.Read > 0 && c.reading {
@@ -248,7 +248,7 @@ func (c *conn) SetTimeouts(h *nm.Handle, t nm.Timeouts) {
 	c.mu.Unlock()
 }
 
-func (c *conn) SetReadTimeout(h *nm.Handle, d time.Duration) {
+func (c *conn) SetReadTimeout(h nm.Handle, d time.Duration) {
 	c.mu.Lock()
 	t := c.t
 	c.mu.Unlock()
@@ -256,7 +256,7 @@ func (c *conn) SetReadTimeout(h *nm.Handle, d time.Duration) {
 	c.SetTimeouts(h, t)
 }
 
-func (c *conn) SetKeepalive(h *nm.Handle, on bool) {
+func (c *conn) SetKeepalive(h nm.Handle, on bool) {
 	c.mu.Lock()
 	c.keepalive = on
 	c.poke()
@@ -265,7 +265,7 @@ func (c *conn) SetKeepalive(h *nm.Handle, on bool) {
 
 // TLSState returns the TLS state of a stream handle, and false for handles
 // that are not TLS connections.
-func TLSState(h *nm.Handle) (tls.ConnectionState, bool) {
+func TLSState(h nm.Handle) (tls.ConnectionState, bool) {
 	c, ok := h.Socket().(*conn)
 	if !ok || c.tls == nil {
 		return tls.ConnectionState{}, false
@@ -275,7 +275,7 @@ func TLSState(h *nm.Handle) (tls.ConnectionState, bool) {
 
 // ProxyHeader returns the PROXY header a stream handle's connection began
 // with (TLVs and all), and false for handles without one.
-func ProxyHeader(h *nm.Handle) (proxyproto.Header, bool) {
+func ProxyHeader(h nm.Handle) (proxyproto.Header, bool) {
 	c, ok := h.Socket().(*conn)
 	if !ok || c.proxy == nil {
 		return proxyproto.Header{}, false
@@ -285,7 +285,7 @@ func ProxyHeader(h *nm.Handle) (proxyproto.Header, bool) {
 
 // CloseWrite shuts down the writing side of a stream handle (a TCP FIN, or
 // a TLS close_notify) after the sends in progress; reading goes on.
-func CloseWrite(h *nm.Handle) error {
+func CloseWrite(h nm.Handle) error {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return nm.ErrNotSupported
@@ -298,7 +298,7 @@ func CloseWrite(h *nm.Handle) error {
 
 // Timeouts returns the timeouts of a stream handle, and the zero value for
 // other handles.
-func Timeouts(h *nm.Handle) nm.Timeouts {
+func Timeouts(h nm.Handle) nm.Timeouts {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return nm.Timeouts{}

@@ -10,7 +10,7 @@ import (
 )
 
 // Read implements nm.Socket: it starts (or resumes) reading.
-func (c *conn) Read(h *nm.Handle) <-chan nm.Event {
+func (c *conn) Read(h nm.Handle) <-chan nm.Event {
 	c.mu.Lock()
 	if !c.closing && !c.reading {
 		c.started, c.reading = true, true
@@ -37,7 +37,7 @@ var noEvents = func() chan nm.Event {
 
 // ReadStop implements nm.Socket: no data event is delivered after it
 // returns until Read is called again.
-func (c *conn) ReadStop(h *nm.Handle) {
+func (c *conn) ReadStop(h nm.Handle) {
 	c.mu.Lock()
 	if c.reading {
 		c.reading = false

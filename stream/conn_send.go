@@ -42,11 +42,11 @@ const maxPrefix = 8
 
 // Send implements nm.Socket: it writes b and waits for the outcome. When no
 // write is in progress it writes from the caller's goroutine.
-func (c *conn) Send(h *nm.Handle, b []byte) error { return c.send(h, nil, b) }
+func (c *conn) Send(h nm.Handle, b []byte) error { return c.send(h, nil, b) }
 
 // SendAsync implements nm.Socket: it queues b for the writer goroutine.
 // The send holds a reference to h until it completes.
-func (c *conn) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
+func (c *conn) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	return c.sendAsync(h, nil, b, done)
 }
 
@@ -54,7 +54,7 @@ func (c *conn) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
 // between them, TCP writes both with one writev and TLS puts them in one
 // record. prefix, at most 8 bytes (a length, say), is copied. Handles
 // that are not stream connections get ErrNotSupported.
-func SendPrefixed(h *nm.Handle, prefix, b []byte) error {
+func SendPrefixed(h nm.Handle, prefix, b []byte) error {
 	c, ok := h.Socket().(*conn)
 	if !ok || len(prefix) > maxPrefix {
 		return nm.ErrNotSupported
@@ -64,7 +64,7 @@ func SendPrefixed(h *nm.Handle, prefix, b []byte) error {
 
 // SendPrefixedAsync is SendAsync of prefix and b as one message, as
 // SendPrefixed.
-func SendPrefixedAsync(h *nm.Handle, prefix, b []byte, done chan<- error) error {
+func SendPrefixedAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
 	c, ok := h.Socket().(*conn)
 	if !ok || len(prefix) > maxPrefix {
 		return nm.ErrNotSupported
@@ -72,7 +72,7 @@ func SendPrefixedAsync(h *nm.Handle, prefix, b []byte, done chan<- error) error 
 	return c.sendAsync(h, prefix, b, done)
 }
 
-func (c *conn) send(h *nm.Handle, prefix, b []byte) error {
+func (c *conn) send(h nm.Handle, prefix, b []byte) error {
 	c.wmu.Lock()
 	if c.broken != nil {
 		c.wmu.Unlock()
@@ -115,7 +115,7 @@ func (c *conn) send(h *nm.Handle, prefix, b []byte) error {
 	return err
 }
 
-func (c *conn) sendAsync(h *nm.Handle, prefix, b []byte, done chan<- error) error {
+func (c *conn) sendAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
 	size := len(prefix) + len(b)
 	c.wmu.Lock()
 	switch {

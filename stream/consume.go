@@ -26,7 +26,7 @@ type Consumer interface {
 
 // consume hands a new server connection to the listener's Consume
 // function. It returns false if the function turned it down.
-func (c *conn) consume(newConsumer func(h *nm.Handle, stop <-chan struct{}) Consumer) bool {
+func (c *conn) consume(newConsumer func(h nm.Handle, stop <-chan struct{}) Consumer) bool {
 	cons := newConsumer(c.h, c.stop)
 	if cons == nil {
 		return false
@@ -58,7 +58,7 @@ func (c *conn) consumeData(b *[]byte, n int) error {
 // +1 when one is taken, -1 when it is done): while any is, the initial and
 // idle timers do not run; the idle timer starts again when the last one is
 // done. Other handles ignore it.
-func SetBusy(h *nm.Handle, delta int) {
+func SetBusy(h nm.Handle, delta int) {
 	c, ok := h.Socket().(*conn)
 	if !ok || !c.server {
 		return

@@ -23,21 +23,21 @@ var sessionCache = tls.NewLRUClientSessionCache(0)
 //
 // On client handles, cfg.Timeouts.Read bounds each wait for data while
 // reading: it delivers nm.ErrTimedOut and stops reading, and Read resumes.
-func Dial(ctx context.Context, m *nm.Manager, addr string, cfg Config) (*nm.Handle, error) {
+func Dial(ctx context.Context, m *nm.Manager, addr string, cfg Config) (nm.Handle, error) {
 	return dial(ctx, m, addr, nil, cfg)
 }
 
 // DialTLS is Dial with TLS; the handshake completes within the connect
 // timeout. If tlsConf has no ServerName, the host of addr is used; if it has
 // no ClientSessionCache, a cache shared by DialTLS calls resumes sessions.
-func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*nm.Handle, error) {
+func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (nm.Handle, error) {
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
 	return dial(ctx, m, addr, tlsConf, cfg)
 }
 
-func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*nm.Handle, error) {
+func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (nm.Handle, error) {
 	kind := nm.TCP
 	if tlsConf != nil {
 		kind = nm.TLS
@@ -46,18 +46,18 @@ func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, 
 	stats := shard.Counters(kind)
 	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
 	if err != nil {
-		return nil, err
+		return nm.Handle{}, err
 	}
 	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
 	if err != nil {
 		tc.Close()
-		return nil, err
+		return nm.Handle{}, err
 	}
 	stats.Opened.Add(1)
 	stats.Active.Add(1)
 	if err := m.Go(c.run); err != nil {
 		c.end()
-		return nil, err
+		return nm.Handle{}, err
 	}
 	return c.h, nil
 }

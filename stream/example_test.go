@@ -21,7 +21,7 @@ func ExampleListen() {
 			if ev.Err != nil {
 				return // the listener was closed
 			}
-			go func(h *nm.Handle) {
+			go func(h nm.Handle) {
 				defer h.Detach()
 				for ev := range h.Read() {
 					if ev.Err != nil {

@@ -24,7 +24,7 @@ const quiet = 50 * time.Millisecond
 type kind struct {
 	name   string
 	listen func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*stream.Listener, error)
-	dial   func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*nm.Handle, error)
+	dial   func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (nm.Handle, error)
 	stat   nm.Transport
 	// maxConns is the quota every listener of this kind gets: the scenarios
 	// run again with a quota of 1.
@@ -57,7 +57,7 @@ var kinds = []kind{
 	{"tcp", stream.Listen, stream.Dial, nm.TCP, 0},
 	{"tls", func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*stream.Listener, error) {
 		return stream.ListenTLS(ctx, m, addr, serverTLS, cfg)
-	}, func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (*nm.Handle, error) {
+	}, func(ctx context.Context, m *nm.Manager, addr string, cfg stream.Config) (nm.Handle, error) {
 		return stream.DialTLS(ctx, m, addr, clientTLS, cfg)
 	}, nm.TLS, 0},
 }
@@ -94,7 +94,7 @@ func (k kind) mustListen(t testing.TB, m *nm.Manager, cfg stream.Config) *stream
 	return l
 }
 
-func (k kind) mustDial(t testing.TB, m *nm.Manager, l *stream.Listener, cfg stream.Config) *nm.Handle {
+func (k kind) mustDial(t testing.TB, m *nm.Manager, l *stream.Listener, cfg stream.Config) nm.Handle {
 	t.Helper()
 	h, err := k.dial(context.Background(), m, l.Addr().String(), cfg)
 	if err != nil {
@@ -104,7 +104,7 @@ func (k kind) mustDial(t testing.TB, m *nm.Manager, l *stream.Listener, cfg stre
 }
 
 // accept receives the next connection from l.
-func accept(t testing.TB, l *stream.Listener) *nm.Handle {
+func accept(t testing.TB, l *stream.Listener) nm.Handle {
 	t.Helper()
 	ev := nmtest.Next(t, l.Conns(), nmtest.Timeout)
 	if ev.Err != nil {
@@ -115,7 +115,7 @@ func accept(t testing.TB, l *stream.Listener) *nm.Handle {
 
 // echo serves one connection: it sends back every chunk it reads, until
 // the final event, which it returns.
-func echo(h *nm.Handle) error {
+func echo(h nm.Handle) error {
 	for ev := range h.Read() {
 		if ev.Err != nil {
 			return ev.Err
@@ -140,7 +140,7 @@ func echoServer(l *stream.Listener) (wait func()) {
 				continue
 			}
 			n++
-			go func(h *nm.Handle) {
+			go func(h nm.Handle) {
 				echo(h)
 				h.Detach()
 				conns <- struct{}{}
@@ -154,7 +154,7 @@ func echoServer(l *stream.Listener) (wait func()) {
 }
 
 // readN reads from h until it has n bytes.
-func readN(t testing.TB, h *nm.Handle, n int) []byte {
+func readN(t testing.TB, h nm.Handle, n int) []byte {
 	t.Helper()
 	var got []byte
 	for len(got) < n {

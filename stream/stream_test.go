@@ -66,7 +66,7 @@ func TestShutdownBeforeConnect(t *testing.T) {
 		addr := l.Addr().String()
 		m.Close()
 		h, err := k.dial(context.Background(), m, addr, stream.Config{})
-		if !errors.Is(err, nm.ErrShuttingDown) || h != nil {
+		if !errors.Is(err, nm.ErrShuttingDown) || !h.IsZero() {
 			t.Errorf("Dial after Close = %v, %v; want nil, ErrShuttingDown", h, err)
 		}
 		if _, err := k.listen(context.Background(), m, "127.0.0.1:0", stream.Config{}); !errors.Is(err, nm.ErrShuttingDown) {
@@ -238,7 +238,7 @@ func TestQuotaOneSecondWaits(t *testing.T) {
 		s1 := accept(t, l)
 		// The second connection completes in the kernel's backlog, but is
 		// not accepted while the first one holds the only slot.
-		c2done := make(chan *nm.Handle, 1)
+		c2done := make(chan nm.Handle, 1)
 		go func() {
 			c2, err := k.dial(context.Background(), m, l.Addr().String(), stream.Config{})
 			if err != nil {

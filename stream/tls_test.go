@@ -46,7 +46,7 @@ func TestTLSALPNAndResumption(t *testing.T) {
 }
 
 // tcpHandle returns a TCP client handle, for TLSState.
-func tcpHandle(t *testing.T, m *nm.Manager) *nm.Handle {
+func tcpHandle(t *testing.T, m *nm.Manager) nm.Handle {
 	l := kinds[0].mustListen(t, m, stream.Config{})
 	h := kinds[0].mustDial(t, m, l, stream.Config{})
 	t.Cleanup(h.Detach)

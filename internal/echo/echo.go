@@ -154,7 +154,7 @@ func (s *Server) startEcho(ctx context.Context, name, addr string, tlsConf *tls.
 }
 
 // echoStream sends back every chunk read on h until its final event.
-func echoStream(h *nm.Handle) {
+func echoStream(h nm.Handle) {
 	defer h.Detach()
 	for ev := range h.Read() {
 		if ev.Err != nil {
@@ -167,7 +167,7 @@ func echoStream(h *nm.Handle) {
 }
 
 // serve answers requests until the listener's channel closes.
-func serve(reqs <-chan nm.Event, answer func(h *nm.Handle, req []byte) []byte) {
+func serve(reqs <-chan nm.Event, answer func(h nm.Handle, req []byte) []byte) {
 	for ev := range reqs {
 		if ev.Err != nil {
 			continue // the final event; the channel closes next
@@ -181,7 +181,7 @@ func serve(reqs <-chan nm.Event, answer func(h *nm.Handle, req []byte) []byte) {
 
 // echoReply answers a request with itself, QR set (and the keepalive
 // option answered on streams), mostly in place.
-func echoReply(h *nm.Handle, req []byte) []byte {
+func echoReply(h nm.Handle, req []byte) []byte {
 	reply := req
 	if d, ok := dnsmsg.KeepaliveTimeout(h); ok {
 		reply = keepalive(h, reply, d)
@@ -193,7 +193,7 @@ func echoReply(h *nm.Handle, req []byte) []byte {
 // whoami answers a request with the client's address as the handle
 // reports it (behind a PROXY load balancer: the client's, not the
 // balancer's), as an A or AAAA record for the question's name.
-func whoami(h *nm.Handle, req []byte) []byte {
+func whoami(h nm.Handle, req []byte) []byte {
 	q, err := dnsmsg.Parse(req)
 	if err != nil || len(q.Question) != 1 {
 		return nil
@@ -219,7 +219,7 @@ func whoami(h *nm.Handle, req []byte) []byte {
 // keepalive answers an EDNS tcp-keepalive option (RFC 7828) in a stream
 // request: the connection is kept alive, and the reply carries the timeout.
 // Other requests are returned as they are, unparsed.
-func keepalive(h *nm.Handle, req []byte, d time.Duration) []byte {
+func keepalive(h nm.Handle, req []byte, d time.Duration) []byte {
 	if len(req) < dnsmsg.HeaderLen || binary.BigEndian.Uint16(req[10:]) == 0 {
 		return req // no additional record, so no OPT
 	}

@@ -24,7 +24,7 @@ type Result struct {
 	// Data holds a copy of each successful event's bytes, in order.
 	Data [][]byte
 	// Handles holds each successful event's handle, in order.
-	Handles []*nm.Handle
+	Handles []nm.Handle
 	// Final is the final event's error.
 	Final error
 }
