@@ -34,11 +34,20 @@
 // # Handles
 //
 // A Handle is one conversation, reference counted with Attach and Detach:
-// the last Detach ends it and returns the handle to its socket's pool, where
+// the last Detach ends it and returns its state to its socket's pool, where
 // it keeps its user value (SetData) for the next conversation, after the
 // value's Reset hook. A listener gives the receiver of each request one
-// reference, which the receiver must Detach. Attach after the last Detach,
-// or one Detach too many, panics.
+// reference, which the receiver must Detach.
+//
+// A Handle is a small value that carries a generation. Once its last
+// reference is gone it is released for good: Send and SendAsync return
+// ErrReleased, Read returns a channel whose only event is ErrReleased,
+// Close and ReadStop do nothing, the addresses are the zero value, and
+// Attach, Detach and SetData panic — every time, even after the state
+// behind it serves another peer. A reply can never reach a client it was
+// not meant for, and one Detach too many cannot release somebody else's
+// request. Keep the channel Read returned if you want a conversation's
+// final event after releasing it.
 //
 // PeerAddr and LocalAddr are the conversation's addresses as the client
 // sees them: behind a load balancer that sends PROXY v2 headers

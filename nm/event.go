@@ -13,9 +13,14 @@ type Event struct {
 	// Detach it when done (after replying).
 	Handle Handle
 	// Data holds the bytes read: one datagram, one DNS message, or a chunk of
-	// a stream. It is owned by the handle and valid until the receiver's
-	// reference is detached (listener requests) or the next Read of the
-	// handle (clients).
+	// a stream. It belongs to the handle, under one rule for every
+	// transport: it is valid until the receiver takes the next event of the
+	// same handle, or releases the handle, whichever comes first. For a
+	// listener's request (a handle of its own) that is until the request is
+	// released; for a client, until the event of its next Read; for a raw
+	// stream, until its next event. Copy what must live longer. The
+	// library cannot tell a read of Data after that from a correct one; the
+	// handler layer of package dnsmsg (Request.Wire) can, and panics.
 	Data []byte
 	// Err is nil for data events and the reason for the final event.
 	Err error
