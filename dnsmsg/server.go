@@ -64,9 +64,10 @@ func (c *ServerConfig) queue(m *nm.Manager) int {
 // Listener is a DNS server on one address. Its methods are safe for
 // concurrent use.
 type Listener struct {
-	addr  netip.AddrPort
-	ch    <-chan nm.Event
-	close func() error
+	addr     netip.AddrPort
+	ch       <-chan nm.Event
+	close    func() error
+	shutdown func(context.Context) error
 }
 
 // ListenUDP serves DNS over UDP on addr, with one socket per shard of m.
@@ -82,7 +83,7 @@ func ListenUDP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{addr: l.Addr(), ch: l.Datagrams(), close: l.Close}, nil
+	return &Listener{addr: l.Addr(), ch: l.Datagrams(), close: l.Close, shutdown: l.Shutdown}, nil
 }
 
 // Addr returns the address the listener is bound to.
@@ -94,6 +95,19 @@ func (l *Listener) Addr() netip.AddrPort { return l.addr }
 // the channel is closed.
 func (l *Listener) Requests() <-chan nm.Event { return l.ch }
 
-// Close stops the listener; the final event follows on Requests. Close is
-// idempotent and does not wait.
+// Close stops the listener at once, as an abort: connections are closed
+// and replies not yet sent are lost. The final event follows on Requests.
+// Close is idempotent and does not wait.
 func (l *Listener) Close() error { return l.close() }
+
+// Shutdown drains the listener, as http.Server.Shutdown does: it stops
+// taking new requests (UDP: stops reading; TCP and TLS: stops accepting
+// connections and reading requests, so a client's further queries on an
+// open connection go unanswered and it asks again elsewhere), lets the
+// requests already delivered send their replies, then closes the listener
+// (TCP and TLS: each connection ends with a FIN after its last reply).
+// If ctx ends first, Shutdown closes the listener at once, as Close does,
+// and returns ctx's error; otherwise nil. The final event follows on
+// Requests as after Close. Shutdown may be called more than once, and
+// Close during Shutdown cuts it short.
+func (l *Listener) Shutdown(ctx context.Context) error { return l.shutdown(ctx) }

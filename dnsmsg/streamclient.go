@@ -109,7 +109,7 @@ type streamClient struct {
 	m      *nm.Manager
 	h      nm.Handle // the client handle
 	conn   nm.Handle // the connection; the loop drops it when it ends
-	framed bool       // messages are sent and read with a length prefix
+	framed bool      // messages are sent and read with a length prefix
 	filter func([]byte) bool
 	failed func(id uint16) // a query failed (DoH: a *RequestError)
 	stats  *nm.Counters

@@ -57,11 +57,16 @@ type streamServer struct {
 	// buffers.
 	handles nm.HandlePool
 
-	mu      sync.Mutex
-	conns   map[*streamConn]struct{} // guarded by mu
-	closed  bool                     // guarded by mu
-	refs    int                      // the listener and each connection not yet ended; guarded by mu
+	mu       sync.Mutex
+	conns    map[*streamConn]struct{} // guarded by mu
+	closed   bool                     // guarded by mu
+	draining bool                     // Shutdown started; guarded by mu
+	// drained is closed, once draining, when the last connection has
+	// ended; made by the first Shutdown. Guarded by mu.
+	drained chan struct{}
+	refs    int // the listener and each connection not yet ended; guarded by mu
 	untrack func()
+	undrain func()
 }
 
 func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
@@ -86,7 +91,48 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		s.sl.Close()
 		return nil, err
 	}
-	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close}, nil
+	s.undrain = m.TrackDrain(s.shutdown)
+	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close, shutdown: s.shutdown}, nil
+}
+
+// shutdown drains the listener: it stops accepting and reading requests,
+// lets every connection answer the requests already delivered, then ends
+// each connection with a FIN (or TLS close_notify) after its replies; when
+// every connection has ended, or ctx first, it closes the listener.
+func (s *streamServer) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	first := !s.draining
+	if first {
+		s.draining = true
+		s.drained = make(chan struct{})
+		if len(s.conns) == 0 {
+			close(s.drained)
+		}
+	}
+	drained := s.drained
+	conns := make([]*streamConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if first {
+		s.sl.StopAccepting()
+		for _, c := range conns {
+			c.drain()
+		}
+	}
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.close()
+	return err
 }
 
 // close stops accepting and shuts every connection down; the final event
@@ -98,6 +144,7 @@ func (s *streamServer) close() error {
 		return nil
 	}
 	s.closed = true
+	s.undrain()
 	conns := make([]*streamConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -133,7 +180,7 @@ func (s *streamServer) consume(h nm.Handle, stop <-chan struct{}) stream.Consume
 	c.asm.init(MaxSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.draining {
 		return nil
 	}
 	s.conns[c] = struct{}{}
@@ -155,6 +202,47 @@ type streamConn struct {
 	// the first time it waits: most connections never do.
 	slot     atomic.Pointer[chan struct{}]
 	inFlight atomic.Int32 // requests delivered and not yet released
+	// draining is set by the listener's Shutdown: no request is delivered
+	// any more, and the connection ends once inFlight is zero.
+	draining  atomic.Bool
+	drainOnce sync.Once
+}
+
+// drain stops delivering requests; the connection ends once those
+// delivered are released.
+func (c *streamConn) drain() {
+	c.draining.Store(true)
+	c.wakeReader()
+	if c.inFlight.Load() == 0 {
+		c.drained()
+	}
+}
+
+// drainLinger is how long a drained connection waits, after its FIN, for
+// the client to close its side before it closes too: as net/http, so
+// that a query the client sends meanwhile is read and dropped rather than
+// answered by a reset that could discard the replies it has not read yet.
+const drainLinger = 500 * time.Millisecond
+
+// drained ends a draining connection with nothing left in flight: a FIN
+// (or TLS close_notify) after the replies sent, so that the client sees
+// the end of the stream and goes elsewhere; the connection closes when the
+// client closes its side, or after drainLinger.
+func (c *streamConn) drained() {
+	c.drainOnce.Do(func() {
+		stream.CloseWrite(c.h)
+		time.AfterFunc(drainLinger, c.h.Close)
+	})
+}
+
+// wakeReader wakes the reader if it waits at the in-flight bound.
+func (c *streamConn) wakeReader() {
+	if slot := c.slot.Load(); slot != nil {
+		select {
+		case *slot <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Data frames the bytes read into requests and delivers them, waiting at
@@ -177,6 +265,10 @@ func (c *streamConn) Data(b []byte) error {
 			c.stats.Dropped.Add(1)
 			continue
 		}
+		if c.draining.Load() {
+			c.asm.Clear() // the client asks again on another connection
+			return nil
+		}
 		if !c.waitSlot() || !c.deliver(msg) {
 			c.asm.Clear()
 			return nil
@@ -188,6 +280,9 @@ func (c *streamConn) Data(b []byte) error {
 // its bound. It returns false if the connection shuts down first.
 func (c *streamConn) waitSlot() bool {
 	for c.inFlight.Load() >= c.s.inFlight {
+		if c.draining.Load() {
+			return false
+		}
 		slot := c.slot.Load()
 		if slot == nil {
 			ch := make(chan struct{}, 1)
@@ -206,6 +301,12 @@ func (c *streamConn) waitSlot() bool {
 // deliver hands msg to the consumer on a request handle of its own.
 func (c *streamConn) deliver(msg []byte) bool {
 	rh := c.request(msg)
+	if c.draining.Load() {
+		// Shutdown began after Data looked: whichever of drain and this
+		// release sees inFlight reach zero ends the connection.
+		rh.Detach()
+		return false
+	}
 	ev := nm.Event{Handle: rh, Data: rh.Buf[2 : 2+len(msg)]}
 	if c.h.Shard().Deliver(c.s.ch, ev, c.stop) {
 		return true
@@ -237,6 +338,9 @@ func (c *streamConn) Final(err error) {
 	c.asm.Clear()
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
+	if c.s.draining && len(c.s.conns) == 0 {
+		close(c.s.drained)
+	}
 	c.s.mu.Unlock()
 	c.h.Detach()
 	c.s.unref()
@@ -288,13 +392,11 @@ func (c *streamConn) Released(rh nm.Handle) {
 	c.s.handles.Put(rh)
 	if c.inFlight.Add(-1) == 0 {
 		stream.SetBusy(c.h, -1)
-	}
-	if slot := c.slot.Load(); slot != nil {
-		select {
-		case *slot <- struct{}{}:
-		default:
+		if c.draining.Load() {
+			c.drained()
 		}
 	}
+	c.wakeReader()
 	c.h.Detach()
 }
 

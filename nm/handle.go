@@ -75,7 +75,7 @@ type conv struct {
 	Buf []byte
 }
 
-func pack(gen, refs uint32) uint64  { return uint64(gen)<<32 | uint64(refs) }
+func pack(gen, refs uint32) uint64        { return uint64(gen)<<32 | uint64(refs) }
 func unpack(st uint64) (gen, refs uint32) { return uint32(st >> 32), uint32(st) }
 
 // NewHandle returns a handle with one reference, for socket implementations.

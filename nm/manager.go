@@ -45,6 +45,7 @@ type Manager struct {
 	mu      sync.Mutex
 	closing bool                    // guarded by mu; no new goroutine or socket after it is set
 	live    map[Shutdowner]struct{} // live sockets, shut down by Close; guarded by mu
+	drains  map[*drainFunc]struct{} // listeners' drains, run by Shutdown; guarded by mu
 	wg      sync.WaitGroup          // every goroutine started by the library; Add only under mu while !closing
 
 	pmu    sync.Mutex // serialises Pause, Resume and the paused part of Close
@@ -72,7 +73,7 @@ func New(cfg Config) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{})}
+	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{}), drains: make(map[*drainFunc]struct{})}
 	m.shards = make([]*Shard, cfg.Workers)
 	for i := range m.shards {
 		m.shards[i] = newShard(m, i)
@@ -129,6 +130,59 @@ func (m *Manager) Track(shutdown func()) (untrack func(), err error) {
 	key := &shutdownFunc{shutdown}
 	m.live[key] = struct{}{}
 	return func() { m.UntrackSocket(key) }, nil
+}
+
+type drainFunc struct{ fn func(context.Context) error }
+
+// TrackDrain registers drain, a listener's Shutdown, to be run by the
+// manager's Shutdown, and returns the function that unregisters it (a
+// listener's Close calls it). On a closing manager it registers nothing.
+// Listener implementations call it; users need not.
+func (m *Manager) TrackDrain(drain func(context.Context) error) (untrack func()) {
+	return m.onShutdown(drain)
+}
+
+func (m *Manager) onShutdown(drain func(context.Context) error) (untrack func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return func() {}
+	}
+	key := &drainFunc{drain}
+	m.drains[key] = struct{}{}
+	return func() {
+		m.mu.Lock()
+		delete(m.drains, key)
+		m.mu.Unlock()
+	}
+}
+
+// Shutdown drains every listener of the manager at once, as their own
+// Shutdown does (they stop taking new requests and let those delivered be
+// answered), until they have all drained or ctx ends, then closes the
+// manager (Close). Connections that are not a listener's requests (raw
+// stream connections, clients) are not drained: Close ends them. It
+// returns the first error of a listener's drain (ctx's error, when ctx
+// ended first), or nil; on a closed manager it does nothing.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	drains := make([]*drainFunc, 0, len(m.drains))
+	for d := range m.drains {
+		drains = append(drains, d)
+	}
+	m.mu.Unlock()
+	errs := make(chan error, len(drains))
+	for _, d := range drains {
+		go func() { errs <- d.fn(ctx) }() // returns once drained or ctx ends
+	}
+	var err error
+	for range drains {
+		if e := <-errs; e != nil && err == nil {
+			err = e
+		}
+	}
+	m.Close()
+	return err
 }
 
 // Shutdowner is a socket the manager shuts down when it closes.

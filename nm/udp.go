@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/transport"
@@ -79,6 +80,12 @@ type UDPListener struct {
 	running atomic.Int32 // readers still running
 	once    sync.Once
 	untrack func()
+	undrain func()
+	// draining is set by Shutdown: readers stop, and Released wakes
+	// Shutdown (drained, buffer 1, non-blocking sends) when a socket has no
+	// request left in flight.
+	draining atomic.Bool
+	drained  chan struct{}
 }
 
 type udpListenSocket struct {
@@ -90,6 +97,8 @@ type udpListenSocket struct {
 	writer *transport.Writer
 	pool   HandlePool
 	stats  *Counters
+	// inFlight counts the requests delivered and not yet released.
+	inFlight atomic.Int64
 }
 
 // ListenUDP binds addr on every shard of m and starts reading. ctx bounds
@@ -104,7 +113,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	if queue <= 0 {
 		queue = DefaultUDPQueue * len(conns)
 	}
-	l := &UDPListener{m: m, cfg: cfg, ch: make(chan Event, queue)}
+	l := &UDPListener{m: m, cfg: cfg, ch: make(chan Event, queue), drained: make(chan struct{}, 1)}
 	l.addr = transport.AddrPort(conns[0].LocalAddr())
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
@@ -124,6 +133,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 		transportClose(conns)
 		return nil, err
 	}
+	l.undrain = m.onShutdown(l.Shutdown)
 	l.running.Store(int32(len(l.socks)))
 	for _, s := range l.socks {
 		s.stats.Opened.Add(1)
@@ -150,15 +160,48 @@ func (l *UDPListener) Addr() netip.AddrPort { return l.addr }
 // it is closed. The receiver owns one reference to each event's handle.
 func (l *UDPListener) Datagrams() <-chan Event { return l.ch }
 
-// Close stops the listener. Its final event comes from the shards once
-// every reader has stopped. Close does not wait for that and is idempotent.
+// Close stops the listener at once: its sockets close, and replies not yet
+// sent fail. Its final event comes from the shards once every reader has
+// stopped. Close does not wait for that and is idempotent.
 func (l *UDPListener) Close() error {
 	l.once.Do(func() {
 		for _, s := range l.socks {
 			s.conn.Close()
 		}
+		l.untrack()
+		l.undrain()
 	})
 	return nil
+}
+
+// Shutdown drains the listener: its readers stop (datagrams that arrive
+// from now on are left to the kernel and lost at Close), the final event
+// follows on Datagrams, and the requests already delivered can still be
+// answered from their sockets until each is released; then the listener
+// closes. If ctx ends first, Shutdown closes it at once and returns ctx's
+// error; otherwise nil.
+func (l *UDPListener) Shutdown(ctx context.Context) error {
+	l.draining.Store(true)
+	for _, s := range l.socks {
+		s.conn.SetReadDeadline(time.Unix(1, 0)) // wakes and stops the reader
+	}
+	defer l.Close()
+	for l.inFlight() > 0 {
+		select {
+		case <-l.drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (l *UDPListener) inFlight() int64 {
+	var n int64
+	for _, s := range l.socks {
+		n += s.inFlight.Load()
+	}
+	return n
 }
 
 func (s *udpListenSocket) readLoop() {
@@ -168,7 +211,7 @@ func (s *udpListenSocket) readLoop() {
 	for {
 		n, err := s.batch.Read()
 		if err != nil {
-			if transport.IsClosed(err) {
+			if transport.IsClosed(err) || s.l.draining.Load() {
 				return
 			}
 			s.stats.RecvFailed.Add(1)
@@ -206,6 +249,7 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 	h.Reuse(s.shard, s, s.local, m.Addr)
 	h.SetProxied(local, peer)
 	h.Buf = append(h.Buf[:0], b...)
+	s.inFlight.Add(1)
 	select {
 	case s.l.ch <- Event{Handle: h, Data: h.Buf}:
 	default:
@@ -237,7 +281,6 @@ func (s *udpListenSocket) end() {
 	s.stats.Closed.Add(1)
 	s.stats.Active.Add(-1)
 	if s.l.running.Add(-1) == 0 {
-		s.l.untrack()
 		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
 	}
 	s.pool.Close()
@@ -265,7 +308,15 @@ func (s *udpListenSocket) Read(h Handle) <-chan Event { return notSupported() }
 
 func (s *udpListenSocket) ReadStop(h Handle) {}
 func (s *udpListenSocket) Close(h Handle)    {}
-func (s *udpListenSocket) Released(h Handle) { s.pool.Put(h) }
+func (s *udpListenSocket) Released(h Handle) {
+	s.pool.Put(h)
+	if s.inFlight.Add(-1) == 0 && s.l.draining.Load() {
+		select {
+		case s.l.drained <- struct{}{}:
+		default:
+		}
+	}
+}
 
 func notSupported() <-chan Event {
 	ch := make(chan Event, 1)

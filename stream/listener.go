@@ -40,6 +40,8 @@ type Listener struct {
 	quota chan struct{}
 	refs  atomic.Int32 // accept loops, connections not yet delivered, and served ones
 	once  sync.Once
+	// stopOnce closes the listening sockets once (StopAccepting, Close).
+	stopOnce sync.Once
 
 	smu     sync.Mutex
 	served  map[*net.TCPConn]struct{} // connections given to cfg.Serve; guarded by smu
@@ -131,12 +133,21 @@ func (l *Listener) SetTLSConfig(c *tls.Config) {
 func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
-		for _, ln := range l.lns {
-			ln.Close()
-		}
+		l.StopAccepting()
 		l.closeServed()
 	})
 	return nil
+}
+
+// StopAccepting closes the listening sockets: from now on new connections
+// are refused by the kernel, while those already accepted go on (a drain).
+// Close still ends them. It is idempotent.
+func (l *Listener) StopAccepting() {
+	l.stopOnce.Do(func() {
+		for _, ln := range l.lns {
+			ln.Close()
+		}
+	})
 }
 
 func (l *Listener) unref() {
