@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/rainbowduck/netmgr/internal/echo"
 )
@@ -27,6 +28,8 @@ func main() {
 	flag.IntVar(&o.Workers, "workers", 0, "worker shards (0: one per CPU)")
 	flag.BoolVar(&o.Proxy, "proxy", false, "expect a PROXY protocol v2 header on every DNS listener (before TLS)")
 	flag.BoolVar(&o.WhoAmI, "whoami", false, "answer each query with the client's address (A or AAAA) instead of echoing it")
+	flag.DurationVar(&o.Drain, "drain", 5*time.Second, "on SIGTERM or Ctrl-C, let the answers in progress go out for at most `duration` (0: stop at once)")
+	flag.DurationVar(&o.Delay, "delay", 0, "answer every query after `duration`, as a slow backend would")
 	flag.DurationVar(&o.Report, "report", 0, "print goroutines, heap and message counts every `interval` (0: off)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	flag.Parse()

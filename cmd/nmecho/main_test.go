@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,4 +168,52 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Errorf("exit took %v under load; want at most 5s", took)
 	}
 	t.Logf("exited %v after SIGTERM, %d exchanges answered before", took, answered.Load())
+}
+
+// TestSIGTERMDrains: answers in progress when SIGTERM comes reach their
+// clients on UDP, TCP and DNS over TLS before nmecho exits with status 0.
+func TestSIGTERMDrains(t *testing.T) {
+	cmd, lines, addrs := start(t, build(t), "-udp", "127.0.0.1:0", "-tcp", "127.0.0.1:0", "-dot", "127.0.0.1:0",
+		"-doh", "", "-workers", "2", "-delay", "500ms", "-drain", "10s", "-report", "10ms")
+	clients := []*dns.Client{
+		{Net: "udp", Timeout: 10 * time.Second},
+		{Net: "tcp", Timeout: 10 * time.Second},
+		{Net: "tcp-tls", Timeout: 10 * time.Second, TLSConfig: &tls.Config{InsecureSkipVerify: true}},
+	}
+	errs := make(chan error, len(clients))
+	for _, c := range clients {
+		addr := addrs[map[string]string{"udp": "udp", "tcp": "tcp", "tcp-tls": "dot"}[c.Net]]
+		go func() {
+			q := new(dns.Msg)
+			q.SetQuestion("drain.test.", dns.TypeA)
+			r, _, err := c.Exchange(q, addr)
+			if err == nil && !r.Response {
+				err = errors.New("not a response")
+			}
+			errs <- err
+		}()
+	}
+	// Every query is in progress (received, answer delayed): stop now.
+	re := regexp.MustCompile(` received=(\d+) `)
+	for lines.Scan() {
+		if m := re.FindStringSubmatch(lines.Text()); m != nil && m[1] == strconv.Itoa(len(clients)) {
+			break
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Errorf("a query in progress at SIGTERM: %v", err)
+		}
+	}
+	drained := false
+	for lines.Scan() {
+		drained = drained || strings.HasPrefix(lines.Text(), "nmecho: draining")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v; want status 0", err)
+	}
+	if !drained {
+		t.Error("nmecho did not say it drains")
+	}
 }

@@ -42,6 +42,11 @@ type Options struct {
 	// Report, if set, makes Run print a line of live figures (goroutines,
 	// heap, messages) at this interval, for soak runs.
 	Report time.Duration
+	// Drain bounds how long Run lets the answers in progress go out when
+	// it stops (the listeners' Shutdown); zero: it closes at once.
+	Drain time.Duration
+	// Delay makes every answer wait this long, as a slow backend would.
+	Delay time.Duration
 }
 
 // Server is a running echo server.
@@ -101,7 +106,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		s.addrs[x.name] = l.Addr()
 		for i := 0; i < m.Workers(); i++ {
-			s.wg.Go(func() { serve(l.Requests(), answer) })
+			s.wg.Go(func() { s.serve(l.Requests(), answer, o.Delay) })
 		}
 	}
 	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
@@ -119,7 +124,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		s.addrs["doh"] = l.Addr()
 		reqs := l.Endpoints().Requests(dnsmsg.DefaultPath)
 		for i := 0; i < m.Workers(); i++ {
-			s.wg.Go(func() { serve(reqs, answer) })
+			s.wg.Go(func() { s.serve(reqs, answer, o.Delay) })
 		}
 	}
 	return s, nil
@@ -166,17 +171,31 @@ func echoStream(h nm.Handle) {
 	}
 }
 
-// serve answers requests until the listener's channel closes.
-func serve(reqs <-chan nm.Event, answer func(h nm.Handle, req []byte) []byte) {
+// serve answers requests until the listener's channel closes, each after
+// delay if it is not zero.
+func (s *Server) serve(reqs <-chan nm.Event, answer func(h nm.Handle, req []byte) []byte, delay time.Duration) {
 	for ev := range reqs {
 		if ev.Err != nil {
 			continue // the final event; the channel closes next
 		}
-		if reply := answer(ev.Handle, ev.Data); reply != nil {
-			ev.Handle.Send(reply) // failures are counted in the stats
+		if delay > 0 {
+			s.wg.Add(1)
+			time.AfterFunc(delay, func() {
+				defer s.wg.Done()
+				reply(ev, answer)
+			})
+			continue
 		}
-		ev.Handle.Detach()
+		reply(ev, answer)
 	}
+}
+
+// reply answers one request and releases it.
+func reply(ev nm.Event, answer func(h nm.Handle, req []byte) []byte) {
+	if b := answer(ev.Handle, ev.Data); b != nil {
+		ev.Handle.Send(b) // failures are counted in the stats
+	}
+	ev.Handle.Detach()
 }
 
 // echoReply answers a request with itself, QR set (and the keepalive
@@ -258,6 +277,14 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// Shutdown drains every listener until the answers in progress have gone
+// or ctx ends, then closes the server as Close does.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.m.Shutdown(ctx)
+	s.wg.Wait()
+	return err
+}
+
 // Run serves until ctx is done, writing what it listens on and, at the
 // end, a one-line summary of the stats to out.
 func Run(ctx context.Context, o Options, out io.Writer) error {
@@ -278,7 +305,16 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 		report(ctx, o.Report, s.m, out)
 	}
 	<-ctx.Done()
-	s.Close()
+	if o.Drain > 0 {
+		fmt.Fprintf(out, "nmecho: draining (at most %v)\n", o.Drain)
+		dctx, cancel := context.WithTimeout(context.Background(), o.Drain)
+		if err := s.Shutdown(dctx); err != nil {
+			fmt.Fprintf(out, "nmecho: drain cut short: %v\n", err)
+		}
+		cancel()
+	} else {
+		s.Close()
+	}
 	fmt.Fprintln(out, Summary(s.m.Stats()))
 	return nil
 }
