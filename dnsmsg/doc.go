@@ -36,6 +36,40 @@
 // set, section counts that cannot fit) are dropped and counted, never
 // delivered.
 //
+// # Handlers
+//
+// Serve runs a bounded pool of workers over a listener's channel and calls
+// a Handler for each request, for the common case; the channel stays for
+// those who want it:
+//
+//	go dnsmsg.Serve(ctx, l.Requests(), dnsmsg.HandlerFunc(func(r *dnsmsg.Request) {
+//		q, err := r.Msg() // parsed on first use
+//		if err != nil {
+//			return // Serve answers FORMERR
+//		}
+//		r.Reply(answer(q)) // truncated to the client's size over UDP
+//	}), dnsmsg.ServeConfig{})
+//
+// A Request carries the message (Wire, or Msg parsed lazily), the
+// addresses, the transport and a Context that ends when the handler
+// returns, when its conversation ends or when Serve's context ends. A
+// handler that panics is recovered, logged and counted, and its request
+// answered SERVFAIL. A Request is not recycled: after the handler returns,
+// Msg, Reply and ReplyWire return nm.ErrReleased and Wire panics. Over TCP
+// and TLS a request may take several replies (a zone transfer).
+// MiekgHandler serves an existing github.com/miekg/dns Handler (a
+// dns.ServeMux) on every transport, DNS over HTTPS included.
+//
+// # Drain
+//
+// Shutdown(ctx) on a listener, or on the manager for all of them, drains
+// as http.Server.Shutdown does: the listener stops taking requests (UDP
+// stops reading; TCP and TLS stop accepting connections and reading
+// requests), the requests already delivered are answered until ctx ends,
+// each stream connection ends with a FIN after its last reply, then the
+// listener closes. Close is the abort. A deploy loses no answer in
+// progress.
+//
 // # DNS over HTTPS
 //
 // ListenHTTPS serves DNS over HTTPS (RFC 8484) over HTTP/2 with TLS (ALPN
