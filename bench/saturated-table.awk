@@ -71,11 +71,13 @@ END {
 			note = ""
 			if (failed[k])
 				note = sprintf(" (%d of %d runs failed)", failed[k], runs[k])
+			else if (lost[k] != "-" && lost[k] > qps[k])
+				note = " (more lost than a second of answers: no ratio)"
 			else if (cpu[k] != "-" && cpu[k] < 0.9 * quota)
 				note = " (not saturated?)"
 			per = (rd[k] == "-") ? "n/a" : sprintf("%.2f, %.2f", rd[k], wr[k])
-			printf "| %s | %s | %s | %s | %s%s | %s | %s |\n", tv[t], sv[s], qps[k], lost[k], pct(cpu[k]), note, per,
-				ratio(qps[tv[t] SUBSEP "nmecho"], qps[k])
+			r = (note ~ /no ratio/) ? "-" : ratio(qps[tv[t] SUBSEP "nmecho"], qps[k])
+			printf "| %s | %s | %s | %s | %s%s | %s | %s |\n", tv[t], sv[s], qps[k], lost[k], pct(cpu[k]), note, per, r
 		}
 	}
 
