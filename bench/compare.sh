@@ -25,6 +25,7 @@ shift $(($# > 2 ? 2 : $#))
 transports=${*:-udp tcp dot doh}
 regime=${REGIME:-both}
 if [[ $regime == saturated ]]; then
+	# shellcheck disable=SC2086 # one argument per transport
 	exec bench/saturated.sh "$secs" "$runs" $transports
 fi
 servers=
@@ -108,5 +109,6 @@ machine_line
 echo "pinned: servers on CPU $srvcpu with taskset, dnsperf -c 8 -q 200 -l $secs on CPU 0; median of $runs runs"
 if [[ $regime != pinned ]]; then
 	echo
+	# shellcheck disable=SC2086 # one argument per transport
 	bench/saturated.sh "$secs" "$runs" $transports
 fi

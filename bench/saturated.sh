@@ -50,6 +50,7 @@ trap 'exit 130' INT TERM
 # cg_enter DIR: servers start inside the cgroup DIR, pinned to srvcpu.
 cg_enter() {
 	cg=$1
+	# shellcheck disable=SC2016 # the inner shell expands these
 	launch=(sh -c 'echo $$ >"$1" && shift && exec "$@"' sh "$cg/cgroup.procs" taskset -c "$srvcpu")
 }
 
@@ -171,6 +172,6 @@ echo "# limit: $limit; servers on CPU $srvcpu, dnsperf -c $clients -q $outstandi
 run_all
 awk -v quota="$quota" -v servers="$servers" -v transports="$transports" -f bench/saturated-table.awk "$tmp/results"
 echo
-echo "$(machine_line)"
+machine_line
 echo "limit: $limit; servers pinned to CPU $srvcpu; dnsperf -c $clients -q $outstanding -l $secs on CPU 0; median of $runs runs"
 echo "command: QUOTA=$quota CLIENTS=$clients OUTSTANDING=$outstanding bench/saturated.sh $secs $runs $transports"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # tmp, ports and launch come from the caller
 # Sourced by bench/compare.sh and bench/saturated.sh: builds, configures,
 # starts and stops the servers they compare, one at a time, all on
 # loopback, each configured as its users run it at load with one worker:
@@ -6,7 +7,8 @@
 #   ref        bench/refserver: github.com/miekg/dns (MaxTCPQueries -1) and
 #              net/http for DoH (GOMAXPROCS=1)
 #   named      BIND 9, authoritative for one small zone (-n 1)
-#   dnsdist    answering every query itself with NOERROR (one TCP worker)
+#   dnsdist    answering every query itself with NOERROR (recvmmsg and
+#              sendmmsg by 32, one TCP worker)
 #   coredns    CoreDNS with the whoami plugin (GOMAXPROCS=1); $COREDNS, or
 #              coredns in $BENCH_CACHE or PATH; skipped if absent
 #   reflector  bench/reflector, C recvmmsg/sendmmsg, UDP only
@@ -90,11 +92,13 @@ CONF
 }
 
 # dnsdist_config: dnsdist answers every query itself (no backend), with no
-# security poll; UDP and TCP, DoT and DoH; one TCP worker thread, as when
-# it is pinned to one CPU.
+# security poll; UDP and TCP, DoT and DoH; UDP in batches of up to 32 with
+# recvmmsg/sendmmsg (off by default; its users turn it on at load), one TCP
+# worker thread, as when it is pinned to one CPU.
 dnsdist_config() {
 	cat >"$tmp/dnsdist.conf" <<CONF
 setSecurityPollSuffix("")
+setUDPMultipleMessagesVectorSize(32)
 setLocal("127.0.0.1:$port")
 addTLSLocal("127.0.0.1:$dotport", "$tmp/cert.pem", "$tmp/key.pem")
 addDOHLocal("127.0.0.1:$dohport", "$tmp/cert.pem", "$tmp/key.pem", "/dns-query")
@@ -190,13 +194,15 @@ server_stop() {
 	pid=
 }
 
-# machine_line prints what the figures depend on: CPU, kernel, and whether
-# the kernel isolates page tables (PTI makes every system call dearer).
+# machine_line prints what the figures depend on: CPU, kernel, whether the
+# kernel isolates page tables (PTI makes every system call dearer), and the
+# load average (other work on the machine shares the servers' CPU).
 machine_line() {
 	local cpu meltdown
 	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 	meltdown=$(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null || echo unknown)
-	echo "machine: ${cpu:-unknown CPU}, $(nproc) CPUs, Linux $(uname -r), meltdown: $meltdown"
+	echo "machine: ${cpu:-unknown CPU}, $(nproc) CPUs, Linux $(uname -r), meltdown: $meltdown;" \
+		"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # versions prints the version of each peer found.
