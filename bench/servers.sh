@@ -212,6 +212,7 @@ versions() {
 	[[ -z $(server_missing dnsdist) ]] && v+=("$(dnsdist --version 2>&1 | head -1)")
 	[[ -z $(server_missing coredns) ]] && v+=("$("$(coredns_bin)" -version 2>&1 | head -1)")
 	v+=("dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ {print $2; exit}')" "$(go version)")
-	local IFS=';'
-	echo "versions: ${v[*]}"
+	printf 'versions: %s' "${v[0]}"
+	printf '; %s' "${v[@]:1}"
+	echo
 }
