@@ -45,6 +45,7 @@ function ratio(a, b) { return (a == "" || a == "-" || b == "-" || b == 0) ? "-" 
 }
 
 END {
+	label["udp"] = "UDP"; label["tcp"] = "TCP"; label["dot"] = "DoT"; label["doh"] = "DoH"
 	ns = split(servers, sv, " ")
 	nt = split(transports, tv, " ")
 	for (t = 1; t <= nt; t++) {
@@ -74,7 +75,7 @@ END {
 			else if (lost[k] != "-" && lost[k] > qps[k])
 				note = " (more lost than a second of answers: no ratio)"
 			else if (cpu[k] != "-" && cpu[k] < 0.9 * quota)
-				note = " (not saturated?)"
+				note = " (under the quota: not saturated, or CPU busy)"
 			per = (rd[k] == "-") ? "n/a" : sprintf("%.2f, %.2f", rd[k], wr[k])
 			r = (note ~ /no ratio/) ? "-" : ratio(qps[tv[t] SUBSEP "nmecho"], qps[k])
 			printf "| %s | %s | %s | %s | %s%s | %s | %s |\n", tv[t], sv[s], qps[k], lost[k], pct(cpu[k]), note, per, r
@@ -89,7 +90,7 @@ END {
 		printf "---|"
 	print ""
 	for (t = 1; t <= nt; t++) {
-		printf "| %s |", toupper(tv[t])
+		printf "| %s |", label[tv[t]] ? label[tv[t]] : tv[t]
 		for (s = 1; s <= ns; s++) {
 			k = tv[t] SUBSEP sv[s]
 			printf " %s |", (k in runs) ? kqps(qps[k]) : "–"
