@@ -2,7 +2,7 @@ GO ?= go
 BENCHTIME ?= 2s
 FUZZTIME ?= 30s
 
-.PHONY: all test vet run bench compare idle shards soak build clean fuzz
+.PHONY: all test vet run bench compare saturated idle shards soak build clean fuzz
 
 all: vet test
 
@@ -24,8 +24,16 @@ bench:
 	bench/compare.sh
 	$(MAKE) idle shards
 
+# Both regimes: servers pinned with taskset, then each in a cgroup at 25% of
+# one CPU beside more peers (bench/saturated.sh). COMPARE_ARGS: seconds,
+# runs, transports (default 5 s, 3 runs, udp tcp dot doh).
+COMPARE_ARGS ?=
 compare:
-	bench/compare.sh
+	bench/compare.sh $(COMPARE_ARGS)
+
+# The saturated regime alone (7 to 8 minutes with the defaults).
+saturated:
+	bench/saturated.sh $(COMPARE_ARGS)
 
 # Memory per idle connection: nmecho, then the plain-Go floor.
 idle:

@@ -1,104 +1,56 @@
 #!/usr/bin/env bash
-# Side by side: nmecho, bench/refserver (github.com/miekg/dns, net/http for
-# DoH) and BIND 9's named (authoritative for one small zone), each with one
-# worker pinned to CPU 1 with taskset, loaded by dnsperf pinned to CPU 0.
-# Per transport and server it prints the median over the runs of: QPS at
-# saturation (dnsperf -c 8 -q 200), the server's CPU time per query (from
-# /proc/PID/stat), lost queries, and the p99 latency at half of that
-# server's own QPS (dnsperf -Q, per-query latencies from -v); then the
-# ratios to the reference and to named.
+# Two regimes, side by side. First the pinned one: nmecho, bench/refserver
+# (github.com/miekg/dns, net/http for DoH) and BIND 9's named (authoritative
+# for one small zone), each with one worker pinned to CPU 1 with taskset,
+# loaded by dnsperf pinned to CPU 0. Per transport and server it prints the
+# median over the runs of: QPS at saturation (dnsperf -c 8 -q 200), the
+# server's CPU time per query (from /proc/PID/stat), lost queries, and the
+# p99 latency at half of that server's own QPS (dnsperf -Q, per-query
+# latencies from -v); then the ratios to the reference and to named.
+# Then the saturated regime, bench/saturated.sh with the same arguments:
+# each server in a cgroup at 25% of one CPU, more peers (dnsdist, CoreDNS,
+# a C reflector). The servers are described in bench/servers.sh.
 #
 # usage: bench/compare.sh [seconds] [runs] [transport...]
 #   defaults: 5 seconds, 3 runs, udp tcp dot doh. SERVERS="nmecho ref named"
-#   picks the servers. Needs dnsperf, dig, named (Debian bind9), openssl.
+#   picks the servers (any of bench/servers.sh); REGIME=pinned or
+#   REGIME=saturated runs only that one. Needs dnsperf, dig, named (Debian
+#   bind9), openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/servers.sh
 secs=${1:-5}
 runs=${2:-3}
 shift $(($# > 2 ? 2 : $#))
 transports=${*:-udp tcp dot doh}
-servers=${SERVERS:-nmecho ref named}
+regime=${REGIME:-both}
+if [[ $regime == saturated ]]; then
+	# shellcheck disable=SC2086 # one argument per transport
+	exec bench/saturated.sh "$secs" "$runs" $transports
+fi
+servers=
+for s in ${SERVERS:-nmecho ref named}; do
+	why_not=$(server_missing "$s")
+	if [[ -n $why_not ]]; then echo "skipping $s: $why_not" >&2; else servers+=" $s"; fi
+done
 for tool in dnsperf dig openssl taskset; do
 	command -v $tool >/dev/null || { echo "$tool not installed" >&2; exit 1; }
 done
-named=$(command -v named || echo /usr/sbin/named)
 ncpu=$(nproc)
 srvcpu=$((ncpu > 1 ? 1 : 0))
 clk=$(getconf CLK_TCK)
 tmp=$(mktemp -d)
-pid=
-trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-go build -o "$tmp/nmecho" ./cmd/nmecho
-go build -o "$tmp/refserver" ./bench/refserver
+trap 'server_stop; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+launch=(taskset -c "$srvcpu")
 port=5399 dotport=5400 dohport=5401
-
-# named: one small zone answering every query of testdata/queries.txt.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-	-keyout "$tmp/key.pem" -out "$tmp/cert.pem" -subj /CN=localhost \
-	-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
-cat >"$tmp/example.com.zone" <<ZONE
-\$TTL 300
-@ IN SOA ns.example.com. admin.example.com. 1 3600 600 86400 300
-@ IN NS ns.example.com.
-ns IN A 127.0.0.1
-* IN A 192.0.2.1
-* IN AAAA 2001:db8::1
-* IN MX 10 mail.example.com.
-* IN TXT "netmgr benchmark"
-ZONE
-cat >"$tmp/named.conf" <<CONF
-tls local { cert-file "$tmp/cert.pem"; key-file "$tmp/key.pem"; };
-http local { endpoints { "/dns-query"; }; };
-options {
-	directory "$tmp";
-	pid-file none;
-	recursion no;
-	listen-on port $port { 127.0.0.1; };
-	listen-on port $dotport tls local { 127.0.0.1; };
-	listen-on port $dohport tls local http local { 127.0.0.1; };
-	listen-on-v6 { none; };
-	tcp-clients 1000;
-};
-zone "example.com" { type primary; file "$tmp/example.com.zone"; };
-CONF
-
-start() {
-	case "$1" in
-	nmecho) GOMAXPROCS=1 taskset -c "$srvcpu" "$tmp/nmecho" -workers 1 -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" \
-		-dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport" >"$tmp/server.out" 2>&1 & ;;
-	ref) GOMAXPROCS=1 taskset -c "$srvcpu" "$tmp/refserver" -udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" \
-		-dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport" >"$tmp/server.out" 2>&1 & ;;
-	named) taskset -c "$srvcpu" "$named" -g -n 1 -c "$tmp/named.conf" >"$tmp/server.out" 2>&1 & ;;
-	esac
-	pid=$!
-	for _ in $(seq 1 100); do
-		dig +short +tries=1 +time=1 @127.0.0.1 -p "$port" ready.example.com >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "$1 did not start:" >&2
-	cat "$tmp/server.out" >&2
-	exit 1
-}
-
-stop() {
-	kill -TERM "$pid"
-	wait "$pid" || true
-	pid=
-}
-
-target() {
-	case "$1" in
-	udp | tcp) echo $port ;;
-	dot) echo $dotport ;;
-	doh) echo $dohport ;;
-	esac
-}
+servers_setup
 
 # One run: saturation, then latency at half of it. Prints
 # "qps cpu_us_per_query lost p99_ms".
 run() {
 	local mode=$1 p
-	p=$(target "$mode")
+	p=$(server_port "$mode")
 	local cpu0 cpu1
 	cpu0=$(awk '{print $14+$15}' "/proc/$pid/stat")
 	taskset -c 0 dnsperf -m "$mode" -s 127.0.0.1 -p "$p" -d testdata/queries.txt -c 8 -q 200 -l "$secs" >"$tmp/sat.out" 2>&1
@@ -122,11 +74,12 @@ results="$tmp/results"
 : >"$results"
 for mode in $transports; do
 	for server in $servers; do
+		server_serves "$server" "$mode" || continue
 		: >"$tmp/runs"
 		for r in $(seq 1 "$runs"); do
-			start "$server"
+			server_start "$server" "$mode" || exit 1
 			run "$mode" | tee -a "$tmp/runs" | sed "s/^/# $mode $server run $r: qps cpu_us lost p99_ms = /" >&2
-			stop
+			server_stop
 		done
 		printf '%s %s' "$mode" "$server" >>"$results"
 		for col in 1 2 3 4; do
@@ -151,3 +104,11 @@ awk '
 			printf "| %s | %s | %d | %.2f µs | %d | %s ms | %s | %s | %s |\n", m, s, f[3], f[4], f[5], f[6], rq, nq, nc
 		}
 	}' "$results"
+echo
+machine_line
+echo "pinned: servers on CPU $srvcpu with taskset, dnsperf -c 8 -q 200 -l $secs on CPU 0; median of $runs runs"
+if [[ $regime != pinned ]]; then
+	echo
+	# shellcheck disable=SC2086 # one argument per transport
+	bench/saturated.sh "$secs" "$runs" $transports
+fi

@@ -2,6 +2,12 @@
 // against: the same DNS echo (every request answered with itself, QR set)
 // written the straightforward way, with github.com/miekg/dns for UDP, TCP
 // and DoT and a plain net/http handler for DoH. It serves until SIGTERM.
+//
+// It is configured as miekg/dns users run it at load (CoreDNS does the
+// same): MaxTCPQueries is -1, so a TCP or DoT connection serves any number
+// of queries. The default (128) closes each connection after 128 queries,
+// which makes dnsperf lose queries and would measure a default rather than
+// the transport. Everything else is the package's default.
 package main
 
 import (
@@ -40,8 +46,8 @@ func main() {
 	var servers []*dns.Server
 	for _, s := range []*dns.Server{
 		{Addr: *udp, Net: "udp", Handler: echo},
-		{Addr: *tcp, Net: "tcp", Handler: echo},
-		{Addr: *dot, Net: "tcp-tls", Handler: echo, TLSConfig: tlsConf},
+		{Addr: *tcp, Net: "tcp", Handler: echo, MaxTCPQueries: -1},
+		{Addr: *dot, Net: "tcp-tls", Handler: echo, TLSConfig: tlsConf, MaxTCPQueries: -1},
 	} {
 		if s.Addr == "" {
 			continue
