@@ -55,7 +55,7 @@ func (c *ClientConfig) stream() stream.Config {
 func (c *ClientConfig) readTimeout() time.Duration {
 	switch {
 	case c.ReadTimeout < 0:
-		return 0
+		return nm.NoTimeout
 	case c.ReadTimeout == 0:
 		return DefaultReadTimeout
 	}
@@ -177,8 +177,11 @@ func (c *Conn) Read() <-chan nm.Event { return c.h.Read() }
 // waits for the next Read.
 func (c *Conn) ReadStop() { c.h.ReadStop() }
 
-// SetReadTimeout sets the timeout of later reads; zero means none.
+// SetReadTimeout sets the timeout of later reads, as
+// ClientConfig.ReadTimeout does: zero means DefaultReadTimeout, a negative
+// value (nm.NoTimeout) none.
 func (c *Conn) SetReadTimeout(d time.Duration) {
+	d = (&ClientConfig{ReadTimeout: d}).readTimeout()
 	c.mu.Lock()
 	c.timeout = d
 	c.mu.Unlock()
@@ -210,7 +213,7 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		return nil, err
 	}
 	timeout := c.readTimeout()
-	if dl, ok := ctx.Deadline(); ok && (timeout == 0 || time.Until(dl) < timeout) {
+	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) < timeout) {
 		timeout = max(time.Until(dl), time.Nanosecond)
 	}
 	c.h.SetReadTimeout(timeout)

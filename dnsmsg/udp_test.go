@@ -182,7 +182,7 @@ func TestUDPExchangeTimeoutAndContext(t *testing.T) {
 	if _, err := c.Exchange(context.Background(), query("slow")); !errors.Is(err, nm.ErrTimedOut) {
 		t.Errorf("Exchange: %v; want ErrTimedOut", err)
 	}
-	c.SetReadTimeout(0)
+	c.SetReadTimeout(nm.NoTimeout)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {

@@ -337,8 +337,9 @@ func (h Handle) SetTimeouts(t Timeouts) {
 	}
 }
 
-// SetReadTimeout sets the timeout of each read on client handles; zero
-// means none. Other handles ignore it.
+// SetReadTimeout sets the timeout of each read on client handles. Zero
+// means the handle's default, which for nm's own UDP clients is none;
+// NoTimeout means none. Other handles ignore it.
 func (h Handle) SetReadTimeout(d time.Duration) {
 	if s, ok := h.socket().(interface {
 		SetReadTimeout(Handle, time.Duration)
