@@ -3,6 +3,7 @@ package dnsmsg
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
@@ -38,6 +39,15 @@ type ServerConfig struct {
 	// handles then report the client's address as PeerAddr, the proxy's as
 	// RealPeerAddr.
 	Proxy *proxyproto.Policy
+	// RequestTimeout bounds how long a request delivered on a TCP or TLS
+	// connection may stay unanswered (its handle not released): past it,
+	// its place is reclaimed — it stops counting toward MaxInFlight and no
+	// longer holds the connection open, whose idle timer runs again — and
+	// it is counted (Counters.Expired). Its handle stays valid for its
+	// holder, and a late reply still goes out if the connection is open.
+	// So a leaked reference or a stuck consumer cannot pin a connection.
+	// If zero, DefaultRequestTimeout (10 s); nm.NoTimeout: no bound.
+	RequestTimeout time.Duration
 	// Ordered makes TCP and TLS connections answer in order: the next
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
@@ -52,6 +62,13 @@ func (c *ServerConfig) maxInFlight() int {
 		return c.MaxInFlight
 	}
 	return DefaultMaxInFlight
+}
+
+func (c *ServerConfig) requestTimeout() time.Duration {
+	if c.RequestTimeout == 0 {
+		return DefaultRequestTimeout
+	}
+	return c.RequestTimeout
 }
 
 func (c *ServerConfig) queue(m *nm.Manager) int {

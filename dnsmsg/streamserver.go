@@ -48,6 +48,9 @@ type streamServer struct {
 	m        *nm.Manager
 	sl       *stream.Listener
 	inFlight int32
+	// requestTimeout bounds how long a delivered request may stay
+	// unanswered (ServerConfig.RequestTimeout); zero or less: no bound.
+	requestTimeout time.Duration
 	// ch carries the requests. Senders: the connections' reader goroutines,
 	// waiting for room (a stream peer is pushed back, never dropped). The
 	// last of the listener and its connections to end sends the final event
@@ -71,12 +74,13 @@ type streamServer struct {
 
 func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
 	s := &streamServer{
-		m:        m,
-		inFlight: int32(cfg.maxInFlight()),
-		ch:       make(chan nm.Event, cfg.queue(m)),
-		handles:  nm.HandlePool{Max: cfg.queue(m)},
-		conns:    make(map[*streamConn]struct{}),
-		refs:     1,
+		m:              m,
+		inFlight:       int32(cfg.maxInFlight()),
+		requestTimeout: cfg.requestTimeout(),
+		ch:             make(chan nm.Event, cfg.queue(m)),
+		handles:        nm.HandlePool{Max: cfg.queue(m)},
+		conns:          make(map[*streamConn]struct{}),
+		refs:           1,
 	}
 	sc := cfg.Stream
 	sc.Consume = s.consume
@@ -206,6 +210,7 @@ type streamConn struct {
 	// any more, and the connection ends once inFlight is zero.
 	draining  atomic.Bool
 	drainOnce sync.Once
+	pending   pending // requests in flight, for the request timeout
 }
 
 // drain stops delivering requests; the connection ends once those
@@ -330,12 +335,14 @@ func (c *streamConn) request(msg []byte) nm.Handle {
 	if c.inFlight.Add(1) == 1 {
 		stream.SetBusy(c.h, 1)
 	}
+	c.track(rh)
 	return rh
 }
 
 // Final ends the connection's part in the listener.
 func (c *streamConn) Final(err error) {
 	c.asm.Clear()
+	c.stopExpiry()
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
 	if c.s.draining && len(c.s.conns) == 0 {
@@ -390,6 +397,14 @@ func (c *streamConn) Close(rh nm.Handle) { c.h.Close() }
 // Released implements nm.Socket: the request is answered (or given up).
 func (c *streamConn) Released(rh nm.Handle) {
 	c.s.handles.Put(rh)
+	if c.untrack(rh) {
+		c.releaseSlot()
+	}
+}
+
+// releaseSlot frees a request's place on the connection: at its release,
+// or when it expires.
+func (c *streamConn) releaseSlot() {
 	if c.inFlight.Add(-1) == 0 {
 		stream.SetBusy(c.h, -1)
 		if c.draining.Load() {
