@@ -16,6 +16,15 @@ const (
 
 var transportNames = [numTransports]string{"udp", "tcp", "tls", "http"}
 
+// Transports returns every transport counted, in order.
+func Transports() []Transport {
+	ts := make([]Transport, numTransports)
+	for i := range ts {
+		ts[i] = Transport(i)
+	}
+	return ts
+}
+
 func (t Transport) String() string {
 	if t < 0 || t >= numTransports {
 		return "unknown"

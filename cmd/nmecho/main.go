@@ -30,6 +30,7 @@ func main() {
 	flag.BoolVar(&o.WhoAmI, "whoami", false, "answer each query with the client's address (A or AAAA) instead of echoing it")
 	flag.DurationVar(&o.Drain, "drain", 5*time.Second, "on SIGTERM or Ctrl-C, let the answers in progress go out for at most `duration` (0: stop at once)")
 	flag.DurationVar(&o.Delay, "delay", 0, "answer every query after `duration`, as a slow backend would")
+	flag.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics on http://`address`/metrics (empty: off)")
 	flag.DurationVar(&o.Report, "report", 0, "print goroutines, heap and message counts every `interval` (0: off)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	flag.Parse()

@@ -217,3 +217,33 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Error("nmecho did not say it drains")
 	}
 }
+
+// TestMetrics scrapes nmecho's Prometheus endpoint after a query.
+func TestMetrics(t *testing.T) {
+	cmd, _, addrs := start(t, build(t), "-udp", "127.0.0.1:0", "-tcp", "", "-dot", "", "-doh", "",
+		"-workers", "1", "-metrics", "127.0.0.1:0")
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	q := new(dns.Msg)
+	q.SetQuestion("metrics.test.", dns.TypeA)
+	if _, _, err := new(dns.Client).Exchange(q, addrs["udp"]); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addrs["metrics"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`netmgr_messages_received_total{transport="udp"} 1`,
+		`netmgr_messages_sent_total{transport="udp"} 1`,
+		`netmgr_shard_messages_sent_total{shard="0",transport="udp"} 1`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("no %q in the scrape:\n%s", want, body)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"runtime"
 	"strconv"
@@ -47,13 +48,17 @@ type Options struct {
 	Drain time.Duration
 	// Delay makes every answer wait this long, as a slow backend would.
 	Delay time.Duration
+	// Metrics, if set, is the address of an HTTP server of Prometheus
+	// metrics at /metrics.
+	Metrics string
 }
 
 // Server is a running echo server.
 type Server struct {
-	m     *nm.Manager
-	addrs map[string]netip.AddrPort
-	wg    sync.WaitGroup
+	m       *nm.Manager
+	addrs   map[string]netip.AddrPort
+	wg      sync.WaitGroup
+	metrics *http.Server // nil unless Options.Metrics
 }
 
 // Start opens every listener o asks for. Close the Server to stop it.
@@ -126,6 +131,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		for i := 0; i < m.Workers(); i++ {
 			s.wg.Go(func() { s.serve(reqs, answer, o.Delay) })
 		}
+	}
+	if err := s.startMetrics(o.Metrics); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("nmecho: metrics: %w", err)
 	}
 	return s, nil
 }
@@ -273,6 +282,7 @@ func (s *Server) Manager() *nm.Manager { return s.m }
 
 // Close stops every listener and waits for the server to finish.
 func (s *Server) Close() {
+	s.stopMetrics()
 	s.m.Close()
 	s.wg.Wait()
 }
@@ -281,6 +291,7 @@ func (s *Server) Close() {
 // or ctx ends, then closes the server as Close does.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.m.Shutdown(ctx)
+	s.stopMetrics()
 	s.wg.Wait()
 	return err
 }
@@ -292,11 +303,14 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo"} {
+	for _, name := range []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo", "metrics"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
 			if name == "doh" {
 				fmt.Fprintf(out, "nmecho: doh endpoint https://%s%s\n", a, dnsmsg.DefaultPath)
+			}
+			if name == "metrics" {
+				fmt.Fprintf(out, "nmecho: metrics at http://%s/metrics\n", a)
 			}
 		}
 	}
