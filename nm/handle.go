@@ -49,6 +49,7 @@ type Handle struct {
 	peer  netip.AddrPort
 	// realLocal and realPeer are the socket's own addresses.
 	realLocal, realPeer netip.AddrPort
+	ifindex             int // interface a UDP request arrived on; 0 if unknown
 
 	dataMu sync.Mutex
 	data   any
@@ -70,6 +71,7 @@ func NewHandle(s *Shard, sock Socket, local, peer netip.AddrPort) *Handle {
 func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
 	h.shard, h.sock, h.local, h.peer = s, sock, local, peer
 	h.realLocal, h.realPeer = local, peer
+	h.ifindex = 0
 	h.refs.Store(1)
 }
 
@@ -110,14 +112,22 @@ func (h *Handle) Refs() int { return int(h.refs.Load()) }
 func (h *Handle) Shard() *Shard { return h.shard }
 
 // LocalAddr returns the local address of the conversation: the
-// destination a PROXY header gave, or else the socket's.
+// destination a PROXY header gave, or else the socket's; for a UDP request
+// on a wildcard listener, the address the datagram was sent to (where the
+// platform reports it, see package transport).
 func (h *Handle) LocalAddr() netip.AddrPort { return h.local }
 
 // PeerAddr returns the peer's address: the source a PROXY header gave (the
 // client behind a load balancer), or else the socket's.
 func (h *Handle) PeerAddr() netip.AddrPort { return h.peer }
 
-// RealLocalAddr returns the socket's own local address.
+// InterfaceIndex returns the index of the network interface a UDP request
+// arrived on, or 0 if unknown (other transports, or platforms that do not
+// report it).
+func (h *Handle) InterfaceIndex() int { return h.ifindex }
+
+// RealLocalAddr returns the socket's own local address (for a UDP request,
+// the address the datagram was sent to: where the reply must leave from).
 func (h *Handle) RealLocalAddr() netip.AddrPort { return h.realLocal }
 
 // RealPeerAddr returns the socket's own peer address: with PROXY, the load

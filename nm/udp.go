@@ -190,10 +190,15 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		s.stats.Dropped.Add(1)
 		return
 	}
-	local, peer := s.local, m.Addr
+	dest := s.local
+	if m.Local.IsValid() {
+		// The address the client asked, even on a wildcard socket.
+		dest = netip.AddrPortFrom(m.Local, s.local.Port())
+	}
+	local, peer := dest, m.Addr
 	if p := s.l.cfg.Proxy; p != nil {
 		var ok bool
-		if b, local, peer, ok = s.unproxy(p, b, m.Addr); !ok {
+		if b, local, peer, ok = s.unproxy(p, b, dest, m.Addr); !ok {
 			s.stats.Dropped.Add(1)
 			return
 		}
@@ -203,7 +208,8 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		return
 	}
 	h := s.pool.get()
-	h.Reuse(s.shard, s, s.local, m.Addr)
+	h.Reuse(s.shard, s, dest, m.Addr)
+	h.ifindex = m.IfIndex
 	h.SetProxied(local, peer)
 	h.Buf = append(h.Buf[:0], b...)
 	select {
@@ -214,22 +220,23 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 	}
 }
 
-// unproxy strips the PROXY header of a datagram from real, and returns the
-// payload and the addresses to report; false if the datagram is refused.
-func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
+// unproxy strips the PROXY header of a datagram from real, sent to local,
+// and returns the payload and the addresses to report; false if the
+// datagram is refused.
+func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, local, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
 	if !p.Allowed(real.Addr()) {
 		s.shard.m.log.Debug("nm: PROXY header from a peer not allowed", "peer", real)
-		return nil, s.local, real, false
+		return nil, local, real, false
 	}
 	hdr, n, err := proxyproto.Parse(b)
 	if err != nil {
 		s.shard.m.log.Debug("nm: bad PROXY header", "peer", real, "err", err)
-		return nil, s.local, real, false
+		return nil, local, real, false
 	}
 	if src, dst, ok := hdr.Addresses(); ok {
 		return b[n:], dst, src, true
 	}
-	return b[n:], s.local, real, true
+	return b[n:], local, real, true
 }
 
 // end runs when a reader stops; the last one delivers the final event.
