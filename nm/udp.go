@@ -252,7 +252,8 @@ func (s *udpListenSocket) end() {
 
 // Send replies to h's peer from the socket the request came in on.
 func (s *udpListenSocket) Send(h *Handle, b []byte) error {
-	if err := s.writer.WriteTo(b, h.realPeer); err != nil {
+	from, ifindex := replySource(h)
+	if err := s.writer.WriteFrom(b, h.realPeer, from, ifindex); err != nil {
 		s.stats.SendFailed.Add(1)
 		return MapError(err)
 	}
