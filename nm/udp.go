@@ -48,6 +48,10 @@ type UDPConfig struct {
 	// ProxyHeader, on clients, is sent in front of every datagram (see
 	// proxyproto.Header.Append).
 	ProxyHeader []byte
+	// Socket says how a listener binds: address family, port sharing,
+	// socket options. The zero value binds the address as written and
+	// refuses an address another socket holds (see SocketConfig).
+	Socket SocketConfig
 }
 
 func (c *UDPConfig) maxSize(def int) int {
@@ -95,7 +99,7 @@ type udpListenSocket struct {
 // ListenUDP binds addr on every shard of m and starts reading. ctx bounds
 // the binding only.
 func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UDPListener, error) {
-	conns, err := transport.ListenUDP(ctx, "udp", addr, m.Workers())
+	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		m.shards[0].counters[UDP].BindFailed.Add(1)
 		return nil, err

@@ -78,7 +78,7 @@ func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config
 		// the waiting connection sits in another shard's backlog.
 		sockets = 1
 	}
-	lns, err := transport.ListenTCP(ctx, "tcp", addr, sockets)
+	lns, err := transport.ListenTCP(ctx, addr, sockets, transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		m.Shard(0).Counters(kind).BindFailed.Add(1)
 		return nil, err

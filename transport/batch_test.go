@@ -12,7 +12,7 @@ import (
 )
 
 func TestListenUDPReusePortSharesPort(t *testing.T) {
-	conns, err := ListenUDP(context.Background(), "udp", "127.0.0.1:0", 3)
+	conns, err := ListenUDP(context.Background(), "127.0.0.1:0", 3, ListenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
