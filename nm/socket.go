@@ -1,6 +1,9 @@
 package nm
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // SocketConfig says how a listener opens its sockets (UDPConfig.Socket,
 // stream.Config.Socket, dnsmsg.ServerConfig.Socket). The zero value binds
@@ -32,9 +35,22 @@ type SocketConfig struct {
 	// not up yet). It may be called on a probe socket that is closed at
 	// once. It must be safe for concurrent use.
 	Control func(network, address string, c syscall.RawConn) error
+	// PacketConns (UDP listeners; each must be a *net.UDPConn) and
+	// Listeners (TCP, TLS and HTTP listeners; each a *net.TCPListener), if
+	// set, are sockets already bound that the listener serves instead of
+	// binding its address: the caller's own, or sockets a parent process or
+	// systemd passed on (see net.FilePacketConn and net.FileListener). The
+	// address, Family, SharePort and Control are then ignored. The
+	// listener owns them: its Close closes them. With fewer sockets than
+	// shards, shards share them (a UDP socket gets one reader per shard;
+	// a TCP socket one accept loop per shard) and the manager logs it;
+	// the kernel then cannot spread traffic by socket. A config holding
+	// sockets serves one listener.
+	PacketConns []net.PacketConn
+	Listeners   []net.Listener
 }
 
 // IsZero reports whether c is the zero value (all defaults).
 func (c SocketConfig) IsZero() bool {
-	return c.Family == "" && !c.SharePort && c.Control == nil
+	return c.Family == "" && !c.SharePort && c.Control == nil && c.PacketConns == nil && c.Listeners == nil
 }

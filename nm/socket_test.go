@@ -3,6 +3,7 @@ package nm_test
 import (
 	"context"
 	"errors"
+	"net"
 	"syscall"
 	"testing"
 
@@ -64,5 +65,36 @@ func TestUDPListenFamily(t *testing.T) {
 		}
 		l.Close()
 		nmtest.ExpectFinal(t, l.Datagrams(), 0, nm.ErrCanceled)
+	}
+}
+
+// TestUDPListenGivenSocket checks that a listener serves a socket the
+// caller opened, shared by its three shards, and closes it with itself.
+func TestUDPListenGivenSocket(t *testing.T) {
+	m := newManager(t, 3)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	l, err := nm.ListenUDP(context.Background(), m, "", nm.UDPConfig{Socket: nm.SocketConfig{PacketConns: []net.PacketConn{pc}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Addr() != transport.AddrPort(pc.LocalAddr()) {
+		t.Errorf("Addr = %v; want the socket's %v", l.Addr(), pc.LocalAddr())
+	}
+	wait := serve(t, l, echo)
+	for i := 0; i < 4; i++ {
+		h := dial(t, m, l)
+		exchangeN(t, h, 3)
+		h.Detach()
+	}
+	l.Close()
+	if r := wait(); len(r.Data) != 12 {
+		t.Errorf("served %d datagrams; want 12", len(r.Data))
+	}
+	if _, err := pc.WriteTo([]byte("x"), pc.LocalAddr()); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("given socket after Close: %v; want net.ErrClosed", err)
 	}
 }

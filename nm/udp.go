@@ -104,6 +104,9 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 		m.shards[0].counters[UDP].BindFailed.Add(1)
 		return nil, err
 	}
+	if k := len(cfg.Socket.PacketConns); k > 0 && k < m.Workers() {
+		m.log.Info("nm: shards share the UDP sockets given", "sockets", k, "shards", m.Workers(), "addr", conns[0].LocalAddr())
+	}
 	queue := cfg.Queue
 	if queue <= 0 {
 		queue = DefaultUDPQueue * len(conns)
@@ -112,7 +115,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	l.addr = transport.AddrPort(conns[0].LocalAddr())
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
-		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: l.addr}
+		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: transport.AddrPort(c.LocalAddr())}
 		s.pool.max = queue
 		s.stats = &s.shard.counters[UDP]
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {

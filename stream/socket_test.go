@@ -3,6 +3,7 @@ package stream_test
 import (
 	"context"
 	"errors"
+	"net"
 	"syscall"
 	"testing"
 
@@ -49,4 +50,36 @@ func TestListenRefusesPortInUse(t *testing.T) {
 	b.Close()
 	nmtest.ExpectFinal(t, a.Conns(), 0, nm.ErrCanceled)
 	nmtest.ExpectFinal(t, b.Conns(), 0, nm.ErrCanceled)
+}
+
+// TestListenGivenListener checks that a listener serves a socket the
+// caller opened, with one accept loop per shard on it.
+func TestListenGivenListener(t *testing.T) {
+	m := newManager(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	l, err := stream.Listen(context.Background(), m, "", stream.Config{Socket: nm.SocketConfig{Listeners: []net.Listener{ln}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Addr() != transport.AddrPort(ln.Addr()) {
+		t.Errorf("Addr = %v; want the socket's %v", l.Addr(), ln.Addr())
+	}
+	wait := echoServer(l)
+	k := kinds[0]
+	for i := 0; i < 3; i++ {
+		h := k.mustDial(t, m, l, stream.Config{})
+		if err := h.Send([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if got := readN(t, h, 4); string(got) != "ping" {
+			t.Errorf("echo %q; want ping", got)
+		}
+		h.Detach()
+	}
+	l.Close()
+	wait()
 }

@@ -32,6 +32,15 @@ type ListenConfig struct {
 	// the library's own options, to set options such as SO_BINDTODEVICE,
 	// SO_RCVBUF or IP_FREEBIND. It is called for the probe socket too.
 	Control func(network, address string, c syscall.RawConn) error
+	// PacketConns (for ListenUDP, each a *net.UDPConn) and Listeners (for
+	// ListenTCP, each a *net.TCPListener), if set, are sockets already
+	// bound, used instead of binding the address: the caller's own, or
+	// from files (net.FilePacketConn, net.FileListener) such as systemd
+	// passes. The address, Family, SharePort and Control are then ignored.
+	// Fewer sockets than asked for are repeated, so that shards share
+	// them; more are all returned.
+	PacketConns []net.PacketConn
+	Listeners   []net.Listener
 }
 
 // ListenUDP binds n UDP sockets to addr: one per shard, with SO_REUSEPORT,
@@ -39,6 +48,9 @@ type ListenConfig struct {
 // addr has port 0, the system picks a free port, and every socket binds
 // it.
 func ListenUDP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net.UDPConn, error) {
+	if len(lc.PacketConns) > 0 {
+		return given[*net.UDPConn](lc.PacketConns, n)
+	}
 	return bindN(ctx, "udp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.UDPConn, string, error) {
 		pc, err := nc.ListenPacket(ctx, network, addr)
 		if err != nil {
@@ -50,6 +62,9 @@ func ListenUDP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net
 
 // ListenTCP binds n TCP listening sockets to addr, as ListenUDP does.
 func ListenTCP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net.TCPListener, error) {
+	if len(lc.Listeners) > 0 {
+		return given[*net.TCPListener](lc.Listeners, n)
+	}
 	return bindN(ctx, "tcp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.TCPListener, string, error) {
 		l, err := nc.Listen(ctx, network, addr)
 		if err != nil {
@@ -57,6 +72,23 @@ func ListenTCP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net
 		}
 		return l.(*net.TCPListener), l.Addr().String(), nil
 	})
+}
+
+// given returns the sockets the caller gave, as S, repeated up to n.
+func given[S any, G any](socks []G, n int) ([]S, error) {
+	out := make([]S, 0, max(n, len(socks)))
+	for _, g := range socks {
+		s, ok := any(g).(S)
+		if !ok {
+			var want S
+			return nil, errf("given socket is a %T; want a %T", g, want)
+		}
+		out = append(out, s)
+	}
+	for i := len(socks); i < n; i++ {
+		out = append(out, out[i%len(socks)])
+	}
+	return out, nil
 }
 
 type binder[S io.Closer] func(nc *net.ListenConfig, network, addr string) (S, string, error)
