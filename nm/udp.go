@@ -68,7 +68,9 @@ func (c *UDPConfig) batch() int {
 	return DefaultUDPBatch
 }
 
-// UDPListener is a UDP server: one socket per shard bound to one address.
+// UDPListener is a UDP server: one socket per shard bound to one address
+// (shared by the shards where the platform cannot spread traffic over
+// several, see package transport).
 // Every datagram arrives as an Event on Datagrams, with a handle to reply
 // on. Its methods are safe for concurrent use.
 type UDPListener struct {
@@ -97,7 +99,9 @@ type udpListenSocket struct {
 }
 
 // ListenUDP binds addr on every shard of m and starts reading. ctx bounds
-// the binding only.
+// the binding only. It fails with an error matching syscall.EADDRINUSE if
+// another socket holds addr, unless cfg.Socket.SharePort; with
+// cfg.Socket.PacketConns it serves those sockets and ignores addr.
 func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UDPListener, error) {
 	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {

@@ -43,15 +43,17 @@ type ListenConfig struct {
 	Listeners   []net.Listener
 }
 
-// ListenUDP binds n UDP sockets to addr: one per shard, with SO_REUSEPORT,
-// where ReusePortSupported; a single socket elsewhere or when n is 1. If
+// ListenUDP returns n UDP sockets bound to addr (n < 1 counts as 1), for
+// n shards: n sockets bound with SO_REUSEPORT (SO_REUSEPORT_LB on FreeBSD)
+// where ReusePortSupported, so that the kernel spreads the traffic over
+// them; elsewhere one socket, repeated n times, which the shards share. If
 // addr has port 0, the system picks a free port, and every socket binds
-// it.
+// it. The sockets lc gives, if any, are returned instead (see ListenConfig).
 func ListenUDP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net.UDPConn, error) {
 	if len(lc.PacketConns) > 0 {
 		return given[*net.UDPConn](lc.PacketConns, n)
 	}
-	return bindN(ctx, "udp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.UDPConn, string, error) {
+	return bindN("udp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.UDPConn, string, error) {
 		pc, err := nc.ListenPacket(ctx, network, addr)
 		if err != nil {
 			return nil, "", err
@@ -60,12 +62,13 @@ func ListenUDP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net
 	})
 }
 
-// ListenTCP binds n TCP listening sockets to addr, as ListenUDP does.
+// ListenTCP returns n TCP listening sockets bound to addr, as ListenUDP
+// does.
 func ListenTCP(ctx context.Context, addr string, n int, lc ListenConfig) ([]*net.TCPListener, error) {
 	if len(lc.Listeners) > 0 {
 		return given[*net.TCPListener](lc.Listeners, n)
 	}
-	return bindN(ctx, "tcp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.TCPListener, string, error) {
+	return bindN("tcp", addr, n, lc, func(nc *net.ListenConfig, network, addr string) (*net.TCPListener, string, error) {
 		l, err := nc.Listen(ctx, network, addr)
 		if err != nil {
 			return nil, "", err
@@ -93,13 +96,16 @@ func given[S any, G any](socks []G, n int) ([]S, error) {
 
 type binder[S io.Closer] func(nc *net.ListenConfig, network, addr string) (S, string, error)
 
-// bindN binds n sockets of proto ("udp" or "tcp") to addr with bind.
-// Unless lc.SharePort, a probe socket without SO_REUSEPORT first checks
-// that nobody holds the address (and picks the port when it is 0); the
-// sockets then bind the probe's address with SO_REUSEPORT when n > 1.
-func bindN[S io.Closer](ctx context.Context, proto, addr string, n int, lc ListenConfig, bind binder[S]) ([]S, error) {
-	if n < 1 || !ReusePortSupported {
-		n = 1
+// bindN binds n sockets of proto ("udp" or "tcp") to addr with bind, or
+// one repeated n times where !ReusePortSupported. Unless lc.SharePort, a
+// probe socket without SO_REUSEPORT first checks that nobody holds the
+// address (and picks the port when it is 0); the sockets then bind the
+// probe's address with SO_REUSEPORT when there are several.
+func bindN[S io.Closer](proto, addr string, n int, lc ListenConfig, bind binder[S]) ([]S, error) {
+	n = max(n, 1)
+	k := n // distinct sockets
+	if !ReusePortSupported {
+		k = 1
 	}
 	network, err := networkOf(proto, addr, lc.Family)
 	if err != nil {
@@ -110,9 +116,9 @@ func bindN[S io.Closer](ctx context.Context, proto, addr string, n int, lc Liste
 			return nil, err
 		}
 	}
-	nc := net.ListenConfig{Control: controls(lc.Control, n > 1 || lc.SharePort)}
+	nc := net.ListenConfig{Control: controls(lc.Control, k > 1 || lc.SharePort)}
 	socks := make([]S, 0, n)
-	for i := 0; i < n; i++ {
+	for i := 0; i < k; i++ {
 		s, bound, err := bind(&nc, network, addr)
 		if err != nil {
 			for _, s := range socks {
@@ -122,6 +128,9 @@ func bindN[S io.Closer](ctx context.Context, proto, addr string, n int, lc Liste
 		}
 		socks = append(socks, s)
 		addr = bound
+	}
+	for i := k; i < n; i++ {
+		socks = append(socks, socks[0])
 	}
 	return socks, nil
 }
