@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -150,5 +151,74 @@ func TestNetworkOf(t *testing.T) {
 	}
 	if _, err := networkOf("udp", ":53", "ipx"); err == nil {
 		t.Error("networkOf accepted family ipx")
+	}
+}
+
+// TestListenControl checks that the Control hook runs on every socket
+// (the probe's too) and that its error fails the listen.
+func TestListenControl(t *testing.T) {
+	var calls atomic.Int32
+	lc := ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		calls.Add(1)
+		return nil
+	}}
+	closer, _, err := listenN("udp", "127.0.0.1:0", 2, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closer()
+	want := int32(3) // the probe and two shards
+	if !ReusePortSupported {
+		want = 2
+	}
+	if n := calls.Load(); n != want {
+		t.Errorf("Control called %d times; want %d", n, want)
+	}
+	refuse := errors.New("refused by the hook")
+	lc.Control = func(string, string, syscall.RawConn) error { return refuse }
+	if _, _, err := listenN("tcp", "127.0.0.1:0", 2, lc); !errors.Is(err, refuse) {
+		t.Errorf("listen with a failing Control: %v; want its error", err)
+	}
+}
+
+// TestListenV6OnlyLeavesIPv4Free checks that Family ip6 on [::] takes no
+// IPv4: a listener on 0.0.0.0 binds the same port beside it.
+func TestListenV6OnlyLeavesIPv4Free(t *testing.T) {
+	for _, proto := range []string{"udp", "tcp"} {
+		close6, addr, err := listenN(proto, "[::]:0", 2, ListenConfig{Family: "ip6"})
+		if err != nil {
+			if os.Getenv("CI") == "" {
+				t.Skipf("no IPv6: %v", err)
+			}
+			t.Fatal(err)
+		}
+		_, port, _ := strings.Cut(addr, "]:")
+		close4, _, err := listenN(proto, "0.0.0.0:"+port, 2, ListenConfig{})
+		if err != nil {
+			t.Errorf("%s: 0.0.0.0:%s beside a v6-only [::]: %v", proto, port, err)
+		} else {
+			close4()
+		}
+		close6()
+	}
+}
+
+// TestListenDualStackHoldsIPv4 checks the default of "[::]": both
+// families, so 0.0.0.0 on its port is refused.
+func TestListenDualStackHoldsIPv4(t *testing.T) {
+	closer, addr, err := listenN("udp", "[::]:0", 2, ListenConfig{})
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("no IPv6: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer closer()
+	_, port, _ := strings.Cut(addr, "]:")
+	if c, _, err := listenN("udp", "0.0.0.0:"+port, 1, ListenConfig{}); !errors.Is(err, syscall.EADDRINUSE) {
+		if err == nil {
+			c()
+		}
+		t.Errorf("0.0.0.0:%s beside a dual-stack [::]: %v; want EADDRINUSE", port, err)
 	}
 }
