@@ -46,7 +46,8 @@
 // PeerAddr and LocalAddr are the conversation's addresses as the client
 // sees them: behind a load balancer that sends PROXY v2 headers
 // (UDPConfig.Proxy, stream.Config.Proxy), the header's; RealPeerAddr and
-// RealLocalAddr are always the socket's own.
+// RealLocalAddr are always the socket's own (for a UDP request, the
+// address the datagram was sent to, even on a wildcard listener).
 //
 // # Sockets
 //

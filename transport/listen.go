@@ -11,9 +11,9 @@ import (
 
 // ListenConfig says how ListenUDP and ListenTCP open their sockets. The
 // zero value binds the address as written (an IPv4 address, 0.0.0.0
-// included, binds IPv4 only; an IPv6 address or an empty host binds both
-// families where the system allows), and refuses an address that another
-// socket already holds.
+// included, binds IPv4 only; the IPv6 wildcard "[::]" or an empty host
+// binds both families where the system allows), and refuses an address
+// that another socket already holds.
 type ListenConfig struct {
 	// Family restricts the sockets to one IP version: "ip4", or "ip6"
 	// (IPV6_V6ONLY set: "[::]" then takes no IPv4). If empty, the address
