@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -145,5 +146,44 @@ func TestEncodePktinfoMismatch(t *testing.T) {
 	m := Message{Local: netip.IPv6Loopback()}
 	if n := encodePktinfo(oob, &m, false); n != 0 {
 		t.Errorf("encodePktinfo(::1 on AF_INET) = %d; want 0", n)
+	}
+}
+
+// BenchmarkBatchSourced measures one datagram read from a wildcard socket
+// and answered through a Batch, with and without a source address.
+func BenchmarkBatchSourced(b *testing.B) {
+	for _, sourced := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sourced=%v", sourced), func(b *testing.B) {
+			srv, err := net.ListenUDP("udp4", &net.UDPAddr{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			cli, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cli.Close()
+			dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), AddrPort(srv.LocalAddr()).Port())
+			in, _ := NewBatch(srv, 1, 512)
+			out, _ := NewBatch(srv, 1, 0)
+			q, buf := make([]byte, 64), make([]byte, 512)
+			b.ReportAllocs()
+			for b.Loop() {
+				cli.WriteToUDPAddrPort(q, dst)
+				if _, err := in.Read(); err != nil {
+					b.Fatal(err)
+				}
+				m, o := &in.Msgs[0], &out.Msgs[0]
+				o.Buf, o.Addr = q, m.Addr
+				if sourced {
+					o.Local = m.Local
+				}
+				if err := out.Write(1); err != nil {
+					b.Fatal(err)
+				}
+				cli.ReadFromUDPAddrPort(buf)
+			}
+		})
 	}
 }
