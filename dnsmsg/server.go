@@ -48,10 +48,25 @@ type ServerConfig struct {
 	// So a leaked reference or a stuck consumer cannot pin a connection.
 	// If zero, DefaultRequestTimeout (10 s); nm.NoTimeout: no bound.
 	RequestTimeout time.Duration
+	// Socket says how the listener binds: address family, port sharing,
+	// socket options (see nm.SocketConfig), for UDP, and for TCP and TLS
+	// unless Stream.Socket is set. The zero value binds the address as
+	// written and refuses an address another socket holds.
+	Socket nm.SocketConfig
 	// Ordered makes TCP and TLS connections answer in order: the next
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
 	Ordered bool
+}
+
+// stream returns the configuration of a TCP or TLS listener: Stream,
+// with Socket unless Stream has its own.
+func (c *ServerConfig) stream() stream.Config {
+	sc := c.Stream
+	if sc.Socket.IsZero() {
+		sc.Socket = c.Socket
+	}
+	return sc
 }
 
 func (c *ServerConfig) maxInFlight() int {
@@ -96,6 +111,7 @@ func ListenUDP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig
 		Queue:   cfg.Queue,
 		Filter:  func(b []byte, _ netip.AddrPort) error { return checkRequest(b) },
 		Proxy:   cfg.Proxy,
+		Socket:  cfg.Socket,
 	})
 	if err != nil {
 		return nil, err

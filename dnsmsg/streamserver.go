@@ -82,7 +82,7 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		conns:          make(map[*streamConn]struct{}),
 		refs:           1,
 	}
-	sc := cfg.Stream
+	sc := cfg.stream()
 	sc.Consume = s.consume
 	if sc.Proxy == nil {
 		sc.Proxy = cfg.Proxy

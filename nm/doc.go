@@ -7,8 +7,11 @@
 // # Shards
 //
 // A Manager owns N shards (one per CPU by default). Every socket and handle
-// belongs to one shard for its whole life. Listening sockets are spread over
-// the shards with SO_REUSEPORT. Each shard has a job loop (Shard.Post), the
+// belongs to one shard for its whole life. On Linux and FreeBSD each shard
+// gets its own listening socket (SO_REUSEPORT, SO_REUSEPORT_LB) and the
+// kernel spreads the traffic over them; elsewhere, and for sockets given
+// by the caller (SocketConfig.PacketConns, Listeners) when there are fewer
+// than shards, the shards share the sockets (see package transport). Each shard has a job loop (Shard.Post), the
 // reader goroutines of its listening sockets, pools, and counters. With
 // Config.LockThreads or Config.Pin, a shard's long-lived goroutines are
 // locked to OS threads, pinned to the shard's CPU.
@@ -52,7 +55,24 @@
 // PeerAddr and LocalAddr are the conversation's addresses as the client
 // sees them: behind a load balancer that sends PROXY v2 headers
 // (UDPConfig.Proxy, stream.Config.Proxy), the header's; RealPeerAddr and
-// RealLocalAddr are always the socket's own.
+// RealLocalAddr are always the socket's own (for a UDP request, the
+// address the datagram was sent to, even on a wildcard listener).
+//
+// # Sockets
+//
+// Listeners take a SocketConfig (UDPConfig.Socket, stream.Config.Socket):
+// the address family ("0.0.0.0" binds IPv4 only, "[::]" both families
+// unless Family is "ip6"), socket options through a Control hook, sockets
+// already open (from a parent process or systemd), and port sharing. A
+// listener never silently shares its port: when any socket, of this
+// process or another, holds the address, listening fails with an error
+// matching syscall.EADDRINUSE, unless SharePort asks to share (for a
+// hand-over on restart).
+//
+// On a wildcard UDP listener, each request's LocalAddr is the address the
+// client sent to and InterfaceIndex the interface it came in on, and the
+// reply leaves from that address (Linux; elsewhere LocalAddr is the
+// wildcard and the kernel chooses the source, so bind each address).
 //
 // # Pause
 //

@@ -66,6 +66,7 @@ type conv struct {
 	peer  netip.AddrPort
 	// realLocal and realPeer are the socket's own addresses.
 	realLocal, realPeer netip.AddrPort
+	ifindex             int // interface a UDP request arrived on; 0 if unknown
 
 	dataMu sync.Mutex
 	data   any
@@ -92,6 +93,7 @@ func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
 	c := h.conv
 	c.shard, c.sock, c.local, c.peer = s, sock, local, peer
 	c.realLocal, c.realPeer = local, peer
+	c.ifindex = 0
 	gen, _ := unpack(c.state.Load())
 	gen++
 	c.state.Store(pack(gen, 1))
@@ -188,8 +190,20 @@ func (h Handle) PeerAddr() netip.AddrPort {
 	return h.peer
 }
 
-// RealLocalAddr returns the socket's own local address (the zero value once
-// h was released).
+// InterfaceIndex returns the index of the network interface a UDP request
+// arrived on, or 0 if unknown (other transports, platforms that do not
+// report it, or once h was released).
+func (h Handle) InterfaceIndex() int {
+	if !h.acquire() {
+		return 0
+	}
+	defer h.Detach()
+	return h.ifindex
+}
+
+// RealLocalAddr returns the socket's own local address (for a UDP request,
+// the address the datagram was sent to: where the reply leaves from; the
+// zero value once h was released).
 func (h Handle) RealLocalAddr() netip.AddrPort {
 	if !h.acquire() {
 		return netip.AddrPort{}

@@ -49,6 +49,10 @@ type UDPConfig struct {
 	// ProxyHeader, on clients, is sent in front of every datagram (see
 	// proxyproto.Header.Append).
 	ProxyHeader []byte
+	// Socket says how a listener binds: address family, port sharing,
+	// socket options. The zero value binds the address as written and
+	// refuses an address another socket holds (see SocketConfig).
+	Socket SocketConfig
 }
 
 func (c *UDPConfig) maxSize(def int) int {
@@ -65,7 +69,9 @@ func (c *UDPConfig) batch() int {
 	return DefaultUDPBatch
 }
 
-// UDPListener is a UDP server: one socket per shard bound to one address.
+// UDPListener is a UDP server: one socket per shard bound to one address
+// (shared by the shards where the platform cannot spread traffic over
+// several, see package transport).
 // Every datagram arrives as an Event on Datagrams, with a handle to reply
 // on. Its methods are safe for concurrent use.
 type UDPListener struct {
@@ -102,12 +108,17 @@ type udpListenSocket struct {
 }
 
 // ListenUDP binds addr on every shard of m and starts reading. ctx bounds
-// the binding only.
+// the binding only. It fails with an error matching syscall.EADDRINUSE if
+// another socket holds addr, unless cfg.Socket.SharePort; with
+// cfg.Socket.PacketConns it serves those sockets and ignores addr.
 func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UDPListener, error) {
-	conns, err := transport.ListenUDP(ctx, "udp", addr, m.Workers())
+	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		m.shards[0].counters[UDP].BindFailed.Add(1)
 		return nil, err
+	}
+	if k := len(cfg.Socket.PacketConns); k > 0 && k < m.Workers() {
+		m.log.Info("nm: shards share the UDP sockets given", "sockets", k, "shards", m.Workers(), "addr", conns[0].LocalAddr())
 	}
 	queue := cfg.Queue
 	if queue <= 0 {
@@ -117,7 +128,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	l.addr = transport.AddrPort(conns[0].LocalAddr())
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
-		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: l.addr}
+		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: transport.AddrPort(c.LocalAddr())}
 		s.pool.Max = queue
 		s.stats = &s.shard.counters[UDP]
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
@@ -233,10 +244,15 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		s.stats.Dropped.Add(1)
 		return
 	}
-	local, peer := s.local, m.Addr
+	dest := s.local
+	if m.Local.IsValid() {
+		// The address the client asked, even on a wildcard socket.
+		dest = netip.AddrPortFrom(m.Local, s.local.Port())
+	}
+	local, peer := dest, m.Addr
 	if p := s.l.cfg.Proxy; p != nil {
 		var ok bool
-		if b, local, peer, ok = s.unproxy(p, b, m.Addr); !ok {
+		if b, local, peer, ok = s.unproxy(p, b, dest, m.Addr); !ok {
 			s.stats.Dropped.Add(1)
 			return
 		}
@@ -246,7 +262,8 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		return
 	}
 	h := s.pool.Get()
-	h.Reuse(s.shard, s, s.local, m.Addr)
+	h.Reuse(s.shard, s, dest, m.Addr)
+	h.ifindex = m.IfIndex
 	h.SetProxied(local, peer)
 	h.Buf = append(h.Buf[:0], b...)
 	s.inFlight.Add(1)
@@ -258,22 +275,23 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 	}
 }
 
-// unproxy strips the PROXY header of a datagram from real, and returns the
-// payload and the addresses to report; false if the datagram is refused.
-func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
+// unproxy strips the PROXY header of a datagram from real, sent to local,
+// and returns the payload and the addresses to report; false if the
+// datagram is refused.
+func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, local, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
 	if !p.Allowed(real.Addr()) {
 		s.shard.m.log.Debug("nm: PROXY header from a peer not allowed", "peer", real)
-		return nil, s.local, real, false
+		return nil, local, real, false
 	}
 	hdr, n, err := proxyproto.Parse(b)
 	if err != nil {
 		s.shard.m.log.Debug("nm: bad PROXY header", "peer", real, "err", err)
-		return nil, s.local, real, false
+		return nil, local, real, false
 	}
 	if src, dst, ok := hdr.Addresses(); ok {
 		return b[n:], dst, src, true
 	}
-	return b[n:], s.local, real, true
+	return b[n:], local, real, true
 }
 
 // end runs when a reader stops; the last one delivers the final event.
@@ -288,7 +306,8 @@ func (s *udpListenSocket) end() {
 
 // Send replies to h's peer from the socket the request came in on.
 func (s *udpListenSocket) Send(h Handle, b []byte) error {
-	if err := s.writer.WriteTo(b, h.realPeer); err != nil {
+	from, ifindex := replySource(h)
+	if err := s.writer.WriteFrom(b, h.realPeer, from, ifindex); err != nil {
 		s.stats.SendFailed.Add(1)
 		return MapError(err)
 	}

@@ -71,6 +71,10 @@ type Config struct {
 	// handshake, or as the first bytes inside TLS with ProxyInTLS (see
 	// proxyproto.Header.Append).
 	ProxyHeader []byte
+	// Socket says how a listener binds: address family, port sharing,
+	// socket options. The zero value binds the address as written and
+	// refuses an address another socket holds (see nm.SocketConfig).
+	Socket nm.SocketConfig
 	// Serve, if set, makes a listener give each connection, as a net.Conn,
 	// to Serve.ServeConn instead of delivering it on Conns (see Server);
 	// Consume is then ignored. Meant for protocols such as HTTP/2.

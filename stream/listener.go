@@ -80,10 +80,13 @@ func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config
 		// the waiting connection sits in another shard's backlog.
 		sockets = 1
 	}
-	lns, err := transport.ListenTCP(ctx, "tcp", addr, sockets)
+	lns, err := transport.ListenTCP(ctx, addr, sockets, transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		m.Shard(0).Counters(kind).BindFailed.Add(1)
 		return nil, err
+	}
+	if k := len(cfg.Socket.Listeners); k > 0 && k < sockets {
+		m.Logger().Info("stream: shards share the listening sockets given", "sockets", k, "shards", sockets, "addr", lns[0].Addr())
 	}
 	l := &Listener{m: m, cfg: cfg, kind: kind, lns: lns, ch: make(chan nm.Event, acceptQueue), done: make(chan struct{})}
 	l.addr = transport.AddrPort(lns[0].Addr())

@@ -11,8 +11,12 @@ import (
 )
 
 // Batch reads or writes up to len(Msgs) datagrams on one UDP socket in one
-// system call (recvmmsg or sendmmsg). A Batch is not safe for concurrent
-// use; one Batch serves one direction of one socket.
+// system call (recvmmsg or sendmmsg). Each message has its own control
+// data: reading reports its destination address and interface
+// (IP_PKTINFO, IPV6_PKTINFO, enabled on the socket by NewBatch), writing
+// a message with Local set makes it leave from that address. A Batch is
+// not safe for concurrent use; one Batch serves one direction of one
+// socket.
 type Batch struct {
 	// Msgs holds the messages; Read fills Msgs[:n], Write sends Msgs[:n].
 	Msgs []Message
@@ -23,6 +27,7 @@ type Batch struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
+	oob   []byte // oobSize bytes of control data per message, one allocation
 
 	// State of the call in progress, shared with the RawConn closures.
 	count   int
@@ -43,12 +48,15 @@ func newBatch(c *net.UDPConn, n int) (*Batch, error) {
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
+		oob:   make([]byte, n*oobSize),
 	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
 		var sa unix.Sockaddr
-		sa, serr = unix.Getsockname(int(fd))
-		_, b.v6 = sa.(*unix.SockaddrInet6)
+		if sa, serr = unix.Getsockname(int(fd)); serr == nil {
+			_, b.v6 = sa.(*unix.SockaddrInet6)
+			serr = enablePktinfo(int(fd), b.v6)
+		}
 	})
 	if err == nil {
 		err = serr
@@ -74,6 +82,8 @@ func (b *Batch) Read() (int, error) {
 		h := &b.hdrs[i].Hdr
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		h.Namelen = unix.SizeofSockaddrInet6
+		h.Control = &b.oob[i*oobSize]
+		h.SetControllen(oobSize)
 		h.Flags = 0
 		b.iovs[i].Base = unsafe.SliceData(m.Buf)
 		b.iovs[i].SetLen(len(m.Buf))
@@ -90,6 +100,7 @@ func (b *Batch) Read() (int, error) {
 		m.N = int(b.hdrs[i].Len)
 		m.Truncated = b.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0
 		m.Addr = decodeAddr(&b.names[i], b.hdrs[i].Hdr.Namelen)
+		decodePktinfo(m, b.oob[i*oobSize:][:b.hdrs[i].Hdr.Controllen])
 	}
 	return b.count, nil
 }
@@ -126,6 +137,13 @@ func (b *Batch) Write(n int) error {
 			h.Namelen = b.encodeAddr(&b.names[i], m.Addr)
 		} else {
 			h.Name, h.Namelen = nil, 0
+		}
+		h.Control, h.Controllen = nil, 0
+		if m.Local.IsValid() {
+			if k := encodePktinfo(b.oob[i*oobSize:(i+1)*oobSize], m, b.v6); k > 0 {
+				h.Control = &b.oob[i*oobSize]
+				h.SetControllen(k)
+			}
 		}
 		h.Flags = 0
 		b.iovs[i].Base = unsafe.SliceData(m.Buf)

@@ -8,7 +8,10 @@ import (
 )
 
 // Batch reads or writes datagrams on one UDP socket. On this platform it
-// moves one datagram per system call. A Batch is not safe for concurrent use.
+// moves one datagram per system call and carries no addresses of our own:
+// a received Message's Local and IfIndex are zero, and a written one's are
+// ignored (the kernel chooses the source). A Batch is not safe for
+// concurrent use.
 type Batch struct {
 	// Msgs holds the messages; Read fills Msgs[:n], Write sends Msgs[:n].
 	Msgs []Message

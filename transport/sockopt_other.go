@@ -1,11 +1,18 @@
-//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+//go:build !(linux || freebsd || darwin || openbsd || netbsd || dragonfly)
 
 package transport
 
-import "syscall"
+import (
+	"runtime"
+	"syscall"
+)
 
-// ReusePortSupported reports whether this platform lets several sockets bind
-// one address with SO_REUSEPORT and balances flows between them.
+// ReusePortSupported reports whether the kernel spreads the traffic of one
+// address over several sockets bound to it. False on this platform: the
+// shards share one socket, and SharePort is refused (Windows' SO_REUSEADDR
+// would let any process take the port over).
 const ReusePortSupported = false
 
-func reusePortControl(network, address string, c syscall.RawConn) error { return nil }
+func reusePortControl(network, address string, c syscall.RawConn) error {
+	return errf("sharing %s: port sharing is not supported on %s", address, runtime.GOOS)
+}

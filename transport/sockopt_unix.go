@@ -1,4 +1,4 @@
-//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+//go:build linux || freebsd || darwin || openbsd || netbsd || dragonfly
 
 package transport
 
@@ -8,20 +8,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ReusePortSupported reports whether this platform lets several sockets bind
-// one address with SO_REUSEPORT and balances flows between them.
-const ReusePortSupported = true
-
-func reusePortControl(network, address string, c syscall.RawConn) error {
+// setReusePort sets the socket option opt (SO_REUSEPORT or FreeBSD's
+// SO_REUSEPORT_LB), named name in errors, on c.
+func setReusePort(c syscall.RawConn, address string, opt int, name string) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1)
 	})
 	if err != nil {
 		return err
 	}
 	if serr != nil {
-		return errf("SO_REUSEPORT on %s: %w", address, serr)
+		return errf("%s on %s: %w", name, address, serr)
 	}
 	return nil
 }

@@ -37,8 +37,10 @@ type Writer struct {
 }
 
 type writeReq struct {
-	b  []byte
-	to netip.AddrPort
+	b       []byte
+	to      netip.AddrPort
+	from    netip.Addr // source address (Message.Local); zero: the kernel's choice
+	ifindex int
 	// done receives exactly one value: the write's result, or errYourTurn.
 	// Buffered so the writer never blocks on a waiting caller.
 	done chan error
@@ -58,30 +60,45 @@ func NewWriter(c *net.UDPConn, connected bool) (*Writer, error) {
 
 // WriteTo sends b to addr (ignored on a connected socket).
 func (w *Writer) WriteTo(b []byte, addr netip.AddrPort) error {
+	return w.WriteFrom(b, addr, netip.Addr{}, 0)
+}
+
+// WriteFrom sends b to addr from the source address from and interface
+// ifindex, as Message.Local and Message.IfIndex say (zero values: the
+// kernel chooses).
+func (w *Writer) WriteFrom(b []byte, addr netip.AddrPort, from netip.Addr, ifindex int) error {
 	w.mu.Lock()
 	if !w.busy {
 		w.busy = true
 		w.mu.Unlock()
-		return w.serve(w.writeOne(b, addr))
+		return w.serve(w.writeOne(b, addr, from, ifindex))
 	}
 	r := reqPool.Get().(*writeReq)
-	r.b, r.to = b, addr
+	r.b, r.to, r.from, r.ifindex = b, addr, from, ifindex
 	w.queue = append(w.queue, r)
 	w.mu.Unlock()
 	err := <-r.done
 	if err == errYourTurn {
-		err = w.serve(w.writeOne(r.b, r.to))
+		err = w.serve(w.writeOne(r.b, r.to, r.from, r.ifindex))
 	}
 	r.b = nil
 	reqPool.Put(r)
 	return err
 }
 
-func (w *Writer) writeOne(b []byte, addr netip.AddrPort) error {
+func (w *Writer) writeOne(b []byte, addr netip.AddrPort, from netip.Addr, ifindex int) error {
 	var err error
-	if w.connected {
+	switch {
+	case from.IsValid() && !w.connected:
+		// Only a batch carries a source address.
+		m := &w.batch.Msgs[0]
+		m.Buf, m.Addr, m.Local, m.IfIndex = b, addr, from, ifindex
+		w.batch.Write(1)
+		err = m.Err
+		m.Buf, m.Err = nil, nil
+	case w.connected:
 		_, err = w.conn.Write(b)
-	} else {
+	default:
 		_, err = w.conn.WriteToUDPAddrPort(b, addr)
 	}
 	return err
@@ -118,9 +135,9 @@ func (w *Writer) flush(q []*writeReq) {
 		n := min(len(q), len(w.batch.Msgs))
 		for i, r := range q[:n] {
 			m := &w.batch.Msgs[i]
-			m.Buf, m.Addr = r.b, r.to
+			m.Buf, m.Addr, m.Local, m.IfIndex = r.b, r.to, r.from, r.ifindex
 			if w.connected {
-				m.Addr = netip.AddrPort{}
+				m.Addr, m.Local, m.IfIndex = netip.AddrPort{}, netip.Addr{}, 0
 			}
 		}
 		w.batch.Write(n)

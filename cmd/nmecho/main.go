@@ -1,5 +1,9 @@
 // Command nmecho is the netmgr demo server: it answers every DNS request
 // with the same message, QR bit set. With no flags it serves on loopback.
+// Wildcard addresses work: 0.0.0.0 serves every IPv4 address, [::] every
+// IPv6 and IPv4 address, and UDP replies leave from the address each query
+// was sent to. Sockets passed by systemd socket activation (LISTEN_FDS)
+// are served too, by name ("udp", "tcp", "dot", "doh") or else by type.
 package main
 
 import (
@@ -17,8 +21,8 @@ import (
 
 func main() {
 	var o echo.Options
-	flag.StringVar(&o.UDP, "udp", "127.0.0.1:5300", "DNS over UDP `address` (empty: off)")
-	flag.StringVar(&o.TCP, "tcp", "127.0.0.1:5300", "DNS over TCP `address` (empty: off)")
+	flag.StringVar(&o.UDP, "udp", "127.0.0.1:5300", "DNS over UDP `address` (empty: off; 0.0.0.0:53 all IPv4, [::]:53 all IPv6 and IPv4)")
+	flag.StringVar(&o.TCP, "tcp", "127.0.0.1:5300", "DNS over TCP `address` (empty: off; wildcards as -udp)")
 	flag.StringVar(&o.DoT, "dot", "127.0.0.1:8530", "DNS over TLS `address` (empty: off)")
 	flag.StringVar(&o.DoH, "doh", "127.0.0.1:8443", "DNS over HTTPS `address` (empty: off)")
 	flag.StringVar(&o.Echo, "echo", "", "raw TCP echo `address` (empty: off)")
@@ -34,6 +38,14 @@ func main() {
 	flag.DurationVar(&o.Report, "report", 0, "print goroutines, heap and message counts every `interval` (0: off)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	flag.Parse()
+	var err error
+	if o.Sockets, err = echo.Activated(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if len(o.Sockets) > 0 {
+		onlyPassed(&o)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {
@@ -52,5 +64,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
+	}
+}
+
+// onlyPassed turns off, when sockets were passed in, the listeners that
+// got none and whose address was not set on the command line: a socket
+// activated server listens where it is told.
+func onlyPassed(o *echo.Options) {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, addr := range map[string]*string{"udp": &o.UDP, "tcp": &o.TCP, "dot": &o.DoT, "doh": &o.DoH} {
+		if _, passed := o.Sockets[name]; !passed && !set[name] {
+			*addr = ""
+		}
 	}
 }

@@ -42,6 +42,14 @@ func start(t *testing.T, bin string, args ...string) (*exec.Cmd, *bufio.Scanner,
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, bin, args...)
+	lines, addrs := startCmd(t, cmd)
+	return cmd, lines, addrs
+}
+
+// startCmd starts cmd, an nmecho, and returns its output lines and the
+// addresses it listens on by name.
+func startCmd(t *testing.T, cmd *exec.Cmd) (*bufio.Scanner, map[string]string) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +68,7 @@ func start(t *testing.T, bin string, args ...string) (*exec.Cmd, *bufio.Scanner,
 	if len(addrs) == 0 {
 		t.Fatal("nmecho did not say where it listens")
 	}
-	return cmd, lines, addrs
+	return lines, addrs
 }
 
 // TestSIGTERMExitsZeroWithSummary runs the real binary, queries it, stops it

@@ -40,6 +40,11 @@ type Options struct {
 	// WhoAmI answers each query with the client's address (an A or AAAA
 	// record for the question's name) instead of echoing it.
 	WhoAmI bool
+	// Sockets holds sockets passed in (see Activated), by listener name
+	// ("udp", "tcp", "dot", "doh", "echo", "tls-echo"): a listener with
+	// sockets serves them instead of binding its address, and runs even
+	// if its address is empty.
+	Sockets map[string]nm.SocketConfig
 	// Report, if set, makes Run print a line of live figures (goroutines,
 	// heap, messages) at this interval, for soak runs.
 	Report time.Duration
@@ -89,22 +94,25 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	for _, x := range []struct {
 		name, addr string
-		listen     func() (*dnsmsg.Listener, error)
+		listen     func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error)
 	}{
-		{"udp", o.UDP, func() (*dnsmsg.Listener, error) {
+		{"udp", o.UDP, func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
 			return dnsmsg.ListenUDP(ctx, m, o.UDP, cfg)
 		}},
-		{"tcp", o.TCP, func() (*dnsmsg.Listener, error) {
+		{"tcp", o.TCP, func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
 			return dnsmsg.ListenTCP(ctx, m, o.TCP, cfg)
 		}},
-		{"dot", o.DoT, func() (*dnsmsg.Listener, error) {
+		{"dot", o.DoT, func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
 			return dnsmsg.ListenTLS(ctx, m, o.DoT, tlsConf, cfg)
 		}},
 	} {
-		if x.addr == "" {
+		sc, passed := o.Sockets[x.name]
+		if x.addr == "" && !passed {
 			continue
 		}
-		l, err := x.listen()
+		cfg := cfg
+		cfg.Socket = sc
+		l, err := x.listen(cfg)
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("nmecho: %s: %w", x.name, err)
@@ -114,13 +122,15 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			s.wg.Go(func() { s.serve(l.Requests(), answer, o.Delay) })
 		}
 	}
-	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
+	if err := s.startEcho(ctx, "echo", o.Echo, o.Sockets["echo"], nil); err != nil {
 		return nil, err
 	}
-	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, tlsConf); err != nil {
+	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, o.Sockets["tls-echo"], tlsConf); err != nil {
 		return nil, err
 	}
-	if o.DoH != "" {
+	sc, passed := o.Sockets["doh"]
+	if o.DoH != "" || passed {
+		hcfg.Stream.Socket = sc
 		l, err := dnsmsg.ListenHTTPS(ctx, m, o.DoH, tlsConf, nil, hcfg)
 		if err != nil {
 			m.Close()
@@ -139,17 +149,19 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-// startEcho starts a raw stream echo listener on addr, if addr is set.
-func (s *Server) startEcho(ctx context.Context, name, addr string, tlsConf *tls.Config) error {
-	if addr == "" {
+// startEcho starts a raw stream echo listener on addr, or on the sockets
+// of sc, if either is set.
+func (s *Server) startEcho(ctx context.Context, name, addr string, sc nm.SocketConfig, tlsConf *tls.Config) error {
+	if addr == "" && sc.IsZero() {
 		return nil
 	}
 	var l *stream.Listener
 	var err error
+	cfg := stream.Config{Socket: sc}
 	if tlsConf != nil {
-		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, stream.Config{})
+		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, cfg)
 	} else {
-		l, err = stream.Listen(ctx, s.m, addr, stream.Config{})
+		l, err = stream.Listen(ctx, s.m, addr, cfg)
 	}
 	if err != nil {
 		s.m.Close()
