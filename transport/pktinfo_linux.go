@@ -33,7 +33,7 @@ func decodePktinfo(m *Message, oob []byte) {
 	m.Local, m.IfIndex = netip.Addr{}, 0
 	for len(oob) >= unix.SizeofCmsghdr {
 		c := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		if c.Len < unix.SizeofCmsghdr || c.Len > uint64(len(oob)) {
+		if uint64(c.Len) < unix.SizeofCmsghdr || uint64(c.Len) > uint64(len(oob)) {
 			return
 		}
 		data := oob[unix.CmsgLen(0):c.Len]
