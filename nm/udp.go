@@ -215,6 +215,12 @@ func (s *udpListenSocket) readLoop() {
 			s.deliver(&s.batch.Msgs[i])
 		}
 		s.shard.Exit()
+		if !s.shard.m.cfg.LockThreads {
+			// Let the consumers answer what was delivered before reading
+			// on: with few CPUs their replies then leave together, at the
+			// latest in the flush before the next read.
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -267,16 +273,17 @@ func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, real netip.Add
 	return b[n:], s.local, real, true
 }
 
-// end runs when a reader stops; the last one delivers the final event.
+// end runs when a reader stops: its queued replies are written (and fail)
+// and its pooled handles freed; the last one delivers the final event.
 func (s *udpListenSocket) end() {
 	s.out.close()
+	s.pool.close() // before the final event, which tells the consumer it is done
 	s.stats.Closed.Add(1)
 	s.stats.Active.Add(-1)
 	if s.l.running.Add(-1) == 0 {
 		s.l.untrack()
 		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
 	}
-	s.pool.close()
 }
 
 // Read on a request handle has nothing to read: a UDP request is one

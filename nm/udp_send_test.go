@@ -157,11 +157,11 @@ func TestUDPLowLoadReplyAtOnce(t *testing.T) {
 			t.Fatalf("reply %q; want %q", got, q)
 		}
 	}
+	l.Close()
+	wait() // the consumer's Sends have returned: their writes are counted
 	if st := udpStats(m); st.Sent != n || st.Writes != n {
 		t.Errorf("%d sent in %d writes; want %d in %d", st.Sent, st.Writes, n, n)
 	}
-	l.Close()
-	wait()
 }
 
 // TestUDPReplyQueueFullDrops: while a flush is held, Sends fill the queue
