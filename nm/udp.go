@@ -20,6 +20,7 @@ const (
 	DefaultUDPClientSize = 65535
 	DefaultUDPBatch      = 32
 	DefaultUDPQueue      = 1024
+	DefaultUDPReplies    = 1024
 )
 
 // UDPConfig configures a UDP listener or client. The zero value is ready
@@ -38,8 +39,9 @@ type UDPConfig struct {
 	Queue int
 	// Replies bounds, per listening socket, the replies queued or being
 	// written. When it is reached, Send drops the reply, counts it in
-	// SendFailed and returns ErrOutputFull: a UDP reply never waits. If
-	// zero, four times Batch.
+	// SendFailed and returns ErrOutputFull: a UDP reply never waits. It
+	// should cover the replies made while a write is held up (the writing
+	// goroutine can lose its CPU in the system call). If zero, 1024.
 	Replies int
 	// Filter, if set, is called on the shard for each datagram before it
 	// is delivered; a non-nil error drops it and counts it. It must not
@@ -76,7 +78,7 @@ func (c *UDPConfig) replies() int {
 	if c.Replies > 0 {
 		return c.Replies
 	}
-	return 4 * c.batch()
+	return DefaultUDPReplies
 }
 
 // UDPListener is a UDP server: one socket per shard bound to one address.

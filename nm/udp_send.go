@@ -29,10 +29,12 @@ import (
 //
 // One goroutine flushes at a time (flushing); the others append and go on.
 
-// replySlot is the size of a reply slot. Longer replies (rare in DNS over
-// UDP, where clients ask for at most 1232 bytes or so) are copied into a
-// pooled buffer of the largest datagram's size.
-const replySlot = 2048
+// replySlot is the size of a reply slot: the largest reply DNS clients
+// usually accept over UDP (the EDNS buffer size of DNS Flag Day 2020).
+// Longer replies are copied into a pooled buffer of the largest datagram's
+// size. Slots are allocated a chunk (a receive batch) at a time as the
+// queue first grows, and kept.
+const replySlot = 1232
 
 // maxDatagram is the largest UDP payload.
 const maxDatagram = 65535
@@ -79,6 +81,7 @@ type replyQueue struct {
 	mu       sync.Mutex
 	pending  []udpReply // queued replies, in order; guarded by mu
 	free     [][]byte   // unused slots, the last freed first (warm); guarded by mu
+	slots    int        // slots allocated, at most limit; guarded by mu
 	alive    int        // replies queued or in flight; guarded by mu
 	flushing bool       // a goroutine is flushing; guarded by mu
 	idle     bool       // the reader is (about to be) waiting for the socket; guarded by mu
@@ -98,13 +101,19 @@ func newReplyQueue(s *udpListenSocket, batch, limit int) (*replyQueue, error) {
 		wb:       wb,
 		flight:   make([]udpReply, 0, limit),
 		pending:  make([]udpReply, 0, limit),
-		free:     make([][]byte, limit),
-	}
-	slab := make([]byte, limit*replySlot)
-	for i := range q.free {
-		q.free[i] = slab[i*replySlot : (i+1)*replySlot : (i+1)*replySlot]
+		free:     make([][]byte, 0, limit),
 	}
 	return q, nil
+}
+
+// grow adds a chunk of slots. Called with mu held, when none is free.
+func (q *replyQueue) grow() {
+	n := min(q.batch, q.limit-q.slots)
+	chunk := make([]byte, n*replySlot)
+	for i := range n {
+		q.free = append(q.free, chunk[i*replySlot:(i+1)*replySlot:(i+1)*replySlot])
+	}
+	q.slots += n
 }
 
 // Send queues a copy of b for h's peer and returns; b may be reused at once.
@@ -171,12 +180,15 @@ func (q *replyQueue) room() error {
 }
 
 // copyIn copies r.b into a free slot, or a pooled buffer if it is longer.
-// Called with mu held; alive < limit, so a slot is free.
+// Called with mu held; alive < limit, so a slot is free or can be made.
 func (q *replyQueue) copyIn(r *udpReply) {
 	if len(r.b) > replySlot {
 		r.big = bigReplies.Get().(*[]byte)
 		r.b = append((*r.big)[:0], r.b...)
 		return
+	}
+	if len(q.free) == 0 {
+		q.grow()
 	}
 	n := len(q.free) - 1
 	r.slot = q.free[n]
