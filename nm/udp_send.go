@@ -39,6 +39,10 @@ const replySlot = 1232
 // maxDatagram is the largest UDP payload.
 const maxDatagram = 65535
 
+// writeBatch is how many receive batches of replies one sendmmsg carries
+// at most; a longer round takes several.
+const writeBatch = 8
+
 // flushRounds is how many rounds a Send that flushes writes for the others
 // at most, when the reader is running and will flush the rest.
 const flushRounds = 4
@@ -74,7 +78,7 @@ type replyQueue struct {
 	wildcard bool       // the socket is bound to a wildcard address: replies name their source
 
 	// Owned by the goroutine that flushes.
-	wb     *transport.Batch // sendmmsg of up to limit replies
+	wb     *transport.Batch // one sendmmsg of up to writeBatch receive batches
 	flight []udpReply       // the replies being written
 	done   []completion     // SendAsync outcomes of the round written
 
@@ -91,7 +95,7 @@ type replyQueue struct {
 }
 
 func newReplyQueue(s *udpListenSocket, batch, limit int) (*replyQueue, error) {
-	wb, err := transport.NewBatch(s.conn, limit, 0)
+	wb, err := transport.NewBatch(s.conn, min(limit, writeBatch*batch), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -224,22 +228,30 @@ func (q *replyQueue) flush(reader bool) {
 	}
 }
 
-// write sends the flight with one sendmmsg and counts the outcome.
+// write sends the flight, one sendmmsg per len(wb.Msgs) replies, and
+// counts the outcome.
 func (q *replyQueue) write() {
-	n := len(q.flight)
-	for i := range q.flight {
-		m, r := &q.wb.Msgs[i], &q.flight[i]
+	for rs := q.flight; len(rs) > 0; {
+		n := min(len(rs), len(q.wb.Msgs))
+		q.writeBatch(rs[:n])
+		rs = rs[n:]
+	}
+}
+
+func (q *replyQueue) writeBatch(rs []udpReply) {
+	for i := range rs {
+		m, r := &q.wb.Msgs[i], &rs[i]
 		m.Buf, m.Addr, m.Local = r.b, r.to, r.from
 	}
-	if err := q.wb.Write(n); transport.IsClosed(err) {
+	if err := q.wb.Write(len(rs)); transport.IsClosed(err) {
 		q.mu.Lock()
 		q.closed = true
 		q.mu.Unlock()
 	}
 	q.s.stats.Writes.Add(1)
 	sent := 0
-	for i := range q.flight {
-		m, r := &q.wb.Msgs[i], &q.flight[i]
+	for i := range rs {
+		m, r := &q.wb.Msgs[i], &rs[i]
 		if m.Err == nil {
 			sent++
 		} else {
@@ -251,7 +263,7 @@ func (q *replyQueue) write() {
 		m.Buf, m.Err = nil, nil
 	}
 	q.s.stats.Sent.Add(int64(sent))
-	q.s.stats.SendFailed.Add(int64(n - sent))
+	q.s.stats.SendFailed.Add(int64(len(rs) - sent))
 }
 
 // release gives the slots of the flight back. Called with mu held.

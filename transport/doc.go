@@ -10,7 +10,7 @@
 //
 // A [Batch] owns preallocated buffers and kernel message headers for one
 // socket and one direction. Reading or writing a batch allocates nothing.
-// A Batch is not safe for concurrent use; a [Writer] serialises many
-// goroutines' writes on one socket and combines them into batches when they
-// contend.
+// A Batch is not safe for concurrent use: its user serialises the writes
+// of many goroutines (package nm queues replies and writes them in one
+// batch).
 package transport
