@@ -103,9 +103,10 @@ func newReplyQueue(s *udpListenSocket, batch, limit int) (*replyQueue, error) {
 		s: s, requests: s.l.ch, batch: min(batch, limit), limit: limit,
 		wildcard: s.local.Addr().IsUnspecified(),
 		wb:       wb,
-		flight:   make([]udpReply, 0, limit),
-		pending:  make([]udpReply, 0, limit),
-		free:     make([][]byte, 0, limit),
+		// These grow as the queue first grows, as the slots do.
+		flight:  make([]udpReply, 0, batch),
+		pending: make([]udpReply, 0, batch),
+		free:    make([][]byte, 0, batch),
 	}
 	return q, nil
 }
