@@ -18,7 +18,9 @@ import (
 //     waiting for a consumer, so no reply is about to follow), or when the
 //     queue holds a receive batch of replies;
 //   - in the socket's reader, after it has delivered a receive batch and
-//     before it reads again (so before it waits for the socket).
+//     before it reads again (so before it waits for the socket). Between
+//     the two it yields the CPU, so that on few CPUs the consumers answer
+//     the batch first and its replies leave together, from the last Send.
 //
 // While the reader waits for the socket, the first reply that is queued
 // without a flush wakes it (a read deadline in the past), and it flushes.
