@@ -67,15 +67,24 @@ one() {
 		for (i = 1; i <= k; i++) if (tot[i] >= m / 2 && low[i] < min) min = low[i]
 		printf "%.1f\n", min * 100
 	}' "$tmp/out")
+	# The server's system calls (reads and writes of the mode's transport)
+	# per message received, from the last report.
+	calls=$(grep 'nmecho: report' "$tmp/out" | tail -1 | awk -v t="$mode" '{
+		for (i = 1; i <= NF; i++) {
+			if ($i ~ /^received=/) { split($i, a, "="); r = a[2] }
+			if (index($i, t "=reads:") == 1) { split($i, b, /[:,]/); rd = b[2]; wr = b[4] }
+		}
+	}
+	END { if (r > 0 && rd + wr > 0) printf "%.3f\n", (rd + wr) / r; else print "-" }')
 	kill -TERM "$pid"
 	wait "$pid" || true
 	pid=
 	completed=$(awk '/Queries completed:/{print $3}' "$tmp/perf")
 	qps=$(awk '/Queries per second:/{printf "%d", $4}' "$tmp/perf")
 	lost=$(awk '/Queries lost:/{print $3}' "$tmp/perf")
-	awk -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" -v ls="$lowshare" \
-		'BEGIN { printf "%d %.2f %s %s %s\n", q, t / hz / c * 1e6, l, s, ls }' | tee -a "$tmp/r$workers" |
-		sed "s|^|# $label, $workers shard(s): qps cpu_us lost shards lowshare% = |"
+	awk -v c="$completed" -v t=$((cpu1 - cpu0)) -v hz="$clk" -v q="$qps" -v l="$lost" -v s="$shards" -v ls="$lowshare" -v sc="$calls" \
+		'BEGIN { printf "%d %.2f %s %s %s %s\n", q, t / hz / c * 1e6, l, s, ls, sc }' | tee -a "$tmp/r$workers" |
+		sed "s|^|# $label, $workers shard(s): qps cpu_us lost shards lowshare% syscalls/q = |"
 }
 
 for _ in $(seq 1 "$runs"); do
@@ -91,6 +100,7 @@ for w in 1 2; do
 	split=$(sort -n -k2 "$tmp/r$w" | awk -v n="$runs" 'NR == int((n + 1) / 2) { print $4 }')
 	lost=$(awk '{ s += $3 } END { print s }' "$tmp/r$w")
 	low=$(awk '$5 != "-" && (m == "" || $5 < m) { m = $5 } END { print m }' "$tmp/r$w")
-	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" -v low="$low" \
-		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %d lost in all, replies per shard %s%s\n", lb, w, q, c, c / c1, l, s, low == "" ? "" : ", smallest share of a quarter second " low "%" }'
+	sc=$(median "$tmp/r$w" 6)
+	awk -v w="$w" -v q="$q" -v c="$c" -v c1="$c1" -v s="$split" -v l="$lost" -v lb="$label" -v low="$low" -v sc="$sc" \
+		'BEGIN { printf "%s, %d shard(s): %d qps, CPU %.2f us/query (%.2fx one shard), %s system calls/query, %d lost in all, replies per shard %s%s\n", lb, w, q, c, c / c1, sc, l, s, low == "" ? "" : ", smallest share of a quarter second " low "%" }'
 done

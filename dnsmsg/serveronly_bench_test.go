@@ -2,6 +2,7 @@ package dnsmsg_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // benchClientEnv, set to "kind address", turns the test binary into the
@@ -28,22 +30,56 @@ const benchClientEnv = "NMBENCH_CLIENT"
 // client process trusts: certificates are made anew in every process.
 const benchCertEnv = "NMBENCH_CERT"
 
-var serverOnlyKinds = []string{"udp", "tcp", "dot", "doh-get", "doh-post"}
+var serverOnlyKinds = []string{"udp", "udp-burst", "tcp", "dot", "doh-get", "doh-post"}
+
+// udpBurst is how many queries the "udp-burst" client sends before it
+// reads their replies: one op of that kind is udpBurst queries.
+const udpBurst = 16
 
 // BenchmarkServerOnly measures the server path with its client in another
 // process, so that allocs/op counts the server's allocations alone: per
 // query over UDP, TCP, DoT and DoH (GET and POST), each a blocking round
-// trip on one connection. The client is the test binary itself.
+// trip on one connection, and per burst of udpBurst UDP queries sent
+// before their replies are read ("udp-burst"). The client is the test
+// binary itself. syscalls/q is the server's reads and writes (system calls,
+// from the manager's counters) per query, where the transport counts them.
 func BenchmarkServerOnly(b *testing.B) {
 	for _, kind := range serverOnlyKinds {
 		b.Run(kind, func(b *testing.B) {
-			c := startBenchClient(b, kind, serverOnlyAddr(b, kind))
+			addr, m := serverOnlyAddr(b, kind)
+			c := startBenchClient(b, kind, addr)
 			c.run(b, 1) // the handshakes and HTTP/2 settings
+			before := serverOnlyTotals(m, kind)
 			b.ReportAllocs()
 			b.ResetTimer()
 			c.run(b, b.N)
+			b.StopTimer()
+			after := serverOnlyTotals(m, kind)
+			if calls := after.Reads + after.Writes - before.Reads - before.Writes; calls > 0 {
+				queries := b.N
+				if kind == "udp-burst" {
+					queries *= udpBurst
+				}
+				b.ReportMetric(float64(calls)/float64(queries), "syscalls/q")
+			}
 		})
 	}
+}
+
+// serverOnlyTotals returns the counters of kind's transport, or zeros
+// where the manager is not at hand (m nil).
+func serverOnlyTotals(m *nm.Manager, kind string) nm.Totals {
+	if m == nil {
+		return nm.Totals{}
+	}
+	t := nm.UDP
+	switch kind {
+	case "tcp":
+		t = nm.TCP
+	case "dot":
+		t = nm.TLS
+	}
+	return m.Stats().Of(t)
 }
 
 // TestServerOnlyClient checks the harness BenchmarkServerOnly stands on:
@@ -52,22 +88,31 @@ func BenchmarkServerOnly(b *testing.B) {
 func TestServerOnlyClient(t *testing.T) {
 	for _, kind := range serverOnlyKinds {
 		t.Run(kind, func(t *testing.T) {
-			c := startBenchClient(t, kind, serverOnlyAddr(t, kind))
+			addr, _ := serverOnlyAddr(t, kind)
+			c := startBenchClient(t, kind, addr)
 			c.run(t, 3)
 			c.run(t, 5)
 		})
 	}
 }
 
-// serverOnlyAddr starts an echo server for kind and returns its address.
-func serverOnlyAddr(tb testing.TB, kind string) string {
+// serverOnlyAddr starts an echo server for kind and returns its address
+// and, but for DoH, its manager.
+func serverOnlyAddr(tb testing.TB, kind string) (string, *nm.Manager) {
+	var m *nm.Manager
+	keep := func(listen func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error)) func(context.Context, *nm.Manager, string, dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+		return func(ctx context.Context, mgr *nm.Manager, addr string, cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+			m = mgr
+			return listen(ctx, mgr, addr, cfg)
+		}
+	}
 	switch kind {
-	case "udp":
-		return benchServerOn(tb, 1, dnsmsg.ListenUDP).Addr().String()
+	case "udp", "udp-burst":
+		return benchServerOn(tb, 1, keep(dnsmsg.ListenUDP)).Addr().String(), m
 	case "tcp", "dot":
-		return benchServerOn(tb, 1, streamListen(kind)).Addr().String()
+		return benchServerOn(tb, 1, keep(streamListen(kind))).Addr().String(), m
 	default:
-		return dohBenchServer(tb).Addr().String()
+		return dohBenchServer(tb).Addr().String(), nil
 	}
 }
 
@@ -193,6 +238,8 @@ func dialBenchClient(kind, addr string) (func() error, error) {
 			}
 			return isReply(buf[:n])
 		}, nil
+	case "udp-burst":
+		return udpBurstClient(addr, q, isReply)
 	case "tcp", "dot":
 		c, err := dialBenchStream(kind, addr)
 		if err != nil {
@@ -217,4 +264,32 @@ func dialBenchClient(kind, addr string) (func() error, error) {
 		return lc.exchange, nil
 	}
 	return nil, errors.New("unknown kind " + kind)
+}
+
+// udpBurstClient returns an exchange that sends udpBurst queries, then
+// reads their replies.
+func udpBurstClient(addr string, q []byte, isReply func([]byte) error) (func() error, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 512)
+	return func() error {
+		for range udpBurst {
+			if _, err := c.Write(q); err != nil {
+				return err
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a lost reply fails, not hangs
+		for range udpBurst {
+			n, err := c.Read(buf)
+			if err != nil {
+				return err
+			}
+			if err := isReply(buf[:n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }

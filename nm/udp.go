@@ -2,8 +2,10 @@ package nm
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,7 @@ const (
 	DefaultUDPClientSize = 65535
 	DefaultUDPBatch      = 32
 	DefaultUDPQueue      = 1024
+	DefaultUDPReplies    = 1024
 )
 
 // UDPConfig configures a UDP listener or client. The zero value is ready
@@ -27,13 +30,20 @@ type UDPConfig struct {
 	// MaxSize is the largest datagram delivered; longer ones are dropped and
 	// counted. If zero, 4096 bytes for listeners and 65535 for clients.
 	MaxSize int
-	// Batch is how many datagrams a listener reads per system call. If
-	// zero, 32.
+	// Batch is how many datagrams a listener reads per system call, and
+	// how many replies it queues at most before a Send writes them (see
+	// UDPListener). If zero, 32.
 	Batch int
 	// Queue is the capacity of a listener's event channel. When it is full,
 	// new datagrams are dropped and counted: UDP ingress never waits for a
 	// slow consumer. If zero, 1024 per shard.
 	Queue int
+	// Replies bounds, per listening socket, the replies queued or being
+	// written. When it is reached, Send drops the reply, counts it in
+	// SendFailed and returns ErrOutputFull: a UDP reply never waits. It
+	// should cover the replies made while a write is held up (the writing
+	// goroutine can lose its CPU in the system call). If zero, 1024.
+	Replies int
 	// Filter, if set, is called on the shard for each datagram before it
 	// is delivered; a non-nil error drops it and counts it. It must not
 	// keep b, and must be safe for concurrent use.
@@ -69,11 +79,30 @@ func (c *UDPConfig) batch() int {
 	return DefaultUDPBatch
 }
 
+func (c *UDPConfig) replies() int {
+	if c.Replies > 0 {
+		return c.Replies
+	}
+	return DefaultUDPReplies
+}
+
 // UDPListener is a UDP server: one socket per shard bound to one address
 // (shared by the shards where the platform cannot spread traffic over
 // several, see package transport).
 // Every datagram arrives as an Event on Datagrams, with a handle to reply
 // on. Its methods are safe for concurrent use.
+//
+// Replies leave in batches and Send never waits. A request handle's Send
+// copies the reply into its socket's reply queue and returns (SendAsync
+// queues b itself and reports the outcome on done, from the shard). The
+// queue is written with one sendmmsg when a Send finds no other request
+// waiting on Datagrams (so at low load every reply leaves at once), when it
+// holds Batch replies, and by the socket's reader after each batch of
+// requests it delivered. A reply waits at most until the reader has
+// delivered the batch in hand or has the CPU to flush it, never for
+// another request's processing; no timer is involved. Replies leave from
+// the address the request came to. The outcome of each write is counted:
+// Sent, SendFailed, and Writes (system calls).
 type UDPListener struct {
 	m    *Manager
 	cfg  UDPConfig
@@ -95,14 +124,14 @@ type UDPListener struct {
 }
 
 type udpListenSocket struct {
-	l      *UDPListener
-	shard  *Shard
-	conn   *net.UDPConn
-	local  netip.AddrPort
-	batch  *transport.Batch
-	writer *transport.Writer
-	pool   HandlePool
-	stats  *Counters
+	l     *UDPListener
+	shard *Shard
+	conn  *net.UDPConn
+	local netip.AddrPort
+	batch *transport.Batch
+	out   *replyQueue // replies, until they are written (udp_send.go)
+	pool  HandlePool
+	stats *Counters
 	// inFlight counts the requests delivered and not yet released.
 	inFlight atomic.Int64
 }
@@ -132,7 +161,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 		s.pool.Max = queue
 		s.stats = &s.shard.counters[UDP]
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
-			s.writer, err = transport.NewWriter(c, false)
+			s.out, err = newReplyQueue(s, cfg.batch(), cfg.replies())
 		}
 		if err != nil {
 			transportClose(conns)
@@ -178,6 +207,7 @@ func (l *UDPListener) Close() error {
 	l.once.Do(func() {
 		for _, s := range l.socks {
 			s.conn.Close()
+			s.out.close() // Sends fail at once from now on
 		}
 		l.untrack()
 		l.undrain()
@@ -215,25 +245,39 @@ func (l *UDPListener) inFlight() int64 {
 	return n
 }
 
+// readLoop reads batches of datagrams and delivers them. Before each read
+// it flushes the replies left queued (see replyQueue).
 func (s *udpListenSocket) readLoop() {
 	s.shard.Bind()
 	defer runtime.UnlockOSThread()
 	defer s.end()
 	for {
+		s.out.readerIdle()
 		n, err := s.batch.Read()
+		poked := s.out.readerBusy()
 		if err != nil {
 			if transport.IsClosed(err) || s.l.draining.Load() {
 				return
+			}
+			if poked && errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // a Send woke us to flush
 			}
 			s.stats.RecvFailed.Add(1)
 			s.shard.m.log.Debug("nm: udp read", "addr", s.local, "err", err)
 			continue
 		}
+		s.stats.Reads.Add(1)
 		s.shard.Enter()
 		for i := range s.batch.Msgs[:n] {
 			s.deliver(&s.batch.Msgs[i])
 		}
 		s.shard.Exit()
+		if !s.shard.m.cfg.LockThreads {
+			// Let the consumers answer what was delivered before reading
+			// on: with few CPUs their replies then leave together, at the
+			// latest in the flush before the next read.
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -294,31 +338,20 @@ func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, local, real ne
 	return b[n:], local, real, true
 }
 
-// end runs when a reader stops; the last one delivers the final event.
+// end runs when a reader stops: its queued replies are written (and fail)
+// and its pooled handles freed; the last one delivers the final event.
 func (s *udpListenSocket) end() {
+	if s.l.draining.Load() {
+		s.out.readerGone() // the socket stays open for the replies in progress
+	} else {
+		s.out.close()
+	}
+	s.pool.Close() // before the final event, which tells the consumer it is done
 	s.stats.Closed.Add(1)
 	s.stats.Active.Add(-1)
 	if s.l.running.Add(-1) == 0 {
 		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
 	}
-	s.pool.Close()
-}
-
-// Send replies to h's peer from the socket the request came in on.
-func (s *udpListenSocket) Send(h Handle, b []byte) error {
-	from, ifindex := replySource(h)
-	if err := s.writer.WriteFrom(b, h.realPeer, from, ifindex); err != nil {
-		s.stats.SendFailed.Add(1)
-		return MapError(err)
-	}
-	s.stats.Sent.Add(1)
-	return nil
-}
-
-// SendAsync sends at once; done gets the result.
-func (s *udpListenSocket) SendAsync(h Handle, b []byte, done chan<- error) error {
-	s.shard.m.Complete(done, s.Send(h, b))
-	return nil
 }
 
 // Read on a request handle has nothing to read: a UDP request is one

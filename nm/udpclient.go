@@ -23,7 +23,6 @@ type udpClient struct {
 	h      Handle
 	conn   *net.UDPConn
 	batch  *transport.Batch // one datagram; owned by the reader
-	writer *transport.Writer
 	filter func([]byte) bool
 	stats  *Counters
 	proxy  []byte // a PROXY header sent before every datagram, or nil
@@ -64,9 +63,7 @@ func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (Handl
 		return Handle{}, MapError(err)
 	}
 	c := &udpClient{conn: conn, stats: stats, ch: make(chan Event, clientQueue), wake: make(chan struct{}, 1), proxy: cfg.ProxyHeader}
-	if c.batch, err = transport.NewBatch(conn, 1, cfg.maxSize(DefaultUDPClientSize)); err == nil {
-		c.writer, err = transport.NewWriter(conn, true)
-	}
+	c.batch, err = transport.NewBatch(conn, 1, cfg.maxSize(DefaultUDPClientSize))
 	if err == nil {
 		c.untrack, err = m.Track(c.shutdown)
 	}
@@ -109,6 +106,9 @@ func (c *udpClient) poke() {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// Send writes b to the peer with one system call on the connected socket:
+// it never waits for the peer (at worst for room in the kernel's send
+// buffer), and b may be reused when it returns.
 func (c *udpClient) Send(h Handle, b []byte) error {
 	c.mu.Lock()
 	closing := c.closing
@@ -119,7 +119,9 @@ func (c *udpClient) Send(h Handle, b []byte) error {
 	if len(c.proxy) > 0 {
 		b = append(c.proxy[:len(c.proxy):len(c.proxy)], b...)
 	}
-	if err := c.writer.WriteTo(b, h.realPeer); err != nil {
+	_, err := c.conn.Write(b)
+	c.stats.Writes.Add(1)
+	if err != nil {
 		c.stats.SendFailed.Add(1)
 		return MapError(err)
 	}
@@ -127,13 +129,14 @@ func (c *udpClient) Send(h Handle, b []byte) error {
 	return nil
 }
 
-// SendAsync sends at once; done gets the result.
+// SendAsync writes b at once, as Send does; done gets the outcome from the
+// shard, never on the caller's stack.
 func (c *udpClient) SendAsync(h Handle, b []byte, done chan<- error) error {
 	err := c.Send(h, b)
 	if errors.Is(err, ErrClosed) {
 		return err
 	}
-	h.shard.m.Complete(done, err)
+	postCompletions(h.shard, []completion{{done, err}})
 	return nil
 }
 
@@ -232,6 +235,7 @@ func (c *udpClient) outcome(err error, deadline time.Time) (ev Event, ok, final 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && !c.pending {
+		c.stats.Reads.Add(1)
 		c.stats.Received.Add(1)
 		m := &c.batch.Msgs[0]
 		if m.Truncated || (c.filter != nil && !c.filter(m.Buf[:m.N])) {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 )
@@ -121,53 +120,6 @@ func TestBatchTruncated(t *testing.T) {
 	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := in.Read(); err != nil || n != 1 || !in.Msgs[0].Truncated {
 		t.Fatalf("Read = %d, %v, truncated %v; want 1, nil, true", n, err, in.Msgs[0].Truncated)
-	}
-}
-
-func TestWriterConcurrent(t *testing.T) {
-	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv.SetReadBuffer(1 << 20)
-	cli, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	w, err := NewWriter(cli, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const senders, each = 8, 50
-	to := AddrPort(srv.LocalAddr())
-	var wg sync.WaitGroup
-	for s := 0; s < senders; s++ {
-		wg.Go(func() {
-			for i := 0; i < each; i++ {
-				if err := w.WriteTo(fmt.Appendf(nil, "%d/%d", s, i), to); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	// Read while they write, so nothing overflows the socket buffer.
-	seen := make(map[string]bool)
-	buf := make([]byte, 64)
-	srv.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for len(seen) < senders*each {
-		n, err := srv.Read(buf)
-		if err != nil {
-			t.Fatalf("after %d datagrams: %v", len(seen), err)
-		}
-		seen[string(buf[:n])] = true
-	}
-	wg.Wait()
-	cli.Close()
-	if err := w.WriteTo([]byte("x"), to); !IsClosed(err) {
-		t.Errorf("write on closed socket: %v; want net.ErrClosed", err)
 	}
 }
 

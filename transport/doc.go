@@ -10,9 +10,7 @@
 //
 // A [Batch] owns preallocated buffers, kernel message headers and control
 // data for one socket and one direction. Reading or writing a batch
-// allocates nothing. A Batch is not safe for concurrent use; a [Writer]
-// serialises many goroutines' writes on one socket and combines them into
-// batches when they contend.
+// allocates nothing. A Batch is not safe for concurrent use.
 //
 // # Addresses
 //

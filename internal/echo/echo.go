@@ -360,13 +360,17 @@ func Summary(st nm.Stats) string {
 	return strings.TrimSuffix(b.String(), ";")
 }
 
-// report prints live figures every interval until ctx is done: shards=
-// lists the messages each shard has sent (over TCP, received counts the
-// reads, which may carry several messages each).
+// report prints live figures every interval until ctx is done: for each
+// transport in use, the system calls that read and wrote its messages so
+// far and, over the interval, the messages each carried (udp=reads:R,
+// writes:W,msgs/read:X,msgs/write:Y); then shards=, the messages each
+// shard has sent (over TCP, received counts the reads, which may carry
+// several messages each).
 func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.Writer) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	begin := time.Now()
+	var last nm.Stats
 	for {
 		select {
 		case <-ctx.Done():
@@ -377,10 +381,18 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 		runtime.ReadMemStats(&ms)
 		var recv, sent int64
 		st := m.Stats()
+		var calls strings.Builder
 		for t := nm.UDP; t <= nm.HTTP; t++ {
-			recv += st.Of(t).Received
-			sent += st.Of(t).Sent
+			c := st.Of(t)
+			recv += c.Received
+			sent += c.Sent
+			if c.Reads+c.Writes > 0 {
+				p := last.Of(t)
+				fmt.Fprintf(&calls, " %s=reads:%d,writes:%d,msgs/read:%.1f,msgs/write:%.1f", t, c.Reads, c.Writes,
+					perCall(c.Received-p.Received, c.Reads-p.Reads), perCall(c.Sent-p.Sent, c.Writes-p.Writes))
+			}
 		}
+		last = st
 		var shards []string
 		for i := 0; i < m.Workers(); i++ {
 			var n int64
@@ -389,7 +401,15 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 			}
 			shards = append(shards, strconv.FormatInt(n, 10))
 		}
-		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d shards=%s\n",
-			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent, strings.Join(shards, ","))
+		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d%s shards=%s\n",
+			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent, calls.String(), strings.Join(shards, ","))
 	}
+}
+
+// perCall returns messages per system call, 0 without calls.
+func perCall(msgs, calls int64) float64 {
+	if calls == 0 {
+		return 0
+	}
+	return float64(msgs) / float64(calls)
 }
