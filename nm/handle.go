@@ -12,11 +12,12 @@ import (
 // implement it (package nm for UDP, package stream for TCP and TLS); users
 // of the library never call it directly.
 type Socket interface {
-	// Send writes b for h. It returns when b was handed to the kernel or
-	// failed; the caller may reuse b at once.
+	// Send hands a copy of b to h's output and returns without waiting
+	// for the peer; the caller may reuse b at once.
 	Send(h Handle, b []byte) error
-	// SendAsync queues b for h and returns at once. Unless it returns an
-	// error, done receives exactly one value when b was written or failed.
+	// SendAsync queues b itself for h and returns at once. Unless it
+	// returns an error, done receives exactly one value, from the shard,
+	// when b was written or failed.
 	SendAsync(h Handle, b []byte, done chan<- error) error
 	// Read starts reading and returns h's event channel.
 	Read(h Handle) <-chan Event
@@ -257,9 +258,17 @@ func (c *conv) loadData() any {
 	return c.data
 }
 
-// Send writes b on the conversation. It returns when b was handed to the
-// kernel or failed; b may be reused at once. On a closed handle it fails
-// at once; once h was released it returns ErrReleased.
+// Send hands b to the conversation's output and returns: it never waits
+// for the peer, whatever the peer does (SPEC: one conversation never holds
+// another). b is copied and may be reused at once. Sends on one handle go
+// out in the order they were made, batched with the replies ready at the
+// same time. Send fails at once on a closed conversation (ErrClosed or
+// ErrCanceled), when the conversation's bounded output is full
+// (ErrOutputFull: a peer that does not read; on streams the conversation
+// then ends), and once h was released (ErrReleased). A nil error means the
+// bytes were queued, not that they were written: a write that fails later
+// is counted (Counters.SendFailed, WriteTimeouts) and ends the
+// conversation; use SendAsync to learn each outcome.
 func (h Handle) Send(b []byte) error {
 	if !h.acquire() {
 		return ErrReleased
@@ -268,13 +277,16 @@ func (h Handle) Send(b []byte) error {
 	return h.sock.Send(h, b)
 }
 
-// SendAsync queues b after the sends before it and returns at once; b must
-// not be modified until the send completes. If SendAsync returns nil, done
-// receives exactly one value: nil once b was handed to the kernel, or the
-// error that stopped it (ErrCanceled when the handle closed first). The
-// library waits for room in done, so give it a buffer as large as the sends
-// kept in flight, or drain it. If SendAsync returns an error (a closed
-// handle, a full send queue, ErrReleased), done receives nothing.
+// SendAsync queues b itself (no copy) after the sends before it and
+// returns at once; b must not be modified until the send completes. If
+// SendAsync returns nil, done receives exactly one value, delivered from
+// the shard and never on the caller's stack: nil once b was handed to the
+// kernel, or the error that stopped it (ErrCanceled when the handle closed
+// first, ErrTimedOut when the peer did not take it within the write
+// timeout). The library waits for room in done, so give it a buffer as
+// large as the sends kept in flight, or drain it. If SendAsync returns an
+// error (a closed handle, a full output, ErrReleased), done receives
+// nothing.
 func (h Handle) SendAsync(b []byte, done chan<- error) error {
 	if !h.acquire() {
 		return ErrReleased
