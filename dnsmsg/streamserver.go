@@ -174,7 +174,7 @@ func (c *streamConn) Data(b []byte) error {
 			c.stats.Dropped.Add(1)
 			continue
 		}
-		if !c.waitSlot() || !c.deliver(msg) {
+		if !c.waitSlot() || !stream.WaitOutput(c.h) || !c.deliver(msg) {
 			c.asm.Clear()
 			return nil
 		}

@@ -15,7 +15,7 @@ const (
 	DefaultKeepalive      = 30 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
 	DefaultBackpressure   = 64 << 10
-	DefaultSendQueue      = 1 << 20
+	DefaultMaxOutput      = 256 << 10
 )
 
 // Config configures a listener or a dialed connection. The zero value is
@@ -40,10 +40,16 @@ type Config struct {
 	// Backpressure is how many unsent bytes make a server connection stop
 	// reading until its peer has taken them. If zero, 64 KiB.
 	Backpressure int
-	// SendQueue is how many unsent bytes a connection queues at most; a send
-	// beyond it fails at once with nm.ErrQuota (the first send on an empty
-	// queue is always taken). If zero, 1 MiB.
-	SendQueue int
+	// MaxOutput bounds a connection's output: the bytes sent and not yet
+	// taken by the kernel (replies queued, and TLS records made). A send
+	// that would pass it fails with nm.ErrOutputFull and ends the
+	// connection (reset, counted OutputFull, final event
+	// nm.ErrOutputFull); a send to an empty output is always taken. If
+	// zero, DefaultMaxOutput (256 KiB): a DNS server connection stops
+	// reading at Backpressure (64 KiB) unsent, so with replies of up to
+	// 8 KiB its 23 requests in flight never reach it; only a peer that
+	// reads nothing while taking large replies does.
+	MaxOutput int
 	// Delay turns Nagle's algorithm back on (TCP_NODELAY is set otherwise).
 	Delay bool
 	// KeepAlive is the TCP keepalive probe period; zero uses the
@@ -106,9 +112,9 @@ func (c *Config) backpressure() int {
 	return DefaultBackpressure
 }
 
-func (c *Config) sendQueue() int {
-	if c.SendQueue > 0 {
-		return c.SendQueue
+func (c *Config) maxOutput() int {
+	if c.MaxOutput > 0 {
+		return c.MaxOutput
 	}
-	return DefaultSendQueue
+	return DefaultMaxOutput
 }

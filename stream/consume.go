@@ -54,6 +54,31 @@ func (c *conn) consumeData(b *[]byte, n int) error {
 	return err
 }
 
+// WaitOutput is for a Consumer's Data, on the connection's reader
+// goroutine: it waits while more than Config.Backpressure bytes of the
+// connection's output are unsent, so that a peer that does not read stops
+// being served between two messages of one read, not only between reads.
+// It returns false if the connection shuts down first. Other handles do
+// not wait.
+func WaitOutput(h *nm.Handle) bool {
+	c, ok := h.Socket().(*conn)
+	if !ok {
+		return true
+	}
+	for {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		switch {
+		case closing:
+			return false
+		case !c.overBound():
+			return true
+		}
+		<-c.wake
+	}
+}
+
 // SetBusy counts the requests of a server connection being answered (delta
 // +1 when one is taken, -1 when it is done): while any is, the initial and
 // idle timers do not run; the idle timer starts again when the last one is

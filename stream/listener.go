@@ -221,7 +221,7 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 	}
 	var tlsConn *tls.Conn
 	if conf := l.tls.Load(); conf != nil {
-		tlsConn = tls.Server(tc, conf)
+		tlsConn = tls.Server(&wire{TCPConn: tc}, conf)
 	}
 	c, err := newConn(l.m, shard, l.kind, tc, tlsConn, &l.cfg)
 	if err != nil {
@@ -259,6 +259,7 @@ func (l *Listener) deliver(c *conn) bool {
 		c.h.Detach()
 		return false
 	}
+	c.ready()
 	if hdr != nil {
 		c.proxy = hdr
 		if src, dst, ok := hdr.Addresses(); ok {

@@ -1,0 +1,119 @@
+package stream_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/nm/nmtest"
+	"github.com/rainbowduck/netmgr/stream"
+)
+
+// deafPeer connects to l with a 4 KiB receive buffer (set before connecting,
+// so the window stays small), completes the TLS handshake for TLS kinds,
+// and then reads nothing: a peer that never takes what it is sent.
+func deafPeer(t *testing.T, k kind, l *stream.Listener) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	c, err := d.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if k.stat == nm.TLS {
+		conf := clientTLS.Clone()
+		conf.ServerName = "localhost"
+		tc := tls.Client(c, conf)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return tc
+	}
+	return c
+}
+
+// TestSendNeverWaits: with a peer that reads nothing, Send keeps returning
+// (a Send that waited for the peer would hang the test) until the output
+// bound is reached; that Send fails with nm.ErrOutputFull, the connection
+// is reset and its final event says why, counted, and later sends fail at
+// once.
+func TestSendNeverWaits(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		const bound = 256 << 10
+		l := k.mustListen(t, m, stream.Config{MaxOutput: bound, Timeouts: nm.Timeouts{Write: nm.NoTimeout}})
+		deafPeer(t, k, l)
+		s := accept(t, l)
+		defer s.Detach()
+		ch := s.Read()
+		chunk := make([]byte, 16<<10)
+		var err error
+		sent := 0
+		// 64 MiB is far more than the kernel's buffers and the bound hold.
+		for ; sent < 4096 && err == nil; sent++ {
+			err = s.Send(chunk)
+		}
+		if !errors.Is(err, nm.ErrOutputFull) {
+			t.Fatalf("after %d sends of 16 KiB: %v; want ErrOutputFull", sent, err)
+		}
+		nmtest.ExpectFinal(t, ch, 0, nm.ErrOutputFull)
+		if err := s.Send(chunk); !errors.Is(err, nm.ErrClosed) {
+			t.Errorf("Send after the cut-off: %v; want ErrClosed", err)
+		}
+		if got := m.Stats().Of(k.stat).OutputFull; got != 1 {
+			t.Errorf("OutputFull = %d; want 1", got)
+		}
+	})
+}
+
+// TestWriteTimeoutResets: a peer that takes nothing for the write timeout,
+// with the output under its bound, is reset: the queued sends fail, the
+// final event is nm.ErrTimedOut, and WriteTimeouts counts it.
+func TestWriteTimeoutResets(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{MaxOutput: 64 << 20, Timeouts: nm.Timeouts{Write: 200e6}})
+		peer := deafPeer(t, k, l)
+		s := accept(t, l)
+		defer s.Detach()
+		ch := s.Read()
+		chunk := make([]byte, 64<<10)
+		const n = 256 // 16 MiB: more than the kernel's buffers hold
+		done := make(chan error, n)
+		for i := 0; i < n; i++ {
+			if err := s.SendAsync(chunk, done); err != nil {
+				t.Fatalf("SendAsync %d: %v", i, err)
+			}
+		}
+		failed := 0
+		for i := 0; i < n; i++ {
+			if err := <-done; err != nil {
+				failed++
+			}
+		}
+		if failed == 0 {
+			t.Error("16 MiB went to a peer that reads nothing")
+		}
+		nmtest.ExpectFinal(t, ch, 0, nm.ErrTimedOut)
+		if got := m.Stats().Of(k.stat).WriteTimeouts; got != 1 {
+			t.Errorf("WriteTimeouts = %d; want 1", got)
+		}
+		// The peer finds its connection reset.
+		buf := make([]byte, 64<<10)
+		for i := 0; i < 1<<12; i++ {
+			if _, err := peer.Read(buf); err != nil {
+				return
+			}
+		}
+		t.Error("the peer's connection is still open")
+	})
+}
