@@ -310,8 +310,9 @@ func (w *wire) Write(b []byte) (int, error) {
 }
 
 // Output copies come in size classes, so that a queued reply holds at
-// most a few times its size; larger ones are made to measure.
-var outClasses = [...]int{64, 512, 4 << 10, 17 << 10, 66 << 10}
+// most four times its size (a classic 512-byte DNS reply with its length
+// prefix fits the second); larger ones are made to measure.
+var outClasses = [...]int{128, 576, 2 << 10, 8 << 10, 17 << 10, 66 << 10}
 
 var outPools [len(outClasses)]sync.Pool
 

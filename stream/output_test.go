@@ -117,3 +117,38 @@ func TestWriteTimeoutResets(t *testing.T) {
 		t.Error("the peer's connection is still open")
 	})
 }
+
+// TestWritesBatch: replies that wait together go out together. A peer
+// holds off reading while 8000 messages (8 MiB, more than the kernel's
+// buffers hold) are sent, then reads them all: the
+// ones that waited leave in a few writev calls (TLS: a few records), so
+// the Writes counter (system calls) ends well below Sent (messages).
+func TestWritesBatch(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{MaxOutput: 16 << 20})
+		peer := deafPeer(t, k, l)
+		s := accept(t, l)
+		defer s.Detach()
+		const n, size = 8000, 1 << 10
+		msg := make([]byte, size)
+		for i := 0; i < n; i++ {
+			if err := s.Send(msg); err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+		}
+		buf := make([]byte, 64<<10)
+		for got := 0; got < n*size; {
+			r, err := peer.Read(buf)
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", got, err)
+			}
+			got += r
+		}
+		st := m.Stats().Of(k.stat)
+		if st.Sent != n || st.Writes >= st.Sent {
+			t.Errorf("Sent %d in %d writes; want %d in fewer", st.Sent, st.Writes, n)
+		}
+		t.Logf("%d messages in %d write system calls", st.Sent, st.Writes)
+	})
+}
