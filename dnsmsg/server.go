@@ -38,6 +38,12 @@ type ServerConfig struct {
 	// handles then report the client's address as PeerAddr, the proxy's as
 	// RealPeerAddr.
 	Proxy *proxyproto.Policy
+	// MaxBuffered caps the request bytes that a TCP or TLS listener's
+	// connections hold, all together, in partial messages (each holds at
+	// most one, in a buffer that grows with the bytes received, up to
+	// twice them); past it, the connection whose message would grow ends,
+	// counted TooLarge. If zero, DefaultMaxBuffered (64 MiB).
+	MaxBuffered int
 	// Ordered makes TCP and TLS connections answer in order: the next
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
@@ -52,6 +58,13 @@ func (c *ServerConfig) maxInFlight() int {
 		return c.MaxInFlight
 	}
 	return DefaultMaxInFlight
+}
+
+func (c *ServerConfig) maxBuffered() int {
+	if c.MaxBuffered > 0 {
+		return c.MaxBuffered
+	}
+	return DefaultMaxBuffered
 }
 
 func (c *ServerConfig) queue(m *nm.Manager) int {

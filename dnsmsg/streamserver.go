@@ -18,6 +18,11 @@ import (
 // STREAM_CLIENTS_PER_CONN).
 const DefaultMaxInFlight = 23
 
+// DefaultMaxBuffered is ServerConfig.MaxBuffered's default: the most
+// request bytes a TCP or TLS listener's connections keep in partial
+// messages, all together.
+const DefaultMaxBuffered = 64 << 20
+
 // ALPN is the TLS application protocol of DNS over TLS (RFC 7858).
 const ALPN = "dot"
 
@@ -48,6 +53,10 @@ type streamServer struct {
 	m        *nm.Manager
 	sl       *stream.Listener
 	inFlight int32
+	// buffered caps the bytes the connections' assemblers keep, together
+	// (ServerConfig.MaxBuffered): past it, the connection that would grow
+	// ends, counted TooLarge.
+	buffered budget
 	// ch carries the requests. Senders: the connections' reader goroutines,
 	// waiting for room (a stream peer is pushed back, never dropped). The
 	// last of the listener and its connections to end sends the final event
@@ -71,6 +80,7 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		conns:    make(map[*streamConn]struct{}),
 		refs:     1,
 	}
+	s.buffered.max = int64(cfg.maxBuffered())
 	sc := cfg.Stream
 	sc.Consume = s.consume
 	if sc.Proxy == nil {
@@ -127,7 +137,7 @@ func (s *streamServer) consume(h *nm.Handle, stop <-chan struct{}) stream.Consum
 		kind = nm.TLS
 	}
 	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
-	c.asm.init(MaxSize)
+	c.asm.init(MaxSize, &s.buffered)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -159,17 +169,30 @@ type streamConn struct {
 // time while the rest wait, unparsed.
 func (c *streamConn) Data(b []byte) error {
 	c.asm.Write(b)
-	defer c.asm.Keep()
+	err := c.frames()
+	c.asm.Keep() // may find the listener's cap reached
+	if err == nil {
+		err = c.asm.Err()
+	}
+	if err != nil {
+		if errors.Is(err, nm.ErrTooLarge) {
+			c.stats.TooLarge.Add(1)
+		} else {
+			c.stats.Dropped.Add(1)
+		}
+		c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
+	}
+	return err
+}
+
+// frames delivers the complete messages written to the assembler.
+func (c *streamConn) frames() error {
 	for {
 		msg, err := c.asm.Next()
-		if err != nil {
-			c.stats.Dropped.Add(1)
-			c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
+		if err != nil || msg == nil {
 			return err
 		}
-		if msg == nil {
-			return nil
-		}
+		c.stats.Received.Add(1)
 		if checkRequest(msg) != nil {
 			c.stats.Dropped.Add(1)
 			continue
