@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,8 @@ type conn struct {
 	// Data waits on it.
 	stop     chan struct{}
 	consumer Consumer // set once before reading starts; nil: data events
+	// framed: the protocol over the data events counts Received (SetFramed).
+	framed atomic.Bool
 
 	mu        sync.Mutex
 	t         nm.Timeouts // guarded by mu

@@ -42,7 +42,6 @@ func (c *conn) consume(newConsumer func(h *nm.Handle, stop <-chan struct{}) Cons
 // error from the consumer ends reading; the connection stays open for the
 // replies in progress until its handle is released, as after ErrEOF.
 func (c *conn) consumeData(b *[]byte, n int) error {
-	c.stats.Received.Add(1)
 	if n == len(*b) && c.class < len(bufClasses)-1 {
 		c.class++
 	}
@@ -76,6 +75,16 @@ func WaitOutput(h *nm.Handle) bool {
 			return true
 		}
 		<-c.wake
+	}
+}
+
+// SetFramed tells a connection that the protocol over it counts the
+// messages it frames (package dnsmsg counts DNS messages as Received):
+// its data events are then no longer counted as Received. Reads still
+// counts each read. Other handles ignore it.
+func SetFramed(h *nm.Handle) {
+	if c, ok := h.Socket().(*conn); ok {
+		c.framed.Store(true)
 	}
 }
 
