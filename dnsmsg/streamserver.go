@@ -57,6 +57,7 @@ type streamServer struct {
 	// (ServerConfig.MaxBuffered): past it, the connection that would grow
 	// ends, counted TooLarge.
 	buffered budget
+	shed     int // the response code of shed requests (ServerConfig.Shed)
 	// ch carries the requests. Senders: the connections' reader goroutines,
 	// waiting for room (a stream peer is pushed back, never dropped). The
 	// last of the listener and its connections to end sends the final event
@@ -81,6 +82,7 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		refs:     1,
 	}
 	s.buffered.max = int64(cfg.maxBuffered())
+	s.shed = cfg.shed()
 	sc := cfg.Stream
 	sc.Consume = s.consume
 	if sc.Proxy == nil {
@@ -223,15 +225,39 @@ func (c *streamConn) waitSlot() bool {
 	return true
 }
 
-// deliver hands msg to the consumer on a request handle of its own.
+// deliver hands msg to the consumer on a request handle of its own, or,
+// when the requests channel is full (the consumers fall behind), sheds it:
+// it is answered at once with the listener's shed code, counted Shed, and
+// reading goes on. Not even a full channel makes a connection wait, so
+// consumers that fall behind never stall a conversation. It returns false
+// if the connection failed.
 func (c *streamConn) deliver(msg []byte) bool {
+	shard := c.h.Shard()
+	if len(c.s.ch) == cap(c.s.ch) {
+		return c.shed(msg)
+	}
 	rh := c.request(msg)
 	ev := nm.Event{Handle: rh, Data: rh.Buf[2 : 2+len(msg)]}
-	if c.h.Shard().Deliver(c.s.ch, ev, c.stop) {
+	shard.Enter() // no event while the manager is paused
+	select {
+	case c.s.ch <- ev:
+		shard.Exit()
 		return true
+	default:
 	}
+	shard.Exit()
 	rh.Detach()
-	return false
+	return c.shed(msg)
+}
+
+// shed answers msg at once with the listener's shed code.
+func (c *streamConn) shed(msg []byte) bool {
+	c.stats.Shed.Add(1)
+	var buf [maxRefusal]byte
+	r := appendRefusal(buf[:0], msg, c.s.shed)
+	var p [2]byte
+	binary.BigEndian.PutUint16(p[:], uint16(len(r)))
+	return stream.SendPrefixed(c.h, p[:], r) == nil
 }
 
 // request returns a handle for a request: a copy of msg after room for the
