@@ -118,6 +118,9 @@
 //	requests queued for the consumers       1024/shard  -                       -
 //	  (Queue; past it Shed: REFUSED)
 //	connections (Stream.MaxConns; Refused)  none        150 (tcp-clients)       -
+//	connections per client, and new ones   none        -                       -
+//	  a second (Stream.MaxConnsPerClient,
+//	  ClientRate, per /24 or /56; Refused)
 //
 // At most ServerConfig.MaxInFlight requests of a connection are delivered
 // and not yet released; at the bound the connection reads nothing more,

@@ -29,10 +29,26 @@ type Config struct {
 	// MaxConns caps a listener's concurrent connections; zero means no cap.
 	// At the cap the listener stops accepting, so new connections wait in
 	// the kernel's backlog, unless RefuseAtCap is set: then they are
-	// accepted and closed at once (counted as dropped). A listener with a
+	// accepted and closed at once (counted Refused). A listener with a
 	// waiting cap uses one listening socket rather than one per shard.
 	MaxConns    int
 	RefuseAtCap bool
+	// Admission control per client, a client being an address prefix of
+	// ClientPrefix4 bits for IPv4 (if zero, 24) and ClientPrefix6 for IPv6
+	// (if zero, 56); 32 and 128 make it per address. MaxConnsPerClient
+	// caps a client's concurrent connections and ClientRate its new
+	// connections per second (a token bucket holding a second's worth, at
+	// least one); zero means no limit, the default. A connection over a
+	// limit is closed as soon as it is accepted, before any read or TLS
+	// handshake, counted Refused and logged at debug level. The table of
+	// clients holds at most MaxClients entries (if zero, 65536): idle ones
+	// are dropped when it is full, and a new client that still finds no
+	// room is refused. Listeners with Serve (DNS over HTTPS) apply them
+	// too.
+	MaxConnsPerClient            int
+	ClientRate                   int
+	ClientPrefix4, ClientPrefix6 int
+	MaxClients                   int
 	// Accept, if set, is called for each new connection before any read or
 	// TLS handshake; a non-nil error closes it unseen (counted as dropped).
 	// It must be safe for concurrent use.

@@ -79,8 +79,15 @@
 // counted OutputFull in nm.Counters, with final event nm.ErrOutputFull. A
 // peer that takes nothing for Timeouts.Write (30 s) is reset too, counted
 // WriteTimeouts, with final event nm.ErrTimedOut; queued sends then fail.
-// Writes counts write system calls and Sent the messages they carried. Config.MaxConns caps a
-// listener's connections; at the cap it stops accepting (connections wait in
-// the kernel's backlog) or, with RefuseAtCap, closes new ones at once. The
-// slot is released exactly once, however the connection ends.
+// Writes counts write system calls and Sent the messages they carried;
+// Reads counts reads that returned data.
+//
+// Config.MaxConns caps a listener's connections; at the cap it stops
+// accepting (connections wait in the kernel's backlog) or, with
+// RefuseAtCap, closes new ones at once, counted Refused. Per client (an
+// address prefix: /24 for IPv4, /56 for IPv6 by default),
+// Config.MaxConnsPerClient caps concurrent connections and
+// Config.ClientRate new connections per second; a connection over them is
+// closed before any read or handshake, counted Refused. The slots are
+// released exactly once, however the connection ends.
 package stream

@@ -281,8 +281,8 @@ func TestQuotaRefuse(t *testing.T) {
 			nmtest.ExpectFinal(t, c2.Read(), 0, nil)
 			c2.Detach()
 		}
-		if st := m.Stats().Of(k.stat); st.Dropped != 1 {
-			t.Errorf("dropped %d; want 1", st.Dropped)
+		if st := m.Stats().Of(k.stat); st.Refused != 1 {
+			t.Errorf("refused %d; want 1", st.Refused)
 		}
 	})
 }

@@ -39,9 +39,26 @@ type Options struct {
 	// WhoAmI answers each query with the client's address (an A or AAAA
 	// record for the question's name) instead of echoing it.
 	WhoAmI bool
+	// MaxConns caps the connections of each stream listener (TCP, DoT,
+	// DoH, the raw echoes); past it a new connection is closed at once,
+	// counted Refused. If zero, DefaultMaxConns; negative: no cap.
+	MaxConns int
 	// Report, if set, makes Run print a line of live figures (goroutines,
 	// heap, messages) at this interval, for soak runs.
 	Report time.Duration
+}
+
+// DefaultMaxConns is Options.MaxConns's default.
+const DefaultMaxConns = 10000
+
+// streamConfig returns the stream config of every stream listener: the
+// connection cap.
+func (o *Options) streamConfig() stream.Config {
+	n := o.MaxConns
+	if n == 0 {
+		n = DefaultMaxConns
+	}
+	return stream.Config{MaxConns: max(n, 0), RefuseAtCap: true}
 }
 
 // Server is a running echo server.
@@ -68,6 +85,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
 	var cfg dnsmsg.ServerConfig
 	var hcfg dnsmsg.HTTPConfig
+	cfg.Stream, hcfg.Stream = o.streamConfig(), o.streamConfig()
 	if o.Proxy {
 		cfg.Proxy = &proxyproto.Policy{}
 		hcfg.Stream.Proxy = cfg.Proxy
@@ -104,10 +122,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			s.wg.Go(func() { serve(l.Requests(), answer) })
 		}
 	}
-	if err := s.startEcho(ctx, "echo", o.Echo, nil); err != nil {
+	if err := s.startEcho(ctx, "echo", o.Echo, nil, o.streamConfig()); err != nil {
 		return nil, err
 	}
-	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, tlsConf); err != nil {
+	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, tlsConf, o.streamConfig()); err != nil {
 		return nil, err
 	}
 	if o.DoH != "" {
@@ -126,16 +144,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 }
 
 // startEcho starts a raw stream echo listener on addr, if addr is set.
-func (s *Server) startEcho(ctx context.Context, name, addr string, tlsConf *tls.Config) error {
+func (s *Server) startEcho(ctx context.Context, name, addr string, tlsConf *tls.Config, cfg stream.Config) error {
 	if addr == "" {
 		return nil
 	}
 	var l *stream.Listener
 	var err error
 	if tlsConf != nil {
-		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, stream.Config{})
+		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, cfg)
 	} else {
-		l, err = stream.Listen(ctx, s.m, addr, stream.Config{})
+		l, err = stream.Listen(ctx, s.m, addr, cfg)
 	}
 	if err != nil {
 		s.m.Close()
