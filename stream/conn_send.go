@@ -157,14 +157,15 @@ func (c *conn) breakOutput(err error) {
 // the writer goroutine.
 func (c *conn) sendNow(h *nm.Handle, prefix, b []byte) error {
 	w := getWriteState(c)
+	pfx := w.pfx[:copy(w.pfx[:], prefix)] // the caller's stays on its stack
 	var err error
 	if c.tls != nil {
-		err = c.encode(w, prefix, b)
+		err = c.encode(w, pfx, b)
 		if err == nil {
 			err = c.flushRawNow(w)
 		}
 	} else {
-		err = c.writeNow(w, h, prefix, b)
+		err = c.writeNow(w, h, pfx, b)
 	}
 	putWriteState(w)
 	if err != nil {

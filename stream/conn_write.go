@@ -21,10 +21,11 @@ const maxIov = 1024
 // holds none.
 type writeState struct {
 	c      *conn
-	bufs   [][]byte  // what the next write writes, in order
-	done   []sendReq // sends just completed, reported outside wmu
-	tlsBuf []byte    // plaintext coalesced for one TLS Write
-	sys    sysWriter // the platform's write machinery
+	bufs   [][]byte        // what the next write writes, in order
+	done   []sendReq       // sends just completed, reported outside wmu
+	tlsBuf []byte          // plaintext coalesced for one TLS Write
+	pfx    [maxPrefix]byte // a sender's prefix, copied
+	sys    sysWriter       // the platform's write machinery
 }
 
 var writeStates = sync.Pool{New: func() any {
