@@ -241,8 +241,11 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 		return
 	}
 	c.server, c.l = true, l
-	if l.quota != nil || l.adm != nil {
+	switch {
+	case l.adm != nil:
 		c.quota = func() { l.leave(key) }
+	case l.quota != nil:
+		c.quota = l.release // no key to keep: a smaller closure
 	}
 	stats.Active.Add(1)
 	l.refs.Add(1)
