@@ -77,7 +77,9 @@ type conn struct {
 	raw     *[]byte   // TLS records made and not yet written (pooled), or nil; guarded by wmu
 	unsent  int       // bytes in queue (less head) and raw, bounded by maxOutput; guarded by wmu
 	closed  bool      // closed locally: no new send, what is queued still goes; guarded by wmu
-	broken  error     // the output failed or was dropped: sends fail; guarded by wmu
+	// halfClose: CloseWrite waits for the output to be written; guarded by wmu
+	halfClose bool
+	broken    error // the output failed or was dropped: sends fail; guarded by wmu
 
 	closeOnce sync.Once
 	quota     func() // releases the listener quota slot; nil if none
@@ -343,12 +345,27 @@ func ProxyHeader(h *nm.Handle) (proxyproto.Header, bool) {
 }
 
 // CloseWrite shuts down the writing side of a stream handle (a TCP FIN, or
-// a TLS close_notify) after the sends in progress; reading goes on.
+// a TLS close_notify) once the sends made before it are written; reading
+// goes on, and later sends fail with nm.ErrClosed.
 func CloseWrite(h *nm.Handle) error {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return nm.ErrNotSupported
 	}
+	c.wmu.Lock()
+	c.closed = true
+	if c.writing {
+		c.halfClose = true // the writer does it when the output is written
+		c.wmu.Unlock()
+		return nil
+	}
+	c.wmu.Unlock()
+	return c.closeWrite()
+}
+
+// closeWrite sends the FIN, or the close_notify (which goes through the
+// output, and is then followed by nothing else).
+func (c *conn) closeWrite() error {
 	if c.tls != nil {
 		return c.tls.CloseWrite()
 	}

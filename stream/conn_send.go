@@ -220,14 +220,27 @@ func (c *conn) unsentDone(n int) {
 func (c *conn) release() {
 	c.wmu.Lock()
 	more := len(c.queue) > 0 || c.rawLen() > 0
+	half := false
 	if !more {
 		c.writing = false
+		half = c.takeHalfClose()
 	}
 	c.wmu.Unlock()
 	c.signal()
 	if more {
 		c.startWriter()
 	}
+	if half {
+		c.closeWrite()
+	}
+}
+
+// takeHalfClose reports, once, that a CloseWrite waits for the output to
+// be written. Called with wmu held, as the writing flag is given up.
+func (c *conn) takeHalfClose() bool {
+	half := c.halfClose
+	c.halfClose = false
+	return half
 }
 
 // writeFailed handles a write that failed: a timeout resets the
@@ -285,7 +298,11 @@ func (c *conn) writeStep(w *writeState) bool {
 	}
 	if len(c.queue) == 0 {
 		c.writing = false
+		half := c.takeHalfClose()
 		c.wmu.Unlock()
+		if half {
+			c.closeWrite()
+		}
 		return false
 	}
 	if c.tls != nil {

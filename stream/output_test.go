@@ -152,3 +152,37 @@ func TestWritesBatch(t *testing.T) {
 		t.Logf("%d messages in %d write system calls", st.Sent, st.Writes)
 	})
 }
+
+// TestCloseWriteAfterOutput: CloseWrite waits for what was sent before
+// it: the peer reads every byte of 4 MiB sent just before, then the end
+// of the stream; a send after it fails.
+func TestCloseWriteAfterOutput(t *testing.T) {
+	forKinds(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{MaxOutput: 8 << 20})
+		c := k.mustDial(t, m, l, stream.Config{})
+		defer c.Detach()
+		s := accept(t, l)
+		defer s.Detach()
+		msg := make([]byte, 64<<10)
+		for i := 0; i < 64; i++ {
+			msg[0] = byte(i)
+			if err := s.Send(msg); err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+		}
+		if err := stream.CloseWrite(s); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Send(msg); !errors.Is(err, nm.ErrClosed) {
+			t.Errorf("Send after CloseWrite: %v; want ErrClosed", err)
+		}
+		got := readN(t, c, 64*len(msg))
+		for i := 0; i < 64; i++ {
+			if got[i*len(msg)] != byte(i) {
+				t.Fatalf("message %d out of place", i)
+			}
+		}
+		nmtest.ExpectFinal(t, c.Read(), 0, nm.ErrEOF)
+	})
+}
