@@ -56,8 +56,8 @@ func heapInUse() uint64 {
 // whose replies are 4 KiB and never reads. The consumer serves every
 // request from ONE goroutine, as the package documentation teaches; a
 // reply that waited for the attacker would hold it, and every other
-// client with it, until the write timeout. Here a good client on the same
-// listener gets 200 answers, each within a second, while the attacker
+// client with it, until the write timeout. Here 20 good clients on the
+// same listener get 200 answers, each within a second, while the attacker
 // holds on (its write timeout is 5 s); the attacker's connection then
 // ends at the write timeout, counted; the heap stays within 32 MiB of
 // where it started.
@@ -99,10 +99,13 @@ func TestNonReadingPipeliner(t *testing.T) {
 		}()
 		waitFor(t, "the attack to start", func() bool { return flood.Load() >= 64 })
 
-		good := k.dial(t, m, l, dnsmsg.ClientConfig{})
+		var good [20]*dnsmsg.Conn // 20 conversations, served in turn
+		for i := range good {
+			good[i] = k.dial(t, m, l, dnsmsg.ClientConfig{})
+		}
 		for i := 0; i < 200; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, err := good.Exchange(ctx, query("good.example"))
+			_, err := good[i%len(good)].Exchange(ctx, query("good.example"))
 			cancel()
 			if err != nil {
 				t.Fatalf("good query %d (%d flood replies sent): %v", i, flood.Load(), err)
@@ -121,7 +124,9 @@ func TestNonReadingPipeliner(t *testing.T) {
 		})
 		attacker.Close()
 		<-wrote
-		good.Close()
+		for _, g := range good {
+			g.Close()
+		}
 		l.Close()
 		<-served
 		t.Logf("%d flood replies sent before the cut-off", flood.Load())
