@@ -222,7 +222,7 @@ func TestAssemblerKeepCopiesPartialMessages(t *testing.T) {
 	got = append(got, feed(t, a, [][]byte{stream[cut:]})...)
 	equal(t, got, msgs)
 	a.Keep()
-	if a.kept != nil || a.p != nil {
+	if a.kept != nil || a.src != nil {
 		t.Error("an assembler with nothing pending still holds a buffer")
 	}
 }
@@ -249,5 +249,67 @@ func TestAssemblerTrickleCopiesOnce(t *testing.T) {
 	}
 	if allocs > 32 { // a few when it works (more under -race, which empties pools); 60 000 when it does not
 		t.Errorf("%v allocations for one message read a byte at a time; want a few", allocs)
+	}
+}
+
+// TestAssemblerGrowsWithBytesReceived (issue #17): a peer that announces
+// the largest message and sends 4 KiB of it makes the assembler hold a
+// buffer for what came (at most twice it), not for what was announced.
+func TestAssemblerGrowsWithBytesReceived(t *testing.T) {
+	a := newAssembler(0)
+	chunk := append([]byte{0xff, 0xff}, make([]byte, 4096)...)
+	a.Write(chunk)
+	if m, err := a.Next(); m != nil || err != nil {
+		t.Fatalf("Next = %d bytes, %v; want nothing yet", len(m), err)
+	}
+	a.Keep()
+	if held := a.Held(); held < len(chunk) || held > 2*len(chunk) {
+		t.Errorf("holds %d bytes for %d received; want between them and twice them", held, len(chunk))
+	}
+	// It grows with what arrives, a class at a time, and completes.
+	rest := make([]byte, MaxSize-4096)
+	for len(rest) > 0 {
+		n := min(len(rest), 1000)
+		a.Write(rest[:n])
+		rest = rest[n:]
+		m, err := a.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := MaxSize + 2 - len(rest) - n; m == nil && a.Held() > 2*(got+n) {
+			t.Fatalf("holds %d bytes for %d received", a.Held(), got+n)
+		}
+		if m != nil && len(m) != MaxSize {
+			t.Fatalf("message of %d bytes; want %d", len(m), MaxSize)
+		}
+		a.Keep()
+	}
+}
+
+// TestAssemblerBudget: the listener's cap on kept bytes ends the
+// connection whose partial message would pass it (nm.ErrTooLarge), and a
+// connection that lets go of its buffer gives its share back.
+func TestAssemblerBudget(t *testing.T) {
+	b := &budget{max: 16 << 10}
+	a, c := newAssembler(0), newAssembler(0)
+	a.cap, c.cap = b, b
+	a.Write(append([]byte{0xff, 0xff}, make([]byte, 8000)...))
+	a.Next()
+	a.Keep() // 8 KiB of the 16
+	c.Write(append([]byte{0xff, 0xff}, make([]byte, 9000)...))
+	if _, err := c.Next(); err != nil {
+		t.Fatal(err)
+	}
+	c.Keep() // would take 16 KiB more
+	if _, err := c.Next(); !errors.Is(err, nm.ErrTooLarge) {
+		t.Errorf("over the listener's cap: %v; want ErrTooLarge", err)
+	}
+	if used := b.used.Load(); used != 8<<10 {
+		t.Errorf("budget used %d; want %d", used, 8<<10)
+	}
+	a.Clear()
+	c.Clear()
+	if used := b.used.Load(); used != 0 {
+		t.Errorf("budget used %d after Clear; want 0", used)
 	}
 }

@@ -121,17 +121,54 @@
 // UDP datagrams longer than ServerConfig.MaxUDPSize (default 4096 bytes) are
 // dropped and counted; a listener's queue is bounded and, when full, new
 // datagrams are dropped and counted: UDP ingress never waits for a slow
-// consumer. A TCP or TLS connection instead waits (its peer is pushed back).
+// consumer. Nor does a TCP or TLS connection: when the queue is full, its
+// request is answered at once with ServerConfig.Shed (REFUSED by default,
+// or SERVFAIL) and its question, counted Shed, and reading goes on.
 //
-// On TCP and TLS, at most ServerConfig.MaxInFlight requests of a connection
-// (default 23) are delivered and not yet released; at the bound the
-// connection reads nothing more, so one 64 KiB read of tiny queries is
-// taken a few at a time while the rest wait unparsed. The initial and idle
-// timeouts (stream.Config) do not run while a request is being answered.
-// A zero length prefix ends reading on that connection with ErrZeroLength
-// (counted); replies in progress still go out. Messages are at most 65535
-// bytes; a partial message is kept in a pooled buffer, complete ones are
-// read in place, and an idle connection holds no buffer.
+// No Send waits for a peer (see package stream): a reply goes to its
+// connection's bounded output, and a peer that does not read fills only
+// its own output and is then cut off, so a consumer serving every
+// connection from one goroutine is never held by one of them.
+//
+// The limits of a TCP or TLS listener, next to BIND 9's and CoreDNS's
+// (CoreDNS serves TCP with miekg/dns); "-" is no such limit that we know
+// of. Each cut-off is counted by reason in nm.Counters.
+//
+//	limit (field; counter)                  default     BIND 9                  CoreDNS
+//	requests in flight per connection       23          23                      1 (answered in turn)
+//	  (MaxInFlight)
+//	unsent bytes at which a connection      64 KiB      64 KiB                  -
+//	  stops reading (Stream.Backpressure)
+//	a connection's output                   256 KiB     -                       -
+//	  (Stream.MaxOutput; OutputFull)
+//	no progress writing to a peer           30 s        -                       write timeout
+//	  (Stream.Timeouts.Write; WriteTimeouts)                                    (timeouts plugin)
+//	initial / idle timeout                  30 s / 30 s 30 s / 30 s (tcp-       read / idle
+//	  (Stream.Timeouts)                                 initial/idle-timeout)   (timeouts plugin)
+//	partial message per connection          1           -                       -
+//	  (buffer grows with the bytes received)
+//	request bytes all connections hold      64 MiB      -                       -
+//	  (MaxBuffered; TooLarge)
+//	requests queued for the consumers       1024/shard  -                       -
+//	  (Queue; past it Shed: REFUSED)
+//	connections (Stream.MaxConns; Refused)  none        150 (tcp-clients)       -
+//	connections per client, and new ones   none        -                       -
+//	  a second (Stream.MaxConnsPerClient,
+//	  ClientRate, per /24 or /56; Refused)
+//
+// At most ServerConfig.MaxInFlight requests of a connection are delivered
+// and not yet released; at the bound the connection reads nothing more,
+// so one 64 KiB read of tiny queries is taken a few at a time while the
+// rest wait unparsed. The initial and idle timeouts (stream.Config) do not
+// run while a request is being answered. A zero length prefix ends reading
+// on that connection with ErrZeroLength (counted Dropped), a length over
+// the largest message accepted with nm.ErrTooLarge (counted TooLarge);
+// replies in progress
+// still go out. Complete messages are read in place; only the start of a
+// message that a read cut off is kept, in a pooled buffer that grows by
+// size class with the bytes that arrive, never to the length a prefix
+// announces, so a connection costs about what it sent; an idle connection
+// holds no buffer.
 //
 // A DoH connection takes at most HTTPConfig.MaxStreams (100) concurrent
 // streams and delivers at most HTTPConfig.MaxInFlight requests not yet

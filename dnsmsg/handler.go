@@ -340,10 +340,8 @@ func (r *Request) answerIfSilent(rcode int) {
 	if r.released || r.replies > 0 {
 		return
 	}
-	var buf [512]byte
-	if b := errorReply(buf[:0], r.wire, rcode); b != nil {
-		r.replyLocked(b)
-	}
+	var buf [maxRefusal]byte
+	r.replyLocked(appendRefusal(buf[:0], r.wire, rcode))
 }
 
 // release ends the request: FORMERR for an unparsable one nobody answered,

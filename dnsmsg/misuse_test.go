@@ -129,3 +129,29 @@ func TestHandleMisuseAfterReuse(t *testing.T) {
 		s.b.SetReadTimeout(time.Second)
 	})
 }
+
+// A reply after the listener closed fails at once with the same sentinel
+// on every transport: nm.ErrClosed.
+func TestSendAfterCloseSameError(t *testing.T) {
+	for _, kind := range []string{"udp", "tcp", "dot"} {
+		t.Run(kind, func(t *testing.T) {
+			m := nmtest.Manager(t, 1)
+			l := listenKind(t, m, kind)
+			c := dialKind(t, m, kind, l.Addr().String())
+			c.Send(pack(t, query("late.example")))
+			ev := nmtest.Next(t, l.Requests(), nmtest.Timeout)
+			defer ev.Handle.Detach()
+			l.Close()
+			nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
+			deadline := time.Now().Add(nmtest.Timeout)
+			var err error
+			for err == nil && time.Now().Before(deadline) {
+				// A stream connection closes on its reader's goroutine.
+				err = ev.Handle.Send(asReply(ev.Data)[0])
+			}
+			if !errors.Is(err, nm.ErrClosed) {
+				t.Errorf("Send after Close: %v; want nm.ErrClosed", err)
+			}
+		})
+	}
+}

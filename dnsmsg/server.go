@@ -20,8 +20,9 @@ type ServerConfig struct {
 	// zero, 32.
 	UDPBatch int
 	// Queue is the capacity of the request channel; when it is full, new
-	// UDP requests are dropped and counted, and TCP and TLS connections wait
-	// (their peers are pushed back). If zero, 1024 per shard.
+	// UDP requests are dropped and counted, and TCP and TLS requests are
+	// answered at once with the Shed code, counted. If zero, 1024 per
+	// shard.
 	Queue int
 	// Stream configures TCP and TLS listeners: accept filter, connection
 	// quota, timeouts, backpressure (see stream.Config; its Consume field is
@@ -53,6 +54,18 @@ type ServerConfig struct {
 	// unless Stream.Socket is set. The zero value binds the address as
 	// written and refuses an address another socket holds.
 	Socket nm.SocketConfig
+	// MaxBuffered caps the request bytes that a TCP or TLS listener's
+	// connections hold, all together, in partial messages (each holds at
+	// most one, in a buffer that grows with the bytes received, up to
+	// twice them); past it, the connection whose message would grow ends,
+	// counted TooLarge. If zero, DefaultMaxBuffered (64 MiB).
+	MaxBuffered int
+	// Shed is the response code a TCP or TLS request gets at once, without
+	// being delivered, when Requests is full: the consumers fall behind,
+	// and rather than stall the connection the listener sheds load,
+	// counted Shed. If zero, RcodeRefused; RcodeServFail is the other
+	// usual choice.
+	Shed int
 	// Ordered makes TCP and TLS connections answer in order: the next
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
@@ -84,6 +97,20 @@ func (c *ServerConfig) requestTimeout() time.Duration {
 		return DefaultRequestTimeout
 	}
 	return c.RequestTimeout
+}
+
+func (c *ServerConfig) maxBuffered() int {
+	if c.MaxBuffered > 0 {
+		return c.MaxBuffered
+	}
+	return DefaultMaxBuffered
+}
+
+func (c *ServerConfig) shed() int {
+	if c.Shed > 0 {
+		return c.Shed
+	}
+	return RcodeRefused
 }
 
 func (c *ServerConfig) queue(m *nm.Manager) int {

@@ -56,6 +56,7 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 	if tlsConf != nil {
 		kind = nm.TLS
 	}
+	stream.SetFramed(h) // Received counts replies, not reads
 	return newStreamClient(m, h, kind, newAssembler(MaxSize), cfg)
 }
 
@@ -200,7 +201,13 @@ func (c *streamClient) SetReadTimeout(h nm.Handle, d time.Duration) {
 	c.mu.Unlock()
 }
 
-func (c *streamClient) SetTimeouts(h nm.Handle, t nm.Timeouts) { c.SetReadTimeout(h, t.Read) }
+// SetTimeouts sets the read timeout from t.Read: zero keeps the one in
+// force, nm.NoTimeout (negative) removes it.
+func (c *streamClient) SetTimeouts(h nm.Handle, t nm.Timeouts) {
+	if t.Read != 0 {
+		c.SetReadTimeout(h, max(t.Read, 0))
+	}
+}
 
 // Close implements nm.Socket.
 func (c *streamClient) Close(h nm.Handle) { c.shutdown() }
@@ -290,6 +297,9 @@ func (c *streamClient) next() ([]byte, error) {
 		if err != nil {
 			c.stats.Dropped.Add(1)
 			return nil, err
+		}
+		if msg != nil && c.framed {
+			c.stats.Received.Add(1)
 		}
 		if msg == nil || c.filter(msg) {
 			return msg, nil

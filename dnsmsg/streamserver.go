@@ -18,6 +18,11 @@ import (
 // STREAM_CLIENTS_PER_CONN).
 const DefaultMaxInFlight = 23
 
+// DefaultMaxBuffered is ServerConfig.MaxBuffered's default: the most
+// request bytes a TCP or TLS listener's connections keep in partial
+// messages, all together.
+const DefaultMaxBuffered = 64 << 20
+
 // ALPN is the TLS application protocol of DNS over TLS (RFC 7858).
 const ALPN = "dot"
 
@@ -51,6 +56,11 @@ type streamServer struct {
 	// requestTimeout bounds how long a delivered request may stay
 	// unanswered (ServerConfig.RequestTimeout); zero or less: no bound.
 	requestTimeout time.Duration
+	// buffered caps the bytes the connections' assemblers keep, together
+	// (ServerConfig.MaxBuffered): past it, the connection that would grow
+	// ends, counted TooLarge.
+	buffered budget
+	shed     int // the response code of shed requests (ServerConfig.Shed)
 	// ch carries the requests. Senders: the connections' reader goroutines,
 	// waiting for room (a stream peer is pushed back, never dropped). The
 	// last of the listener and its connections to end sends the final event
@@ -82,6 +92,8 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 		conns:          make(map[*streamConn]struct{}),
 		refs:           1,
 	}
+	s.buffered.max = int64(cfg.maxBuffered())
+	s.shed = cfg.shed()
 	sc := cfg.stream()
 	sc.Consume = s.consume
 	if sc.Proxy == nil {
@@ -181,7 +193,7 @@ func (s *streamServer) consume(h nm.Handle, stop <-chan struct{}) stream.Consume
 		kind = nm.TLS
 	}
 	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
-	c.asm.init(MaxSize)
+	c.asm.init(MaxSize, &s.buffered)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.draining {
@@ -255,17 +267,30 @@ func (c *streamConn) wakeReader() {
 // time while the rest wait, unparsed.
 func (c *streamConn) Data(b []byte) error {
 	c.asm.Write(b)
-	defer c.asm.Keep()
+	err := c.frames()
+	c.asm.Keep() // may find the listener's cap reached
+	if err == nil {
+		err = c.asm.Err()
+	}
+	if err != nil {
+		if errors.Is(err, nm.ErrTooLarge) {
+			c.stats.TooLarge.Add(1)
+		} else {
+			c.stats.Dropped.Add(1)
+		}
+		c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
+	}
+	return err
+}
+
+// frames delivers the complete messages written to the assembler.
+func (c *streamConn) frames() error {
 	for {
 		msg, err := c.asm.Next()
-		if err != nil {
-			c.stats.Dropped.Add(1)
-			c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
+		if err != nil || msg == nil {
 			return err
 		}
-		if msg == nil {
-			return nil
-		}
+		c.stats.Received.Add(1)
 		if checkRequest(msg) != nil {
 			c.stats.Dropped.Add(1)
 			continue
@@ -274,7 +299,7 @@ func (c *streamConn) Data(b []byte) error {
 			c.asm.Clear() // the client asks again on another connection
 			return nil
 		}
-		if !c.waitSlot() || !c.deliver(msg) {
+		if !c.waitSlot() || !stream.WaitOutput(c.h) || !c.deliver(msg) {
 			c.asm.Clear()
 			return nil
 		}
@@ -303,8 +328,17 @@ func (c *streamConn) waitSlot() bool {
 	return true
 }
 
-// deliver hands msg to the consumer on a request handle of its own.
+// deliver hands msg to the consumer on a request handle of its own, or,
+// when the requests channel is full (the consumers fall behind), sheds it:
+// it is answered at once with the listener's shed code, counted Shed, and
+// reading goes on. Not even a full channel makes a connection wait, so
+// consumers that fall behind never stall a conversation. It returns false
+// if the connection failed.
 func (c *streamConn) deliver(msg []byte) bool {
+	shard := c.h.Shard()
+	if len(c.s.ch) == cap(c.s.ch) {
+		return c.shed(msg)
+	}
 	rh := c.request(msg)
 	if c.draining.Load() {
 		// Shutdown began after Data looked: whichever of drain and this
@@ -313,11 +347,26 @@ func (c *streamConn) deliver(msg []byte) bool {
 		return false
 	}
 	ev := nm.Event{Handle: rh, Data: rh.Buf[2 : 2+len(msg)]}
-	if c.h.Shard().Deliver(c.s.ch, ev, c.stop) {
+	shard.Enter() // no event while the manager is paused
+	select {
+	case c.s.ch <- ev:
+		shard.Exit()
 		return true
+	default:
 	}
+	shard.Exit()
 	rh.Detach()
-	return false
+	return c.shed(msg)
+}
+
+// shed answers msg at once with the listener's shed code.
+func (c *streamConn) shed(msg []byte) bool {
+	c.stats.Shed.Add(1)
+	var buf [maxRefusal]byte
+	r := appendRefusal(buf[:0], msg, c.s.shed)
+	var p [2]byte
+	binary.BigEndian.PutUint16(p[:], uint16(len(r)))
+	return stream.SendPrefixed(c.h, p[:], r) == nil
 }
 
 // request returns a handle for a request: a copy of msg after room for the

@@ -339,7 +339,12 @@ func (h Handle) Close() {
 // the value in force).
 const NoTimeout time.Duration = -1
 
-// Timeouts of a conversation. A zero field means no timeout.
+// Timeouts of a conversation. As every timeout setting of the library, a
+// zero field means the default: in a listener's or dialer's config, the
+// transport's default for that timeout; in Handle.SetTimeouts, the value in
+// force stays. A negative field (NoTimeout) means no timeout at all.
+// Values read back (stream.Timeouts, Config.Resolved) are the ones in
+// force, where zero means none.
 type Timeouts struct {
 	// Initial bounds, on servers, the time from accepting a connection to
 	// its first data.

@@ -94,7 +94,7 @@ type replyQueue struct {
 	idle     bool       // the reader is (about to be) waiting for the socket; guarded by mu
 	gone     bool       // the reader has stopped for a drain: every Send flushes; guarded by mu
 	poked    bool       // the reader's read deadline was set in the past to wake it; guarded by mu
-	closed   bool       // the socket is closed: Send fails at once (ErrCanceled); guarded by mu
+	closed   bool       // the socket is closed: Send fails at once (ErrClosed); guarded by mu
 	hook     func()     // tests: run by the flusher before each write; guarded by mu
 }
 
@@ -127,7 +127,7 @@ func (q *replyQueue) grow() {
 
 // Send queues a copy of b for h's peer and returns; b may be reused at once.
 // It fails with ErrOutputFull, dropping b, when the socket's replies are at
-// their bound, and with ErrCanceled once the listener is closed. The
+// their bound, and with ErrClosed once the listener is closed. The
 // outcome of the write is counted (Sent, SendFailed).
 func (s *udpListenSocket) Send(h Handle, b []byte) error { return s.out.send(h, b, nil) }
 
@@ -181,7 +181,7 @@ func (q *replyQueue) send(h Handle, b []byte, done chan<- error) error {
 func (q *replyQueue) room() error {
 	switch {
 	case q.closed:
-		return ErrCanceled // the listener closed, as for a reply queued before
+		return ErrClosed // the listener closed: as on every transport
 	case q.alive >= q.limit:
 		return ErrOutputFull
 	}

@@ -276,8 +276,8 @@ func TestUDPSendAfterListenerClose(t *testing.T) {
 	ev := nmtest.Next(t, l.Datagrams(), nmtest.Timeout)
 	l.Close()
 	nmtest.ExpectFinal(t, l.Datagrams(), 0, nm.ErrCanceled)
-	if err := ev.Handle.Send(ev.Data); !errors.Is(err, nm.ErrCanceled) {
-		t.Errorf("Send after close: %v; want %v", err, nm.ErrCanceled)
+	if err := ev.Handle.Send(ev.Data); !errors.Is(err, nm.ErrClosed) {
+		t.Errorf("Send after close: %v; want %v", err, nm.ErrClosed)
 	}
 	ev.Handle.Detach()
 }

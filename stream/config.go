@@ -15,7 +15,7 @@ const (
 	DefaultKeepalive      = 30 * time.Second
 	DefaultWriteTimeout   = 30 * time.Second
 	DefaultBackpressure   = 64 << 10
-	DefaultSendQueue      = 1 << 20
+	DefaultMaxOutput      = 256 << 10
 )
 
 // Config configures a listener or a dialed connection. The zero value is
@@ -29,10 +29,26 @@ type Config struct {
 	// MaxConns caps a listener's concurrent connections; zero means no cap.
 	// At the cap the listener stops accepting, so new connections wait in
 	// the kernel's backlog, unless RefuseAtCap is set: then they are
-	// accepted and closed at once (counted as dropped). A listener with a
+	// accepted and closed at once (counted Refused). A listener with a
 	// waiting cap uses one listening socket rather than one per shard.
 	MaxConns    int
 	RefuseAtCap bool
+	// Admission control per client, a client being an address prefix of
+	// ClientPrefix4 bits for IPv4 (if zero, 24) and ClientPrefix6 for IPv6
+	// (if zero, 56); 32 and 128 make it per address. MaxConnsPerClient
+	// caps a client's concurrent connections and ClientRate its new
+	// connections per second (a token bucket holding a second's worth, at
+	// least one); zero means no limit, the default. A connection over a
+	// limit is closed as soon as it is accepted, before any read or TLS
+	// handshake, counted Refused and logged at debug level. The table of
+	// clients holds at most MaxClients entries (if zero, 65536): idle ones
+	// are dropped when it is full, and a new client that still finds no
+	// room is refused. Listeners with Serve (DNS over HTTPS) apply them
+	// too.
+	MaxConnsPerClient            int
+	ClientRate                   int
+	ClientPrefix4, ClientPrefix6 int
+	MaxClients                   int
 	// Accept, if set, is called for each new connection before any read or
 	// TLS handshake; a non-nil error closes it unseen (counted as dropped).
 	// It must be safe for concurrent use.
@@ -40,10 +56,16 @@ type Config struct {
 	// Backpressure is how many unsent bytes make a server connection stop
 	// reading until its peer has taken them. If zero, 64 KiB.
 	Backpressure int
-	// SendQueue is how many unsent bytes a connection queues at most; a send
-	// beyond it fails at once with nm.ErrQuota (the first send on an empty
-	// queue is always taken). If zero, 1 MiB.
-	SendQueue int
+	// MaxOutput bounds a connection's output: the bytes sent and not yet
+	// taken by the kernel (replies queued, and TLS records made). A send
+	// that would pass it fails with nm.ErrOutputFull and ends the
+	// connection (reset, counted OutputFull, final event
+	// nm.ErrOutputFull); a send to an empty output is always taken. If
+	// zero, DefaultMaxOutput (256 KiB): a DNS server connection stops
+	// reading at Backpressure (64 KiB) unsent, so with replies of up to
+	// 8 KiB its 23 requests in flight never reach it; only a peer that
+	// reads nothing while taking large replies does.
+	MaxOutput int
 	// Delay turns Nagle's algorithm back on (TCP_NODELAY is set otherwise).
 	Delay bool
 	// KeepAlive is the TCP keepalive probe period; zero uses the
@@ -110,9 +132,9 @@ func (c *Config) backpressure() int {
 	return DefaultBackpressure
 }
 
-func (c *Config) sendQueue() int {
-	if c.SendQueue > 0 {
-		return c.SendQueue
+func (c *Config) maxOutput() int {
+	if c.MaxOutput > 0 {
+		return c.MaxOutput
 	}
-	return DefaultSendQueue
+	return DefaultMaxOutput
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
@@ -15,16 +17,18 @@ import (
 // over it or not. Its reader goroutine owns the reading state machine and
 // delivers every event; Read, ReadStop, Close and the writer reach it
 // through mu and the wake channel. Writes are done by whoever holds the
-// writing flag under wmu: a Send caller, or a writer goroutine started by
-// SendAsync that ends when the queue is empty.
+// writing flag under wmu (see conn_send.go): a sender's one attempt that
+// does not wait, or a writer goroutine that ends when the output is empty.
 type conn struct {
 	h      nm.Handle
 	m      *nm.Manager
 	shard  *nm.Shard
 	stats  *nm.Counters
-	nc     net.Conn     // what is read and written: tcp, or the TLS conn over it
-	tcp    *net.TCPConn // the socket
-	tls    *tls.Conn    // nil for TCP
+	nc     net.Conn        // what is read and written: tcp, or the TLS conn over it
+	tcp    *net.TCPConn    // the socket
+	tls    *tls.Conn       // nil for TCP
+	wire   *wire           // what tls runs over; nil for TCP
+	rc     syscall.RawConn // tcp's, made at the first write; used by the writing flag's holder
 	sr     *transport.StreamReader
 	l      *Listener // the listener that accepted it; nil on clients
 	server bool
@@ -32,19 +36,22 @@ type conn struct {
 	proxy  *proxyproto.Header // the PROXY header, set before the handle is handed out
 
 	backpressure int
-	sendQueue    int
+	maxOutput    int
 
 	// ch carries the handle's events. Sender: the reader goroutine only,
 	// which closes it after the final event. Its one slot lets the reader
 	// read ahead by one event and leaves room for the final event.
 	ch chan nm.Event
 	// wake (buffer 1, non-blocking sends) tells the reader that the state
-	// under mu changed or that the send queue drained.
+	// under mu changed or that the output shrank or stopped being written
+	// (its backpressure, and the drain before a local close, wait on it).
 	wake chan struct{}
 	// stop is closed, under mu, when closing is set: a Consumer blocked in
 	// Data waits on it.
 	stop     chan struct{}
 	consumer Consumer // set once before reading starts; nil: data events
+	// framed: the protocol over the data events counts Received (SetFramed).
+	framed atomic.Bool
 
 	mu        sync.Mutex
 	t         nm.Timeouts // guarded by mu
@@ -64,23 +71,25 @@ type conn struct {
 	inUse [2]*[]byte // buffers of the last two data events, still the consumer's
 
 	wmu     sync.Mutex
-	writing bool      // a goroutine is writing; guarded by wmu
-	queue   []sendReq // sends waiting for the writer; guarded by wmu
-	unsent  int       // bytes queued or being written; guarded by wmu
-	broken  error     // the socket can no longer be written; guarded by wmu
+	writing bool      // a goroutine owns the output (see conn_send.go); guarded by wmu
+	queue   []sendReq // sends not wholly written, in order; guarded by wmu
+	head    int       // bytes of queue[0] written already (TCP); guarded by wmu
+	raw     *[]byte   // TLS records made and not yet written (pooled), or nil; guarded by wmu
+	unsent  int       // bytes in queue (less head) and raw, bounded by maxOutput; guarded by wmu
+	closed  bool      // closed locally: no new send, what is queued still goes; guarded by wmu
+	// halfClose: CloseWrite waits for the output to be written; guarded by wmu
+	halfClose bool
+	broken    error // the output failed or was dropped: sends fail; guarded by wmu
 
 	closeOnce sync.Once
 	quota     func() // releases the listener quota slot; nil if none
 }
 
-// Shutdown implements nm.Shutdowner: the manager closes.
-func (c *conn) Shutdown() { c.shutdown(nil) }
-
-type sendReq struct {
-	b    []byte
-	done chan<- error
-	pfx  [maxPrefix]byte // sent before b: pfx[:npfx]
-	npfx uint8
+// Shutdown implements nm.Shutdowner: the manager closes, so what is
+// queued is dropped (failing with nm.ErrCanceled) rather than written.
+func (c *conn) Shutdown() {
+	c.breakOutput(nm.ErrClosed)
+	c.shutdown(nil)
 }
 
 func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
@@ -93,7 +102,7 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 		tls:          tc,
 		born:         time.Now(),
 		backpressure: cfg.backpressure(),
-		sendQueue:    cfg.sendQueue(),
+		maxOutput:    cfg.maxOutput(),
 		t:            cfg.timeouts(),
 		wake:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
@@ -105,6 +114,7 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 	}
 	if tc != nil {
 		c.nc = tc
+		c.wire, _ = tc.NetConn().(*wire)
 	} else {
 		sr, err := transport.NewStreamReader(tcp, c.getBuf, putBuf)
 		if err != nil {
@@ -120,6 +130,14 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 	}
 	c.h = nm.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
 	return c, nil
+}
+
+// ready makes a TLS connection, its handshake done, write its records to
+// the output (see wire).
+func (c *conn) ready() {
+	if c.wire != nil {
+		c.wire.out.Store(c)
+	}
 }
 
 // poke wakes the reader and interrupts its socket read. Called with mu held.
@@ -174,11 +192,10 @@ func (c *conn) shutdown(reason error) {
 		c.poke()
 	}
 	c.mu.Unlock()
-	// No new send from now on; queued ones fail with the socket.
+	// No new send from now on; what is queued still goes, before the
+	// socket is closed (see drain), unless the output broke.
 	c.wmu.Lock()
-	if c.broken == nil {
-		c.broken = nm.ErrClosed
-	}
+	c.closed = true
 	c.wmu.Unlock()
 }
 
@@ -203,7 +220,11 @@ func (c *conn) closeSocket(reset bool) {
 			return
 		}
 		if c.tls != nil {
-			// Sends close_notify, bounded by a write deadline.
+			// Sends close_notify straight to the socket, bounded by a
+			// write deadline.
+			if c.wire != nil {
+				c.wire.out.Store(nil)
+			}
 			c.tls.SetWriteDeadline(time.Now().Add(time.Second))
 			c.tls.Close()
 			return
@@ -212,12 +233,14 @@ func (c *conn) closeSocket(reset bool) {
 	})
 }
 
-// end runs once, when the reader goroutine ends.
+// end runs once, when the reader goroutine ends: the output is written,
+// then the socket is closed.
 func (c *conn) end() {
 	c.mu.Lock()
 	c.markClosing()
-	reset := c.reason == nm.ErrTimedOut
+	reset := c.reason == nm.ErrTimedOut || c.reason == nm.ErrOutputFull
 	c.mu.Unlock()
+	c.drain()
 	c.closeSocket(reset)
 	if c.quota != nil {
 		c.quota()
@@ -227,8 +250,24 @@ func (c *conn) end() {
 	c.stats.Active.Add(-1)
 }
 
-// Close implements nm.Socket: it shuts the conversation down at once;
-// pending sends fail.
+// drain waits, on the reader goroutine, until nobody writes the output:
+// it was all written, or it failed (a write timeout bounds each wait for
+// the peer; the manager's shutdown drops it).
+func (c *conn) drain() {
+	for {
+		c.wmu.Lock()
+		busy := c.writing && c.broken == nil
+		c.wmu.Unlock()
+		if !busy {
+			return
+		}
+		<-c.wake
+	}
+}
+
+// Close implements nm.Socket: it shuts the conversation down at once: no
+// more reading or sending; what was sent before still goes out, within
+// the write timeout, before the socket closes.
 func (c *conn) Close(h nm.Handle) { c.shutdown(nil) }
 
 // Released implements nm.Socket: the last reference is gone (and with it
@@ -238,9 +277,11 @@ func (c *conn) Released(h nm.Handle) {
 	h.Free()
 }
 
+// SetTimeouts implements the handle's SetTimeouts: a zero field keeps the
+// timeout in force, a negative one (nm.NoTimeout) turns it off.
 func (c *conn) SetTimeouts(h nm.Handle, t nm.Timeouts) {
 	c.mu.Lock()
-	c.t = t
+	c.t = mergeTimeouts(c.t, t)
 	if !c.server && t.Read > 0 && c.reading {
 		c.deadline = time.Now().Add(t.Read)
 	}
@@ -248,12 +289,32 @@ func (c *conn) SetTimeouts(h nm.Handle, t nm.Timeouts) {
 	c.mu.Unlock()
 }
 
+// SetReadTimeout sets a client's read timeout; zero or negative means
+// none (nm.Handle.SetReadTimeout).
 func (c *conn) SetReadTimeout(h nm.Handle, d time.Duration) {
-	c.mu.Lock()
-	t := c.t
-	c.mu.Unlock()
-	t.Read = d
-	c.SetTimeouts(h, t)
+	if d == 0 {
+		d = nm.NoTimeout
+	}
+	c.SetTimeouts(h, nm.Timeouts{Read: d})
+}
+
+// mergeTimeouts returns old with the fields set in t: zero keeps old's,
+// negative means none (zero in the result).
+func mergeTimeouts(old, t nm.Timeouts) nm.Timeouts {
+	set := func(d *time.Duration, v time.Duration) {
+		switch {
+		case v > 0:
+			*d = v
+		case v < 0:
+			*d = 0
+		}
+	}
+	set(&old.Initial, t.Initial)
+	set(&old.Idle, t.Idle)
+	set(&old.Keepalive, t.Keepalive)
+	set(&old.Write, t.Write)
+	set(&old.Read, t.Read)
+	return old
 }
 
 func (c *conn) SetKeepalive(h nm.Handle, on bool) {
@@ -284,12 +345,27 @@ func ProxyHeader(h nm.Handle) (proxyproto.Header, bool) {
 }
 
 // CloseWrite shuts down the writing side of a stream handle (a TCP FIN, or
-// a TLS close_notify) after the sends in progress; reading goes on.
+// a TLS close_notify) once the sends made before it are written; reading
+// goes on, and later sends fail with nm.ErrClosed.
 func CloseWrite(h nm.Handle) error {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return nm.ErrNotSupported
 	}
+	c.wmu.Lock()
+	c.closed = true
+	if c.writing {
+		c.halfClose = true // the writer does it when the output is written
+		c.wmu.Unlock()
+		return nil
+	}
+	c.wmu.Unlock()
+	return c.closeWrite()
+}
+
+// closeWrite sends the FIN, or the close_notify (which goes through the
+// output, and is then followed by nothing else).
+func (c *conn) closeWrite() error {
 	if c.tls != nil {
 		return c.tls.CloseWrite()
 	}

@@ -146,11 +146,16 @@ func (c *conn) overBound() bool {
 
 func (c *conn) readOnce() (*[]byte, int, error) {
 	if c.sr != nil {
-		return c.sr.Read()
+		b, n, err := c.sr.Read()
+		if err == nil {
+			c.stats.Reads.Add(1)
+		}
+		return b, n, err
 	}
 	b := c.getBuf()
 	n, err := c.nc.Read(*b)
 	if n > 0 {
+		c.stats.Reads.Add(1)
 		return b, n, nil
 	}
 	putBuf(b)
@@ -166,7 +171,9 @@ func (c *conn) getBuf() *[]byte { return getBuf(c.class) }
 // deliverData hands a data event to the consumer and returns false if the
 // connection was shut down meanwhile.
 func (c *conn) deliverData(b *[]byte, n int) bool {
-	c.stats.Received.Add(1)
+	if !c.framed.Load() {
+		c.stats.Received.Add(1)
+	}
 	// A full buffer means more may be waiting: read more at once next time.
 	if n == len(*b) && c.class < len(bufClasses)-1 {
 		c.class++

@@ -42,7 +42,6 @@ func (c *conn) consume(newConsumer func(h nm.Handle, stop <-chan struct{}) Consu
 // error from the consumer ends reading; the connection stays open for the
 // replies in progress until its handle is released, as after ErrEOF.
 func (c *conn) consumeData(b *[]byte, n int) error {
-	c.stats.Received.Add(1)
 	if n == len(*b) && c.class < len(bufClasses)-1 {
 		c.class++
 	}
@@ -52,6 +51,41 @@ func (c *conn) consumeData(b *[]byte, n int) error {
 	err := c.consumer.Data((*b)[:n])
 	putBuf(b)
 	return err
+}
+
+// WaitOutput is for a Consumer's Data, on the connection's reader
+// goroutine: it waits while more than Config.Backpressure bytes of the
+// connection's output are unsent, so that a peer that does not read stops
+// being served between two messages of one read, not only between reads.
+// It returns false if the connection shuts down first. Other handles do
+// not wait.
+func WaitOutput(h nm.Handle) bool {
+	c, ok := h.Socket().(*conn)
+	if !ok {
+		return true
+	}
+	for {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		switch {
+		case closing:
+			return false
+		case !c.overBound():
+			return true
+		}
+		<-c.wake
+	}
+}
+
+// SetFramed tells a connection that the protocol over it counts the
+// messages it frames (package dnsmsg counts DNS messages as Received):
+// its data events are then no longer counted as Received. Reads still
+// counts each read. Other handles ignore it.
+func SetFramed(h nm.Handle) {
+	if c, ok := h.Socket().(*conn); ok {
+		c.framed.Store(true)
+	}
 }
 
 // SetBusy counts the requests of a server connection being answered (delta

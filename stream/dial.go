@@ -53,6 +53,7 @@ func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, 
 		tc.Close()
 		return nm.Handle{}, err
 	}
+	c.ready()
 	stats.Opened.Add(1)
 	stats.Active.Add(1)
 	if err := m.Go(c.run); err != nil {
@@ -103,7 +104,7 @@ func dialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Conf
 	if conf.ClientSessionCache == nil {
 		conf.ClientSessionCache = sessionCache
 	}
-	tlsConn := tls.Client(tc, conf)
+	tlsConn := tls.Client(&wire{TCPConn: tc}, conf)
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		tc.Close()
 		stats.RecvFailed.Add(1)

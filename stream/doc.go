@@ -14,6 +14,7 @@
 //	peer closed (FIN, or TLS close_notify)                          nm.ErrEOF
 //	peer reset                                                      nm.ErrConnReset
 //	server initial or idle timeout, or write timeout               nm.ErrTimedOut
+//	output bound reached (a peer that does not read)                nm.ErrOutputFull
 //
 // A data event's Data is valid until the next receive from the channel. On
 // a client, a read timeout (Timeouts.Read) delivers nm.ErrTimedOut and stops
@@ -23,12 +24,23 @@
 //
 // # Sending
 //
-// Send writes and waits; SendAsync queues and reports on a channel. Sends on
-// one handle go out in order, each completes exactly once, and sends pending
-// when the connection closes complete with an error. A pending send holds a
-// reference to its handle, so the last Detach closes the connection only
-// after them; Close does not wait. Queued replies are written together: one
-// writev on TCP, as few records as possible on TLS.
+// No send ever waits for the peer. Send (and SendPrefixed) copies the
+// message into the connection's output and returns; when nobody is writing
+// it first makes one write attempt that does not wait, so at low load a
+// message leaves at once from the caller's goroutine. SendAsync (and
+// SendPrefixedAsync) queues the message without copying it, and done
+// receives the outcome from the connection's writer goroutine, never on the
+// caller's stack; b must not change until then. Whatever the socket does
+// not take at once is written by the writer goroutine, everything waiting
+// together: one writev on TCP, as few records as possible on TLS.
+//
+// Sends on one handle go out in order, each completes exactly once, and a
+// queued send holds a reference to its handle, so the last Detach closes
+// the connection only after them. Close (and the last Detach) stops reading
+// and sending at once but lets what was sent before go out, within the
+// write timeout, before the socket closes; the manager's Close drops it
+// (queued sends fail with nm.ErrCanceled). A send after Close fails with
+// nm.ErrClosed.
 //
 // # Protocols on streams
 //
@@ -59,11 +71,23 @@
 // # Limits
 //
 // A server connection stops reading while more than Config.Backpressure
-// bytes (64 KiB) are unsent, and resumes below it, so a peer that does not
-// read cannot grow our memory; at most Config.SendQueue bytes (1 MiB) are
-// queued, beyond which SendAsync fails with nm.ErrQuota. A write that takes
-// longer than Timeouts.Write resets the connection. Config.MaxConns caps a
-// listener's connections; at the cap it stops accepting (connections wait in
-// the kernel's backlog) or, with RefuseAtCap, closes new ones at once. The
-// slot is released exactly once, however the connection ends.
+// bytes (64 KiB) are unsent, and resumes below it (a Consumer checks it
+// between messages with WaitOutput), so a peer that does not read cannot
+// grow our memory. A connection's output (replies queued, TLS records not
+// yet written) is bounded by Config.MaxOutput (256 KiB): the send that
+// would pass it fails with nm.ErrOutputFull and the connection is reset,
+// counted OutputFull in nm.Counters, with final event nm.ErrOutputFull. A
+// peer that takes nothing for Timeouts.Write (30 s) is reset too, counted
+// WriteTimeouts, with final event nm.ErrTimedOut; queued sends then fail.
+// Writes counts write system calls and Sent the messages they carried;
+// Reads counts reads that returned data.
+//
+// Config.MaxConns caps a listener's connections; at the cap it stops
+// accepting (connections wait in the kernel's backlog) or, with
+// RefuseAtCap, closes new ones at once, counted Refused. Per client (an
+// address prefix: /24 for IPv4, /56 for IPv6 by default),
+// Config.MaxConnsPerClient caps concurrent connections and
+// Config.ClientRate new connections per second; a connection over them is
+// closed before any read or handshake, counted Refused. The slots are
+// released exactly once, however the connection ends.
 package stream

@@ -36,8 +36,11 @@ type Listener struct {
 	ch chan nm.Event
 	// done is closed by Close.
 	done chan struct{}
-	// quota holds one token per open connection when MaxConns is set.
+	// quota holds one token per open connection when MaxConns is set:
+	// a send takes a place, a receive gives it back; its capacity is the
+	// cap.
 	quota chan struct{}
+	adm   *admission   // per-client limits; nil if none
 	refs  atomic.Int32 // accept loops, connections not yet delivered, and served ones
 	once  sync.Once
 	// stopOnce closes the listening sockets once (StopAccepting, Close).
@@ -94,6 +97,7 @@ func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config
 	if cfg.MaxConns > 0 {
 		l.quota = make(chan struct{}, cfg.MaxConns)
 	}
+	l.adm = newAdmission(&cfg)
 	if l.untrack, err = m.Track(func() { l.Close() }); err != nil {
 		for _, ln := range lns {
 			ln.Close()
@@ -206,28 +210,34 @@ func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
 // accepted vets a new connection and starts its goroutine.
 func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 	stats := shard.Counters(l.kind)
+	key, ok := l.admitClient(tc, stats)
+	if !ok {
+		return
+	}
 	if l.quota != nil && l.cfg.RefuseAtCap {
 		select {
 		case l.quota <- struct{}{}:
 		default:
-			stats.Dropped.Add(1)
+			stats.Refused.Add(1)
+			l.m.Logger().Debug("stream: connection refused at the listener's cap", "peer", tc.RemoteAddr())
 			tc.Close()
+			l.leaveClient(key)
 			return
 		}
 	}
 	if !l.vet(tc) {
 		stats.Dropped.Add(1)
 		tc.Close()
-		l.release()
+		l.leave(key)
 		return
 	}
 	if l.cfg.Serve != nil {
 		stats.Active.Add(1)
 		l.refs.Add(1)
-		if !l.track(tc) || l.m.Go(func() { l.serve(shard, tc) }) != nil {
+		if !l.track(tc) || l.m.Go(func() { l.serve(shard, tc, key) }) != nil {
 			l.forget(tc)
 			tc.Close()
-			l.release()
+			l.leave(key)
 			stats.Active.Add(-1)
 			l.unref()
 		}
@@ -235,24 +245,58 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 	}
 	var tlsConn *tls.Conn
 	if conf := l.tls.Load(); conf != nil {
-		tlsConn = tls.Server(tc, conf)
+		tlsConn = tls.Server(&wire{TCPConn: tc}, conf)
 	}
 	c, err := newConn(l.m, shard, l.kind, tc, tlsConn, &l.cfg)
 	if err != nil {
 		stats.Dropped.Add(1)
 		tc.Close()
-		l.release()
+		l.leave(key)
 		return
 	}
 	c.server, c.l = true, l
-	if l.quota != nil {
-		c.quota = l.release
+	switch {
+	case l.adm != nil:
+		c.quota = func() { l.leave(key) }
+	case l.quota != nil:
+		c.quota = l.release // no key to keep: a smaller closure
 	}
 	stats.Active.Add(1)
 	l.refs.Add(1)
 	if err := l.m.Go(c.run); err != nil {
 		l.refs.Add(-1)
 		c.end()
+	}
+}
+
+// admitClient applies the per-client limits to a connection just
+// accepted; a refused one is closed, counted and logged.
+func (l *Listener) admitClient(tc *net.TCPConn, stats *nm.Counters) (netip.Prefix, bool) {
+	if l.adm == nil {
+		return netip.Prefix{}, true
+	}
+	peer := transport.AddrPort(tc.RemoteAddr())
+	key, why := l.adm.admit(peer.Addr(), time.Now())
+	if why == "" {
+		return key, true
+	}
+	stats.Refused.Add(1)
+	l.m.Logger().Debug("stream: connection refused: "+why, "peer", peer)
+	tc.Close()
+	return key, false
+}
+
+// leave gives back a connection's places: its client's and its quota
+// token.
+func (l *Listener) leave(key netip.Prefix) {
+	l.leaveClient(key)
+	l.release()
+}
+
+// leaveClient gives back a connection's place in its client's limits.
+func (l *Listener) leaveClient(key netip.Prefix) {
+	if l.adm != nil {
+		l.adm.release(key)
 	}
 }
 
@@ -273,6 +317,7 @@ func (l *Listener) deliver(c *conn) bool {
 		c.h.Detach()
 		return false
 	}
+	c.ready()
 	if hdr != nil {
 		c.proxy = hdr
 		if src, dst, ok := hdr.Addresses(); ok {

@@ -41,13 +41,13 @@ type ServedConn struct {
 }
 
 // serve runs a connection for the listener's Server, on its own goroutine.
-func (l *Listener) serve(shard *nm.Shard, tc *net.TCPConn) {
+func (l *Listener) serve(shard *nm.Shard, tc *net.TCPConn, key netip.Prefix) {
 	stats := shard.Counters(l.kind)
 	born := time.Now()
 	defer func() {
 		tc.Close()
 		l.forget(tc)
-		l.release()
+		l.leave(key)
 		stats.Closed.Add(1)
 		stats.Active.Add(-1)
 		l.unref()

@@ -30,6 +30,7 @@ func main() {
 	flag.StringVar(&o.CertFile, "cert", "", "TLS certificate PEM `file` (default: self-signed for localhost)")
 	flag.StringVar(&o.KeyFile, "key", "", "TLS key PEM `file`")
 	flag.IntVar(&o.Workers, "workers", 0, "worker shards (0: one per CPU)")
+	flag.IntVar(&o.MaxConns, "max-conns", 0, "connections per stream listener; past it new ones are closed at once (0: 10000, negative: no cap)")
 	flag.BoolVar(&o.Proxy, "proxy", false, "expect a PROXY protocol v2 header on every DNS listener (before TLS)")
 	flag.BoolVar(&o.WhoAmI, "whoami", false, "answer each query with the client's address (A or AAAA) instead of echoing it")
 	flag.DurationVar(&o.Drain, "drain", 5*time.Second, "on SIGTERM or Ctrl-C, let the answers in progress go out for at most `duration` (0: stop at once)")

@@ -45,6 +45,10 @@ type Options struct {
 	// sockets serves them instead of binding its address, and runs even
 	// if its address is empty.
 	Sockets map[string]nm.SocketConfig
+	// MaxConns caps the connections of each stream listener (TCP, DoT,
+	// DoH, the raw echoes); past it a new connection is closed at once,
+	// counted Refused. If zero, DefaultMaxConns; negative: no cap.
+	MaxConns int
 	// Report, if set, makes Run print a line of live figures (goroutines,
 	// heap, messages) at this interval, for soak runs.
 	Report time.Duration
@@ -56,6 +60,19 @@ type Options struct {
 	// Metrics, if set, is the address of an HTTP server of Prometheus
 	// metrics at /metrics.
 	Metrics string
+}
+
+// DefaultMaxConns is Options.MaxConns's default.
+const DefaultMaxConns = 10000
+
+// streamConfig returns the stream config of every stream listener: the
+// connection cap.
+func (o *Options) streamConfig() stream.Config {
+	n := o.MaxConns
+	if n == 0 {
+		n = DefaultMaxConns
+	}
+	return stream.Config{MaxConns: max(n, 0), RefuseAtCap: true}
 }
 
 // Server is a running echo server.
@@ -83,6 +100,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
 	var cfg dnsmsg.ServerConfig
 	var hcfg dnsmsg.HTTPConfig
+	cfg.Stream, hcfg.Stream = o.streamConfig(), o.streamConfig()
 	if o.Proxy {
 		cfg.Proxy = &proxyproto.Policy{}
 		hcfg.Stream.Proxy = cfg.Proxy
@@ -122,10 +140,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			s.wg.Go(func() { s.serve(l.Requests(), answer, o.Delay) })
 		}
 	}
-	if err := s.startEcho(ctx, "echo", o.Echo, o.Sockets["echo"], nil); err != nil {
+	if err := s.startEcho(ctx, "echo", o.Echo, o.Sockets["echo"], nil, o.streamConfig()); err != nil {
 		return nil, err
 	}
-	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, o.Sockets["tls-echo"], tlsConf); err != nil {
+	if err := s.startEcho(ctx, "tls-echo", o.TLSEcho, o.Sockets["tls-echo"], tlsConf, o.streamConfig()); err != nil {
 		return nil, err
 	}
 	sc, passed := o.Sockets["doh"]
@@ -151,13 +169,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 
 // startEcho starts a raw stream echo listener on addr, or on the sockets
 // of sc, if either is set.
-func (s *Server) startEcho(ctx context.Context, name, addr string, sc nm.SocketConfig, tlsConf *tls.Config) error {
+func (s *Server) startEcho(ctx context.Context, name, addr string, sc nm.SocketConfig, tlsConf *tls.Config, cfg stream.Config) error {
 	if addr == "" && sc.IsZero() {
 		return nil
 	}
 	var l *stream.Listener
 	var err error
-	cfg := stream.Config{Socket: sc}
+	cfg.Socket = sc
 	if tlsConf != nil {
 		l, err = stream.ListenTLS(ctx, s.m, addr, tlsConf, cfg)
 	} else {

@@ -151,8 +151,8 @@ func Manager(t testing.TB, workers int) *nm.Manager {
 
 // Serve answers each request on ch, a listener's channel, with the replies
 // reply returns for it (none: no answer), then detaches the request's
-// handle, until ch is closed. Replies that fail with nm.ErrCanceled (the
-// listener closed first) are expected; other send errors fail the test. The
+// handle, until ch is closed. Replies that fail with nm.ErrClosed or
+// nm.ErrCanceled (the listener closed first) are expected; other send errors fail the test. The
 // returned function waits for ch to close and returns what it delivered:
 // the requests' bytes and the final error.
 func Serve(t testing.TB, ch <-chan nm.Event, reply func(req []byte) [][]byte) (wait func() Result) {
@@ -166,7 +166,7 @@ func Serve(t testing.TB, ch <-chan nm.Event, reply func(req []byte) [][]byte) (w
 			}
 			r.Data = append(r.Data, append([]byte(nil), ev.Data...))
 			for _, b := range reply(ev.Data) {
-				if err := ev.Handle.Send(b); err != nil && !errors.Is(err, nm.ErrCanceled) {
+				if err := ev.Handle.Send(b); err != nil && !errors.Is(err, nm.ErrCanceled) && !errors.Is(err, nm.ErrClosed) {
 					t.Errorf("nmtest: Send: %v", err)
 				}
 			}
