@@ -397,13 +397,15 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		var recv, sent int64
+		var recv, sent, reads, writes int64
 		st := m.Stats()
 		var calls strings.Builder
 		for t := nm.UDP; t <= nm.HTTP; t++ {
 			c := st.Of(t)
 			recv += c.Received
 			sent += c.Sent
+			reads += c.Reads
+			writes += c.Writes
 			if c.Reads+c.Writes > 0 {
 				p := last.Of(t)
 				fmt.Fprintf(&calls, " %s=reads:%d,writes:%d,msgs/read:%.1f,msgs/write:%.1f", t, c.Reads, c.Writes,
@@ -419,8 +421,8 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 			}
 			shards = append(shards, strconv.FormatInt(n, 10))
 		}
-		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d%s shards=%s\n",
-			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent, calls.String(), strings.Join(shards, ","))
+		fmt.Fprintf(out, "nmecho: report t=%.0fs goroutines=%d heap=%dKiB received=%d sent=%d reads=%d writes=%d%s shards=%s\n",
+			time.Since(begin).Seconds(), runtime.NumGoroutine(), ms.HeapInuse>>10, recv, sent, reads, writes, calls.String(), strings.Join(shards, ","))
 	}
 }
 
