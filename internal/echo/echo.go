@@ -378,12 +378,13 @@ func Summary(st nm.Stats) string {
 	return strings.TrimSuffix(b.String(), ";")
 }
 
-// report prints live figures every interval until ctx is done: for each
-// transport in use, the system calls that read and wrote its messages so
-// far and, over the interval, the messages each carried (udp=reads:R,
-// writes:W,msgs/read:X,msgs/write:Y); then shards=, the messages each
-// shard has sent (over TCP, received counts the reads, which may carry
-// several messages each).
+// report prints live figures every interval until ctx is done: messages
+// received and sent and the read and write system calls that carried them;
+// for each transport, what was refused or cut off, by reason, where not
+// zero (tcp-shed=N, http-floods=N, ...), the system calls so far and, over
+// the interval, the messages each carried (udp=reads:R,writes:W,
+// msgs/read:X,msgs/write:Y); then shards=, the messages each shard has
+// sent.
 func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.Writer) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -406,6 +407,18 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 			sent += c.Sent
 			reads += c.Reads
 			writes += c.Writes
+			for _, r := range []struct {
+				name string
+				n    int64
+			}{
+				{"dropped", c.Dropped}, {"shed", c.Shed}, {"refused", c.Refused}, {"expired", c.Expired},
+				{"floods", c.Floods}, {"toolarge", c.TooLarge}, {"outputfull", c.OutputFull},
+				{"writetimeouts", c.WriteTimeouts}, {"panics", c.Panics},
+			} {
+				if r.n > 0 {
+					fmt.Fprintf(&calls, " %s-%s=%d", t, r.name, r.n)
+				}
+			}
 			if c.Reads+c.Writes > 0 {
 				p := last.Of(t)
 				fmt.Fprintf(&calls, " %s=reads:%d,writes:%d,msgs/read:%.1f,msgs/write:%.1f", t, c.Reads, c.Writes,
