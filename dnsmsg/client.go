@@ -2,6 +2,7 @@ package dnsmsg
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/netip"
 	"sync"
@@ -19,10 +20,14 @@ const DefaultReadTimeout = 5 * time.Second
 // recentIDs is how many of the last query IDs a client accepts replies for.
 const recentIDs = 64
 
-// ClientConfig configures a client Conn. The zero value is ready to use.
+// ClientConfig configures a client Conn, or a Client and every connection
+// it opens. The zero value is ready to use; a config must not be modified
+// after use.
 type ClientConfig struct {
-	// ReadTimeout bounds each Read. If zero, DefaultReadTimeout; if
-	// negative, reads wait until a reply or the Conn closes.
+	// ReadTimeout bounds each Read of a Conn, and each query of a Client
+	// (within its context; a zero-length ctx deadline still wins). If
+	// zero, DefaultReadTimeout; if negative (nm.NoTimeout), reads wait
+	// until a reply, the context's end or the Conn's close.
 	ReadTimeout time.Duration
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
@@ -34,9 +39,29 @@ type ClientConfig struct {
 	ProxyHeader []byte
 	// HTTPGet makes a DoH Conn send queries with GET rather than POST.
 	HTTPGet bool
-	// MaxInFlight bounds a DoH Conn's queries in flight; Send waits at the
-	// bound. If zero, DefaultHTTPInFlight.
+	// MaxInFlight bounds the queries in flight on a DoH Conn (Send waits
+	// at the bound), and on each TCP, TLS and DoH connection of a Client
+	// (a query waits for a place, within its context). If zero,
+	// DefaultHTTPInFlight (100).
 	MaxInFlight int
+	// TLS configures a Client's tls:// (ALPN "dot" unless NextProtos is
+	// set) and https:// (ALPN "h2") upstreams; the server name is the
+	// upstream's host unless set. If nil, the system's roots are trusted.
+	TLS *tls.Config
+	// MaxConns is how many connections a Client keeps at most to each
+	// TCP, TLS or DoH upstream; queries share them, pipelined. If zero,
+	// DefaultMaxConns (2).
+	MaxConns int
+	// MaxFailures is how many queries to an upstream may fail in a row
+	// (no connection, connection lost, no reply within ReadTimeout, HTTP
+	// 5xx) before a Client marks it down: for Backoff, calls to it fail at
+	// once with ErrUpstreamDown; then one query probes it, and each failed
+	// probe doubles the backoff, up to MaxBackoff. If zero,
+	// DefaultMaxFailures (5); if negative, upstreams are never marked
+	// down. Backoff defaults to DefaultBackoff (1 s), MaxBackoff to
+	// DefaultMaxBackoff (30 s).
+	MaxFailures         int
+	Backoff, MaxBackoff time.Duration
 	// Stream configures TCP and TLS connections: the connect timeout is
 	// Timeouts.Initial, the write timeout Timeouts.Write (see stream.Config;
 	// its Read timeout and Consume are the Conn's own and ignored).
