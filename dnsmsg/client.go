@@ -87,12 +87,25 @@ func (c *ClientConfig) readTimeout() time.Duration {
 	return c.ReadTimeout
 }
 
-// Conn is a client conversation with one DNS server. Send, Read and
-// Exchange may be called from different goroutines, but one goroutine at a
-// time should read (Read or Exchange).
+// Conn is a client conversation with one DNS server: one socket or
+// connection, driven by its user. For queries from many goroutines, use a
+// Client, which pools connections and matches each reply to its caller.
+//
+// Send may be called from any goroutine. Exchange is safe for concurrent
+// use: concurrent calls take turns, each waiting for its turn within its
+// context. Read is for one reader that does not call Exchange meanwhile:
+// a reply goes to whichever of them reads it. Each Read yields one event;
+// ranging over the channel (for ev := range c.Read()) receives one reply
+// and then waits forever: call Read again for each reply.
 type Conn struct {
 	h    nm.Handle
 	once sync.Once
+	// turn (buffer 1) is held by the Exchange in progress: a token sent
+	// to take the turn, received to give it back.
+	turn chan struct{}
+	// sendCtx, if set (DoH), sends a query waiting for an in-flight place
+	// within ctx.
+	sendCtx func(ctx context.Context, b []byte) error
 
 	mu      sync.Mutex
 	timeout time.Duration     // the read timeout; guarded by mu
@@ -106,7 +119,7 @@ type Conn struct {
 
 // DialUDP opens a UDP client Conn to the server at addr.
 func DialUDP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
-	c := &Conn{timeout: cfg.readTimeout()}
+	c := &Conn{timeout: cfg.readTimeout(), turn: make(chan struct{}, 1)}
 	h, err := nm.DialUDP(ctx, m, addr, nm.UDPConfig{MaxSize: cfg.MaxUDPSize, Filter: c.checkReply, ProxyHeader: cfg.ProxyHeader})
 	if err != nil {
 		return nil, err
@@ -136,7 +149,10 @@ func (c *Conn) checkReply(b []byte, _ netip.AddrPort) error {
 }
 
 // Send sends the wire query b; replies to its ID will be accepted.
-func (c *Conn) Send(b []byte) error {
+func (c *Conn) Send(b []byte) error { return c.send(nil, b) }
+
+// send is Send, within ctx if not nil.
+func (c *Conn) send(ctx context.Context, b []byte) error {
 	if len(b) < HeaderLen {
 		return nm.ErrBadMessage
 	}
@@ -153,7 +169,11 @@ func (c *Conn) Send(b []byte) error {
 		c.sent = min(c.sent+1, recentIDs)
 	}
 	c.mu.Unlock()
-	if err := c.h.Send(b); err != nil {
+	send := c.h.Send
+	if ctx != nil && c.sendCtx != nil {
+		send = func(b []byte) error { return c.sendCtx(ctx, b) }
+	}
+	if err := send(b); err != nil {
 		c.mu.Lock()
 		c.forget(id)
 		c.mu.Unlock()
@@ -228,13 +248,23 @@ func (c *Conn) Close() error {
 
 // Exchange sends q and returns its reply. It waits until the read timeout
 // or ctx's deadline, whichever comes first, and returns ctx.Err() if ctx is
-// done first. Replies to other queries are skipped.
+// done first. Replies to other queries are skipped. Concurrent calls take
+// turns: each waits for its turn within its context.
 func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	b, err := q.Pack()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Send(b); err != nil {
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.turn }()
+	if err := c.send(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
 	timeout := c.readTimeout()
