@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
@@ -105,19 +106,15 @@ func (c *Client) ExchangeWire(ctx context.Context, upstream string, q []byte) ([
 	return r, err
 }
 
-// queryContext bounds a query by ReadTimeout and by the manager's life.
+// queryContext bounds a query by ReadTimeout, unless ctx ends sooner.
+// The manager's close needs no watching here: it ends every connection,
+// and so the queries on them (UDP queries watch it themselves).
 func (c *Client) queryContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	var cancel context.CancelFunc
-	if d := c.cfg.readTimeout(); d > 0 {
-		ctx, cancel = context.WithTimeout(ctx, d)
-	} else {
-		ctx, cancel = context.WithCancel(ctx)
+	d := c.cfg.readTimeout()
+	if dl, ok := ctx.Deadline(); d <= 0 || ok && time.Until(dl) <= d {
+		return ctx, func() {}
 	}
-	stop := context.AfterFunc(c.m.Context(), cancel)
-	return ctx, func() {
-		stop()
-		cancel()
-	}
+	return context.WithTimeout(ctx, d)
 }
 
 // outcomeOf judges the upstream by a query's error: the caller's context

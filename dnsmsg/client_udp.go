@@ -35,15 +35,18 @@ func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
 		return nil, nm.MapError(err)
 	}
 	defer nc.Close()
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
+	unblock := func() { nc.SetDeadline(time.Now()) }
+	stop := context.AfterFunc(ctx, unblock)
 	defer stop()
+	stopM := context.AfterFunc(u.c.m.Context(), unblock)
+	defer stopM()
 	wire := bytes.Clone(q)
 	binary.BigEndian.PutUint16(wire, uint16(rand.Uint32()))
 	if hdr := u.c.cfg.ProxyHeader; len(hdr) > 0 {
 		wire = append(bytes.Clone(hdr), wire...)
 	}
 	if _, err := nc.Write(wire); err != nil {
-		return nil, udpError(ctx, err)
+		return nil, u.udpError(ctx, err)
 	}
 	stats.Sent.Add(1)
 	return u.readUDP(ctx, nc, wire[len(wire)-len(q):], ID(q), stats)
@@ -61,7 +64,7 @@ func (u *upstream) readUDP(ctx context.Context, nc net.Conn, sent []byte, id uin
 	for range udpTries {
 		n, err := nc.Read(*bp)
 		if err != nil {
-			return nil, udpError(ctx, err)
+			return nil, u.udpError(ctx, err)
 		}
 		r := (*bp)[:n]
 		if n > limit || n < HeaderLen || !IsResponse(r) || ID(r) != ID(sent) || !answers(r, sent) {
@@ -76,10 +79,14 @@ func (u *upstream) readUDP(ctx context.Context, nc net.Conn, sent []byte, id uin
 	return nil, nm.ErrBadMessage
 }
 
-// udpError maps an I/O error of a UDP query; one that ctx caused says so.
-func udpError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+// udpError maps an I/O error of a UDP query; one that ctx or the
+// manager's close caused says so.
+func (u *upstream) udpError(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
 		return ctxError(ctx)
+	case u.c.m.Closing():
+		return nm.ErrShuttingDown
 	}
 	return nm.MapError(err)
 }
