@@ -147,7 +147,9 @@ func (c *Client) upstream(s string) (*upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &upstream{c: c, t: t, health: newHealth(&c.cfg)}
+	u := &upstream{c: c, t: t, health: newHealth(&c.cfg, func(fails int, backoff time.Duration) {
+		c.m.Logger().Warn("dnsmsg: upstream down", "upstream", s, "failures", fails, "backoff", backoff)
+	})}
 	switch t.kind {
 	case upUDP:
 		u.tcp = newPool(c.cfg.MaxConns, u.dialStream(nil))

@@ -37,10 +37,12 @@ type health struct {
 	until   time.Time // down until then; guarded by mu
 	current time.Duration
 	probing bool // a probe is out; guarded by mu
+	// onDown, if set, reports each backoff that starts.
+	onDown func(fails int, backoff time.Duration)
 }
 
-func newHealth(cfg *ClientConfig) *health {
-	h := &health{maxFails: cfg.MaxFailures, backoff0: cfg.Backoff, maxBackoff: cfg.MaxBackoff}
+func newHealth(cfg *ClientConfig, onDown func(fails int, backoff time.Duration)) *health {
+	h := &health{maxFails: cfg.MaxFailures, backoff0: cfg.Backoff, maxBackoff: cfg.MaxBackoff, onDown: onDown}
 	if h.maxFails == 0 {
 		h.maxFails = DefaultMaxFailures
 	}
@@ -75,28 +77,28 @@ func (h *health) admit(name string) (probe bool, err error) {
 
 // done records a query's outcome.
 func (h *health) done(probe bool, o outcome) {
-	if h.maxFails < 0 {
+	if h.maxFails < 0 || o == neutral && !probe {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if probe {
 		h.probing = false
 	}
+	var down time.Duration // the backoff just started, if any
 	switch o {
 	case healthy:
 		h.fails, h.current = 0, 0
 	case failed:
 		h.fails++
-		if h.fails < h.maxFails {
-			return
+		if h.fails >= h.maxFails && (h.current == 0 || probe) {
+			h.current = min(max(2*h.current, h.backoff0), h.maxBackoff)
+			h.until = time.Now().Add(h.current)
+			down = h.current
 		}
-		switch {
-		case h.current == 0:
-			h.current = h.backoff0
-		case probe:
-			h.current = min(2*h.current, h.maxBackoff)
-		}
-		h.until = time.Now().Add(h.current)
+	}
+	fails := h.fails
+	h.mu.Unlock()
+	if down > 0 && h.onDown != nil {
+		h.onDown(fails, down)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -27,6 +29,7 @@ type pipe struct {
 	// says why.
 	done     chan struct{}
 	inFlight atomic.Int32 // queries holding a slot, for the pool's choice
+	closed   atomic.Bool  // the Client closed the connection
 
 	mu      sync.Mutex
 	waiters map[uint16]*waiter // by wire ID; guarded by mu
@@ -72,7 +75,12 @@ func (p *pipe) broken() bool {
 	}
 }
 
-func (p *pipe) close() { p.h.Close() }
+// close ends the connection for the Client: its queries fail with
+// nm.ErrCanceled.
+func (p *pipe) close() {
+	p.closed.Store(true)
+	p.h.Close()
+}
 
 // exchange sends the wire query q (the caller's; it is copied) and waits
 // for its reply, which it returns with q's ID. Every wait ends with ctx.
@@ -116,8 +124,9 @@ func (p *pipe) await(ctx context.Context, id uint16, w *waiter, sent <-chan erro
 		case err := <-sent:
 			sent = nil
 			if err != nil {
-				p.forget(id)
-				return nil, nm.MapError(err)
+				// The connection cannot be written: it is over, and its
+				// reader fails every query on it with the reason.
+				p.h.Close()
 			}
 		case <-ctx.Done():
 			if p.forget(id) {
@@ -145,7 +154,11 @@ func (p *pipe) send(w *waiter, pfx []byte, sent chan<- error) (uint16, error) {
 	}
 	binary.BigEndian.PutUint16(w.query, id)
 	if err := stream.SendPrefixedAsync(p.h, pfx, w.query, sent); err != nil {
-		return 0, nm.MapError(err)
+		if errors.Is(err, nm.ErrClosed) && !p.closed.Load() {
+			// The connection broke; its reader has yet to tell.
+			return 0, fmt.Errorf("%w: the connection failed (%v)", nm.ErrConnReset, err)
+		}
+		return 0, err
 	}
 	p.waiters[id] = w
 	return id, nil
@@ -229,8 +242,9 @@ func (p *pipe) deliver(msg []byte) bool {
 // end fails every query still waiting with the reason the connection
 // ended, mapped to a sentinel of nm.
 func (p *pipe) end(final error) {
-	if final == nil {
-		final = nm.ErrCanceled
+	if final == nil || errors.Is(final, nm.ErrCanceled) && !p.closed.Load() {
+		// Not closed by the Client: a write failed and closed it.
+		final = fmt.Errorf("%w: the connection failed", nm.ErrConnReset)
 	}
 	p.mu.Lock()
 	p.err = final
