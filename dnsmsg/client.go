@@ -267,6 +267,11 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		}
 		return nil, err
 	}
+	return c.await(ctx, q.Id)
+}
+
+// await reads until the reply with ID id, within the read timeout and ctx.
+func (c *Conn) await(ctx context.Context, id uint16) (*dns.Msg, error) {
 	timeout := c.readTimeout()
 	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) < timeout) {
 		timeout = max(time.Until(dl), time.Nanosecond)
@@ -283,7 +288,7 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 				if errors.Is(ev.Err, nm.ErrTimedOut) && ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				if re, ok := ev.Err.(*RequestError); ok && re.ID != q.Id {
+				if re, ok := ev.Err.(*RequestError); ok && re.ID != id {
 					continue // another query's failure
 				}
 				return nil, ev.Err
@@ -292,7 +297,7 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 			if err != nil {
 				return nil, err
 			}
-			if r.Id == q.Id {
+			if r.Id == id {
 				return r, nil
 			}
 		case <-ctx.Done():
