@@ -84,7 +84,9 @@ func (d *dohConn) exchange(ctx context.Context, q []byte) ([]byte, error) {
 	}
 	d.inFlight.Add(1)
 	defer func() {
-		d.inFlight.Add(-1)
+		if d.inFlight.Add(-1) == 0 && d.broken() {
+			d.close() // the last query on a connection the pool dropped
+		}
 		<-d.slots
 	}()
 	wire := bytes.Clone(q)

@@ -3,10 +3,12 @@ package dnsmsg_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/dnsmsg"
@@ -125,5 +127,50 @@ func TestClientDoHClosed(t *testing.T) {
 	_, err := c.Exchange(longCtx(t), "https://"+f.addr+dnsmsg.DefaultPath, question("a.example.", dns.TypeA))
 	if !errors.Is(err, nm.ErrEOF) && !errors.Is(err, nm.ErrConnReset) {
 		t.Errorf("Exchange = %v; want nm.ErrEOF or nm.ErrConnReset", err)
+	}
+}
+
+// TestClientDoHIdleClosed: a DoH upstream closes the Client's idle
+// connection; the next query goes out on a fresh one.
+func TestClientDoHIdleClosed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := serverTLS.Clone()
+	conf.NextProtos = []string{"h2"}
+	closed := make(chan struct{}, 4) // a token per connection the server closed
+	srv := &http.Server{TLSConfig: conf, IdleTimeout: 50 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			q := new(dns.Msg)
+			if q.Unpack(b) != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			reply, _ := new(dns.Msg).SetReply(q).Pack()
+			w.Header().Set("Content-Type", "application/dns-message")
+			w.Write(reply)
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed <- struct{}{}
+			}
+		}}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(tls.NewListener(l, conf)) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	m := nmtest.Manager(t, 1)
+	c := testClient(t, m, dnsmsg.ClientConfig{MaxConns: 1})
+	uri := "https://" + l.Addr().String() + dnsmsg.DefaultPath
+	for i := range 2 {
+		q := question(fmt.Sprintf("idle%d.example.", i), dns.TypeTXT)
+		r, err := c.Exchange(longCtx(t), uri, q)
+		if err != nil || r.Id != q.Id {
+			t.Fatalf("query %d: %v, %v", i, r, err)
+		}
+		if i == 0 {
+			<-closed // the server closed the idle connection
+		}
 	}
 }

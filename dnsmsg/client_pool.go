@@ -16,7 +16,7 @@ type pooled interface {
 	// reply with q's ID; every wait ends with ctx.
 	exchange(ctx context.Context, q []byte) ([]byte, error)
 	load() int    // queries in flight now
-	broken() bool // the connection ended: no query can go on it
+	broken() bool // no new query can go on it: it ended, or (DoH) got GOAWAY
 	close()       // ends the connection; queries in flight fail
 }
 
@@ -81,6 +81,9 @@ func (p *pool) leastLoaded() pooled {
 	live := p.conns[:0]
 	for _, c := range p.conns {
 		if c.broken() {
+			if c.load() == 0 {
+				c.close() // else its last query closes it
+			}
 			continue
 		}
 		live = append(live, c)
