@@ -312,3 +312,53 @@ func TestClientBackoff(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling until the backoff ends
 	}
 }
+
+// TestClientClose: closing the Client fails its queries in flight and
+// refuses later ones; closing the manager under a Client fails its
+// queries too, and nothing is left running (goleak).
+func TestClientClose(t *testing.T) {
+	for _, closeManager := range []bool{false, true} {
+		t.Run(fmt.Sprintf("manager=%v", closeManager), func(t *testing.T) {
+			m, err := nm.New(nm.Config{Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			got := make(chan struct{}, 4)
+			f := fakeTCP(t, func(c net.Conn) {
+				for {
+					if _, err := readFrameErr(c); err != nil {
+						return
+					}
+					got <- struct{}{}
+				}
+			})
+			c := dnsmsg.NewClient(m, dnsmsg.ClientConfig{MaxConns: 1, ReadTimeout: nm.NoTimeout})
+			defer c.Close()
+			done := make(chan error, 2)
+			for i := range 2 {
+				go func() {
+					_, err := c.Exchange(context.Background(), "tcp://"+f.addr, question(fmt.Sprintf("c%d.example.", i), dns.TypeA))
+					done <- err
+				}()
+			}
+			<-got
+			<-got
+			if closeManager {
+				m.Close()
+			} else {
+				c.Close()
+			}
+			for range 2 {
+				err := <-done
+				if !errors.Is(err, nm.ErrCanceled) && !(closeManager && errors.Is(err, nm.ErrShuttingDown)) {
+					t.Errorf("query in flight at close = %v; want nm.ErrCanceled (or, at the manager's close, nm.ErrShuttingDown)", err)
+				}
+			}
+			_, err = c.Exchange(context.Background(), "tcp://"+f.addr, question("late.example.", dns.TypeA))
+			if !errors.Is(err, nm.ErrClosed) && !errors.Is(err, nm.ErrShuttingDown) {
+				t.Errorf("query after close = %v; want nm.ErrClosed or nm.ErrShuttingDown", err)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 // and one reader goroutine hands each reply to the caller waiting for its
 // ID.
 type pipe struct {
+	m     *nm.Manager
 	h     nm.Handle // the connection; the reader detaches it when it ends
 	stats *nm.Counters
 	// slots holds a token per query in flight: the in-flight bound. A
@@ -51,6 +52,7 @@ type result struct {
 
 func newPipe(m *nm.Manager, h nm.Handle, kind nm.Transport, maxInFlight int) (*pipe, error) {
 	p := &pipe{
+		m:       m,
 		h:       h,
 		stats:   h.Shard().Counters(kind),
 		slots:   make(chan struct{}, maxInFlight),
@@ -154,7 +156,7 @@ func (p *pipe) send(w *waiter, pfx []byte, sent chan<- error) (uint16, error) {
 	}
 	binary.BigEndian.PutUint16(w.query, id)
 	if err := stream.SendPrefixedAsync(p.h, pfx, w.query, sent); err != nil {
-		if errors.Is(err, nm.ErrClosed) && !p.closed.Load() {
+		if errors.Is(err, nm.ErrClosed) && !p.closed.Load() && !p.m.Closing() {
 			// The connection broke; its reader has yet to tell.
 			return 0, fmt.Errorf("%w: the connection failed (%v)", nm.ErrConnReset, err)
 		}
@@ -242,8 +244,9 @@ func (p *pipe) deliver(msg []byte) bool {
 // end fails every query still waiting with the reason the connection
 // ended, mapped to a sentinel of nm.
 func (p *pipe) end(final error) {
-	if final == nil || errors.Is(final, nm.ErrCanceled) && !p.closed.Load() {
-		// Not closed by the Client: a write failed and closed it.
+	if final == nil || errors.Is(final, nm.ErrCanceled) && !p.closed.Load() && !p.m.Closing() {
+		// Closed neither by the Client nor by the manager: a write
+		// failed and closed it.
 		final = fmt.Errorf("%w: the connection failed", nm.ErrConnReset)
 	}
 	p.mu.Lock()
