@@ -43,7 +43,9 @@ func start(ctx context.Context, m *nm.Manager, o options) (*forwarder, error) {
 	}
 	f := &forwarder{m: m, l: l, up: o.upstream, done: make(chan error, 1),
 		c: dnsmsg.NewClient(m, dnsmsg.ClientConfig{TLS: conf, MaxConns: o.conns, MaxInFlight: 1000})}
-	go func() { f.done <- dnsmsg.Serve(ctx, l.Requests(), dnsmsg.HandlerFunc(f.serve), dnsmsg.ServeConfig{Workers: o.workers}) }()
+	go func() {
+		f.done <- dnsmsg.Serve(ctx, l.Requests(), dnsmsg.HandlerFunc(f.serve), dnsmsg.ServeConfig{Workers: o.workers})
+	}()
 	return f, nil
 }
 
