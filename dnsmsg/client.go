@@ -25,9 +25,9 @@ const recentIDs = 64
 // after use.
 type ClientConfig struct {
 	// ReadTimeout bounds each Read of a Conn, and each query of a Client
-	// (within its context; a zero-length ctx deadline still wins). If
-	// zero, DefaultReadTimeout; if negative (nm.NoTimeout), reads wait
-	// until a reply, the context's end or the Conn's close.
+	// (its context's deadline wins when sooner). If zero,
+	// DefaultReadTimeout (5 s); if negative (nm.NoTimeout), reads wait
+	// until a reply, the context's end or the close.
 	ReadTimeout time.Duration
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
