@@ -64,7 +64,8 @@ measure() {
 		wait "$pid" 2>/dev/null || true
 		awk -v n="$name" -v r="$run" -v t=$((cpu1 - cpu0)) -v hz="$clk" '
 			/Queries completed:/ { c = $3 } /Queries lost:/ { l = $3 } /Queries per second:/ { q = $4 }
-			END { printf "%-14s run %d: %8.0f qps, %s lost, forwarder CPU %.1f us/query\n", n, r, q, l, (c ? t / hz / c * 1e6 : 0) }' "$tmp/perf.out"
+			END { printf "%-14s run %d: %8.0f qps, %s lost, forwarder CPU %.1f us/query\n", n, r, q, l, (c ? t / hz / c * 1e6 : 0) }' "$tmp/perf.out" |
+			tee -a "$tmp/results"
 	done
 }
 
@@ -75,3 +76,11 @@ if [ -x "$coredns" ]; then
 else
 	echo "CoreDNS not found at $coredns (set COREDNS): skipped" >&2
 fi
+
+# The mean CPU per query of each forwarder, and CoreDNS's over ours.
+awk '{ name = $1 " " $2; sub(/.*CPU /, ""); us[name] += $1; n[name]++ }
+	END {
+		for (k in us) printf "%-14s mean %.1f us/query\n", k, us[k] / n[k]
+		if (n["CoreDNS DoT"] && n["forward DoT"])
+			printf "CoreDNS DoT / forward DoT CPU per query: %.2fx\n", (us["CoreDNS DoT"] / n["CoreDNS DoT"]) / (us["forward DoT"] / n["forward DoT"])
+	}' "$tmp/results"
