@@ -2,6 +2,7 @@ package dnsmsg
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/netip"
 	"sync"
@@ -19,10 +20,14 @@ const DefaultReadTimeout = 5 * time.Second
 // recentIDs is how many of the last query IDs a client accepts replies for.
 const recentIDs = 64
 
-// ClientConfig configures a client Conn. The zero value is ready to use.
+// ClientConfig configures a client Conn, or a Client and every connection
+// it opens. The zero value is ready to use; a config must not be modified
+// after use.
 type ClientConfig struct {
-	// ReadTimeout bounds each Read. If zero, DefaultReadTimeout; if
-	// negative, reads wait until a reply or the Conn closes.
+	// ReadTimeout bounds each Read of a Conn, and each query of a Client
+	// (its context's deadline wins when sooner). If zero,
+	// DefaultReadTimeout (5 s); if negative (nm.NoTimeout), reads wait
+	// until a reply, the context's end or the close.
 	ReadTimeout time.Duration
 	// MaxUDPSize is the largest UDP reply accepted; longer ones are
 	// discarded and counted. If zero, 65535 bytes.
@@ -34,9 +39,29 @@ type ClientConfig struct {
 	ProxyHeader []byte
 	// HTTPGet makes a DoH Conn send queries with GET rather than POST.
 	HTTPGet bool
-	// MaxInFlight bounds a DoH Conn's queries in flight; Send waits at the
-	// bound. If zero, DefaultHTTPInFlight.
+	// MaxInFlight bounds the queries in flight on a DoH Conn (Send waits
+	// at the bound), and on each TCP, TLS and DoH connection of a Client
+	// (a query waits for a place, within its context). If zero,
+	// DefaultHTTPInFlight (100).
 	MaxInFlight int
+	// TLS configures a Client's tls:// (ALPN "dot" unless NextProtos is
+	// set) and https:// (ALPN "h2") upstreams; the server name is the
+	// upstream's host unless set. If nil, the system's roots are trusted.
+	TLS *tls.Config
+	// MaxConns is how many connections a Client keeps at most to each
+	// TCP, TLS or DoH upstream; queries share them, pipelined. If zero,
+	// DefaultMaxConns (2).
+	MaxConns int
+	// MaxFailures is how many queries to an upstream may fail in a row
+	// (no connection, connection lost, no reply within ReadTimeout, HTTP
+	// 5xx) before a Client marks it down: for Backoff, calls to it fail at
+	// once with ErrUpstreamDown; then one query probes it, and each failed
+	// probe doubles the backoff, up to MaxBackoff. If zero,
+	// DefaultMaxFailures (5); if negative, upstreams are never marked
+	// down. Backoff defaults to DefaultBackoff (1 s), MaxBackoff to
+	// DefaultMaxBackoff (30 s).
+	MaxFailures         int
+	Backoff, MaxBackoff time.Duration
 	// Stream configures TCP and TLS connections: the connect timeout is
 	// Timeouts.Initial, the write timeout Timeouts.Write (see stream.Config;
 	// its Read timeout and Consume are the Conn's own and ignored).
@@ -62,12 +87,25 @@ func (c *ClientConfig) readTimeout() time.Duration {
 	return c.ReadTimeout
 }
 
-// Conn is a client conversation with one DNS server. Send, Read and
-// Exchange may be called from different goroutines, but one goroutine at a
-// time should read (Read or Exchange).
+// Conn is a client conversation with one DNS server: one socket or
+// connection, driven by its user. For queries from many goroutines, use a
+// Client, which pools connections and matches each reply to its caller.
+//
+// Send may be called from any goroutine. Exchange is safe for concurrent
+// use: concurrent calls take turns, each waiting for its turn within its
+// context. Read is for one reader that does not call Exchange meanwhile:
+// a reply goes to whichever of them reads it. Each Read yields one event;
+// ranging over the channel (for ev := range c.Read()) receives one reply
+// and then waits forever: call Read again for each reply.
 type Conn struct {
 	h    nm.Handle
 	once sync.Once
+	// turn (buffer 1) is held by the Exchange in progress: a token sent
+	// to take the turn, received to give it back.
+	turn chan struct{}
+	// sendCtx, if set (DoH), sends a query waiting for an in-flight place
+	// within ctx.
+	sendCtx func(ctx context.Context, b []byte) error
 
 	mu      sync.Mutex
 	timeout time.Duration     // the read timeout; guarded by mu
@@ -81,7 +119,7 @@ type Conn struct {
 
 // DialUDP opens a UDP client Conn to the server at addr.
 func DialUDP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
-	c := &Conn{timeout: cfg.readTimeout()}
+	c := &Conn{timeout: cfg.readTimeout(), turn: make(chan struct{}, 1)}
 	h, err := nm.DialUDP(ctx, m, addr, nm.UDPConfig{MaxSize: cfg.MaxUDPSize, Filter: c.checkReply, ProxyHeader: cfg.ProxyHeader})
 	if err != nil {
 		return nil, err
@@ -111,7 +149,10 @@ func (c *Conn) checkReply(b []byte, _ netip.AddrPort) error {
 }
 
 // Send sends the wire query b; replies to its ID will be accepted.
-func (c *Conn) Send(b []byte) error {
+func (c *Conn) Send(b []byte) error { return c.send(nil, b) }
+
+// send is Send, within ctx if not nil.
+func (c *Conn) send(ctx context.Context, b []byte) error {
 	if len(b) < HeaderLen {
 		return nm.ErrBadMessage
 	}
@@ -128,7 +169,11 @@ func (c *Conn) Send(b []byte) error {
 		c.sent = min(c.sent+1, recentIDs)
 	}
 	c.mu.Unlock()
-	if err := c.h.Send(b); err != nil {
+	send := c.h.Send
+	if ctx != nil && c.sendCtx != nil {
+		send = func(b []byte) error { return c.sendCtx(ctx, b) }
+	}
+	if err := send(b); err != nil {
 		c.mu.Lock()
 		c.forget(id)
 		c.mu.Unlock()
@@ -203,15 +248,30 @@ func (c *Conn) Close() error {
 
 // Exchange sends q and returns its reply. It waits until the read timeout
 // or ctx's deadline, whichever comes first, and returns ctx.Err() if ctx is
-// done first. Replies to other queries are skipped.
+// done first. Replies to other queries are skipped. Concurrent calls take
+// turns: each waits for its turn within its context.
 func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 	b, err := q.Pack()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Send(b); err != nil {
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.turn }()
+	if err := c.send(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
+	return c.await(ctx, q.Id)
+}
+
+// await reads until the reply with ID id, within the read timeout and ctx.
+func (c *Conn) await(ctx context.Context, id uint16) (*dns.Msg, error) {
 	timeout := c.readTimeout()
 	if dl, ok := ctx.Deadline(); ok && (timeout <= 0 || time.Until(dl) < timeout) {
 		timeout = max(time.Until(dl), time.Nanosecond)
@@ -228,7 +288,7 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 				if errors.Is(ev.Err, nm.ErrTimedOut) && ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				if re, ok := ev.Err.(*RequestError); ok && re.ID != q.Id {
+				if re, ok := ev.Err.(*RequestError); ok && re.ID != id {
 					continue // another query's failure
 				}
 				return nil, ev.Err
@@ -237,7 +297,7 @@ func (c *Conn) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 			if err != nil {
 				return nil, err
 			}
-			if r.Id == q.Id {
+			if r.Id == id {
 				return r, nil
 			}
 		case <-ctx.Done():

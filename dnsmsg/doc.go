@@ -102,19 +102,60 @@
 //
 // # Clients
 //
-// DialUDP, DialTCP, DialTLS and DialHTTPS return a Conn: a client
-// conversation. Each
-// Read yields exactly one event: a reply, nm.ErrTimedOut when the read
-// timeout passes first (the Conn stays usable: read again, or give up), or
-// the final error (nm.ErrEOF when a stream server closes, after the replies
-// it sent before). Over TCP and TLS, queries may be pipelined: send many,
-// then read as many replies, matched by ID; a reply whose ID matches no
-// query outstanding on the Conn is discarded and counted (on UDP: none of
-// the last 64 queries). Exchange sends one query and waits for its reply;
-// the package's Exchange retries a truncated UDP reply over TCP. Over DoH
-// each query is an HTTP/2 stream (POST, or GET with ClientConfig.HTTPGet);
-// a query the server refuses yields a *RequestError, which like a timeout
-// ends only that Read.
+// A Client is what most programs want: safe for concurrent use by any
+// number of goroutines, as http.Client is. Its calls name the upstream by
+// URI ("udp://192.0.2.1", "tcp://…:53", "tls://dns.example" for DoT,
+// "https://dns.example/dns-query" for DoH):
+//
+//	c := dnsmsg.NewClient(mgr, dnsmsg.ClientConfig{})
+//	defer c.Close()
+//	r, err := c.Exchange(ctx, "tls://192.0.2.1:853", q) // r.Id == q.Id
+//
+// Per stream or DoH upstream it keeps a pool of connections
+// (ClientConfig.MaxConns, 2), each carrying up to MaxInFlight (100)
+// queries at once. Queries go out under wire IDs the Client picks, unique
+// among those in flight on the connection, and each reply reaches only
+// the caller whose query it answers (same ID and question), with the
+// caller's ID; a reply nobody waits for (late, duplicated, wrong ID or
+// question) is dropped and counted. Over DoH the wire ID is 0 (RFC 8484)
+// and the HTTP/2 stream matches the reply. Over UDP each query has a
+// socket of its own (a fresh source port) and a random ID; a truncated
+// reply is asked again over TCP. Every wait ends with the caller's
+// context or ReadTimeout (5 s): the dial, a place among the queries in
+// flight, the write and the reply. A deadline gives nm.ErrTimedOut (which
+// matches context.DeadlineExceeded), a cancel nm.ErrCanceled wrapping
+// context.Canceled. A broken connection fails its queries with
+// nm.ErrEOF or nm.ErrConnReset, the Client sends each once more on a
+// fresh connection, and the next query redials. After MaxFailures (5)
+// failures in a row an upstream is marked down: calls fail at once with
+// ErrUpstreamDown until a backoff (1 s, doubling to 30 s) ends and a
+// probe succeeds.
+//
+// Transfer asks for a reply of many messages (AXFR, IXFR) over a
+// connection of its own and returns a channel with one data event per
+// message as it arrives, then exactly one final event: nm.ErrEOF when the
+// transfer is complete, ErrTransfer, a timeout or ctx's end otherwise.
+// Its messages are the receiver's to keep.
+//
+// Under the Client is the Conn: one socket or connection, driven by hand.
+// DialUDP, DialTCP, DialTLS and DialHTTPS return one. Each Read arms one
+// read and yields exactly one event: a reply, nm.ErrTimedOut when the
+// read timeout passes first (the Conn stays usable: read again, or give
+// up), or the final error (nm.ErrEOF when a stream server closes, after
+// the replies it sent before; nm.ErrEOF or nm.ErrConnReset when a DoH
+// server closes the connection, idle or not; nm.ErrCanceled after Close),
+// after which the channel is closed. A reply's Data is valid until the
+// next Read. Read once per reply: ranging over the channel receives one
+// reply and then waits for a read nobody armed. Over TCP and TLS, queries
+// may be pipelined: send many, then read as many replies, matched by ID;
+// a reply whose ID matches no query outstanding on the Conn is discarded
+// and counted (on UDP: none of the last 64 queries). Exchange sends one
+// query and waits for its reply; concurrent Exchange calls take turns
+// (each within its context), and must not be mixed with Read. The
+// package's Exchange retries a truncated UDP reply over TCP. Over DoH
+// each query is an HTTP/2 stream (POST, or GET with
+// ClientConfig.HTTPGet); a query the server refuses yields a
+// *RequestError, which like a timeout ends only that Read.
 //
 // # Limits
 //

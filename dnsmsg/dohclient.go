@@ -76,12 +76,69 @@ func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Conf
 		nc.Close()
 		return nil, errors.New("dnsmsg: the server did not negotiate HTTP/2 (ALPN h2)")
 	}
-	t, err := newHTTPTransport(shard, nc, u, cfg)
+	w := &watchedConn{Conn: nc}
+	t, err := newHTTPTransport(shard, w, u, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	return newStreamClient(m, t.h, nm.HTTP, &msgQueue{}, cfg)
+	w.watch(t)
+	c, err := newStreamClient(m, t.h, nm.HTTP, &msgQueue{}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.sendCtx = t.sendContext
+	return c, nil
+}
+
+// watchedConn is the connection under a DoH client Conn's HTTP/2 client,
+// whose reader reads it at all times: the first read error (the server
+// closed or reset the connection, idle or not) ends the Conn with it.
+type watchedConn struct {
+	net.Conn
+	mu   sync.Mutex
+	t    *httpTransport // told of the error; guarded by mu
+	err  error          // the first read error; guarded by mu
+	told bool           // t was told; guarded by mu
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.mu.Lock()
+		if w.err == nil {
+			w.err = err
+		}
+		w.tell()
+		w.mu.Unlock()
+	}
+	return n, err
+}
+
+// watch sets the transport to tell; an error that came before is told now.
+func (w *watchedConn) watch(t *httpTransport) {
+	w.mu.Lock()
+	w.t = t
+	w.tell()
+	w.mu.Unlock()
+}
+
+// tell tells the transport of the read error, once. Called with mu held.
+func (w *watchedConn) tell() {
+	if w.t != nil && w.err != nil && !w.told {
+		w.told = true
+		w.t.lost(w.err)
+	}
+}
+
+// lost ends the connection with the read error err, mapped to a sentinel,
+// from a goroutine of its own: the HTTP/2 reader that saw it must not wait
+// for the close.
+func (t *httpTransport) lost(err error) {
+	err = connError(err)
+	if t.m.Go(func() { t.shutdown(err) }) != nil {
+		t.shutdown(err)
+	}
 }
 
 // httpTransport is the socket of a DoH client connection's handle: each
@@ -175,6 +232,11 @@ func (t *httpTransport) finish() {
 // Send implements nm.Socket: it starts the request for the query b (a
 // copy of it) and returns; it waits only for the in-flight bound.
 func (t *httpTransport) Send(h nm.Handle, b []byte) error {
+	return t.sendContext(context.Background(), b)
+}
+
+// sendContext is Send, waiting for the in-flight bound within ctx.
+func (t *httpTransport) sendContext(ctx context.Context, b []byte) error {
 	if len(b) < HeaderLen {
 		return nm.ErrBadMessage
 	}
@@ -182,6 +244,8 @@ func (t *httpTransport) Send(h nm.Handle, b []byte) error {
 	case t.slots <- struct{}{}:
 	case <-t.ctx.Done():
 		return nm.ErrClosed
+	case <-ctx.Done():
+		return ctxError(ctx)
 	}
 	t.mu.Lock()
 	if t.closing {
@@ -232,7 +296,7 @@ func (t *httpTransport) roundTrip(q []byte) {
 	switch {
 	case err != nil:
 		if t.ctx.Err() == nil {
-			t.shutdown(nm.MapError(err))
+			t.shutdown(connError(err))
 		}
 		return
 	case rerr != nil:
@@ -255,7 +319,7 @@ func (t *httpTransport) exchange(q []byte) ([]byte, *RequestError, error) {
 		t.stats.SendFailed.Add(1)
 		var se http2.StreamError
 		if t.ctx.Err() == nil && (errors.As(err, &se) || t.cc.CanTakeNewRequest()) {
-			return nil, &RequestError{Err: err}, nil // this stream only
+			return nil, &RequestError{Err: connError(err)}, nil // this stream only
 		}
 		return nil, nil, err
 	}

@@ -55,3 +55,16 @@ func questionEnd(req []byte) int {
 	}
 	return HeaderLen
 }
+
+// firstQuestion returns the wire bytes of req's first question, or nil if
+// it has none or it does not parse (compression is not followed).
+func firstQuestion(req []byte) []byte {
+	if len(req) < HeaderLen || binary.BigEndian.Uint16(req[4:]) == 0 {
+		return nil
+	}
+	end := questionEnd(req)
+	if end == HeaderLen {
+		return nil
+	}
+	return req[HeaderLen:end]
+}

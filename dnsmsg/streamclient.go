@@ -64,7 +64,7 @@ func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 // events replies turns into reply messages: framed bytes (an assembler),
 // or whole messages (DoH). It owns h's reference.
 func newStreamClient(m *nm.Manager, h nm.Handle, kind nm.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
-	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32)}
+	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32), turn: make(chan struct{}, 1)}
 	_, framed := replies.(*assembler)
 	c := &streamClient{
 		m:       m,
