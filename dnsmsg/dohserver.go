@@ -24,6 +24,7 @@ const (
 	DefaultMaxStreams     = 100
 	DefaultMaxHeaderBytes = 64 << 10
 	DefaultMaxURI         = 16 << 10
+	DefaultMaxOutput      = 256 << 10
 )
 
 // HTTPConfig configures a DNS over HTTPS listener. The zero value is ready
@@ -54,6 +55,15 @@ type HTTPConfig struct {
 	// "http/1.1" (or none), in cleartext when its first bytes are not the
 	// HTTP/2 preface. Off: only HTTP/2 is served.
 	HTTP1 bool
+	// MaxOutput caps the bytes an HTTP/2 connection holds for its peer:
+	// replies (those the peer's flow-control window holds back too), error
+	// statuses, resets and control frames, written or not yet. A connection
+	// past it is cut off (its socket closed): counted Floods when the
+	// output was provoked by the peer's frames (resets, statuses, ACKs),
+	// OutputFull when a reply passed it, which then fails with
+	// nm.ErrOutputFull, as do the replies in progress. If zero,
+	// DefaultMaxOutput (256 KiB).
+	MaxOutput int
 	// Queue is the capacity of each endpoint's request channel; when it is
 	// full, requests wait (their streams are not answered meanwhile). If
 	// zero, 1024 per shard.
@@ -79,6 +89,13 @@ func (c *HTTPConfig) maxHeaderBytes() int {
 		return c.MaxHeaderBytes
 	}
 	return DefaultMaxHeaderBytes
+}
+
+func (c *HTTPConfig) maxOutput() int {
+	if c.MaxOutput > 0 {
+		return c.MaxOutput
+	}
+	return DefaultMaxOutput
 }
 
 func (c *HTTPConfig) maxURI() int {

@@ -1,0 +1,226 @@
+package dnsmsg_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/nm/nmtest"
+)
+
+// Peers that do not read: their replies and the output they provoke fill
+// only their own connection's bounded output, never a consumer.
+
+// heapPeak samples the heap until stop is called, which returns the
+// largest growth seen over the heap at the start.
+func heapPeak() (stop func() uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	quit, peak := make(chan struct{}), make(chan uint64, 1)
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond) // a sampling period, not a wait
+		defer tick.Stop()
+		var top uint64
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > base && ms.HeapAlloc-base > top {
+				top = ms.HeapAlloc - base
+			}
+			select {
+			case <-quit:
+				peak <- top
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(quit); return <-peak }
+}
+
+// dialSlowReader opens an HTTP/2 connection whose socket has a small
+// receive buffer (the server's output soon waits for it) and whose frames
+// are buffered in w (flush to send).
+func dialSlowReader(t testing.TB, addr string) (*rawH2, *bufio.Writer) {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	conf := clientTLS.Clone()
+	conf.NextProtos = []string{"h2"}
+	tc, err := tls.DialWithDialer(&d, "tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	w := bufio.NewWriterSize(tc, 64<<10)
+	r := &rawH2{t: t, conn: tc, fr: http2.NewFramer(w, tc)}
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	io.WriteString(w, http2.ClientPreface)
+	r.fr.WriteSettings()
+	return r, w
+}
+
+// send sends a request's header block on stream id, ending it.
+func (r *rawH2) send(id uint32, kv ...string) error {
+	r.hbuf.Reset()
+	for i := 0; i+1 < len(kv); i += 2 {
+		r.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true, EndStream: true})
+}
+
+// goodClient exchanges queries with l until stop is closed, at least
+// once; it returns the number answered, and fails the test on an error.
+func goodClient(t *testing.T, m *nm.Manager, l *dnsmsg.HTTPListener, stop <-chan struct{}) (answered func() int) {
+	c := hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{})
+	done := make(chan int, 1)
+	go func() {
+		n := 0
+		for i := 0; i < 100_000; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), nmtest.Timeout)
+			_, err := c.Exchange(ctx, query("good.example"))
+			cancel()
+			if err != nil {
+				t.Errorf("the good client, exchange %d: %v", i, err)
+				break
+			}
+			n++
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+		}
+		done <- n
+	}()
+	return func() int { return <-done }
+}
+
+// TestDoHFloodOfRefusedRequestsWithoutReading: a client that sends
+// requests the server refuses (malformed ones, reset; unknown paths,
+// answered 404) and never reads what comes back is cut off once its
+// output passes HTTPConfig.MaxOutput, counted as a flood, long before the
+// write timeout; the heap stays bounded meanwhile and a good client on the
+// same listener is answered throughout.
+func TestDoHFloodOfRefusedRequestsWithoutReading(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kv   func(addr string) []string
+	}{
+		{"reset", func(addr string) []string { return []string{":method", "GET", ":path", "/x"} }}, // no :scheme
+		{"404", func(addr string) []string { return get(addr, "/") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newManager(t, 2)
+			var cfg dnsmsg.HTTPConfig
+			const write = nmtest.Timeout
+			cfg.Stream.Timeouts.Write = write
+			l := hkinds[0].listen(t, m, cfg)
+			wait := nmtest.Serve(t, requests(l), asReply)
+			defer func() { l.Close(); wait() }()
+			addr := l.Addr().String()
+			peak := heapPeak()
+			stop := make(chan struct{})
+			answered := goodClient(t, m, l, stop)
+			r, w := dialSlowReader(t, addr)
+			start := time.Now()
+			r.conn.SetWriteDeadline(start.Add(write))
+			kv := tc.kv(addr)
+			cut := false
+			for id := uint32(1); id < 1<<31-1 && time.Since(start) < write; id += 2 {
+				if r.send(id, kv...) != nil || (w.Buffered() > 32<<10 && w.Flush() != nil) {
+					cut = true
+					break
+				}
+			}
+			took := time.Since(start)
+			close(stop)
+			grown := peak()
+			if !cut || took > write/2 {
+				t.Errorf("the flooding connection was cut off: %v, after %v; want true, well before the write timeout (%v)", cut, took, write)
+			}
+			if grown > 64<<20 {
+				t.Errorf("the heap grew by %d MiB; want under 64 MiB", grown>>20)
+			}
+			if n := m.Stats().Of(nm.HTTP).Floods; n != 1 {
+				t.Errorf("Floods = %d; want 1", n)
+			}
+			t.Logf("cut off after %v; heap peak +%d KiB; good client answered %d times", took, grown>>10, answered())
+			stillServes(t, l)
+		})
+	}
+}
+
+// headersSeen reads frames until the server sent the response headers of
+// each stream of ids.
+func (r *rawH2) headersSeen(ids ...uint32) {
+	r.t.Helper()
+	open := map[uint32]bool{}
+	for _, id := range ids {
+		open[id] = true
+	}
+	for len(open) > 0 {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("with %d streams waiting for headers: %v", len(open), err)
+		}
+		if _, ok := f.(*http2.HeadersFrame); ok {
+			delete(open, f.Header().StreamID)
+		}
+	}
+}
+
+// TestDoHZeroWindowClientHoldsNoConsumer: a client that grants no
+// flow-control window and keeps 2 queries open does not hold the one
+// consumer goroutine (which replies with Send): another client on the same
+// listener is answered at once meanwhile; the held replies' streams are
+// reset at the write timeout, counted.
+func TestDoHZeroWindowClientHoldsNoConsumer(t *testing.T) {
+	m := newManager(t, 1)
+	var cfg dnsmsg.HTTPConfig
+	const write = 2 * time.Second
+	cfg.Stream.Timeouts.Write = write
+	l := hkinds[0].listen(t, m, cfg)
+	wait := nmtest.Serve(t, requests(l), bigReply(100))
+	defer func() { l.Close(); wait() }()
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	r.headers(1, true, getQuery(t, addr, "zero.example", 1)...)
+	r.headers(3, true, getQuery(t, addr, "zero.example", 2)...)
+	r.headersSeen(1, 3) // both replies were sent: their bodies wait for window
+	held := time.Now()
+	c := hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{})
+	for i := 0; i < 5; i++ {
+		if _, err := c.Exchange(context.Background(), query("good.example")); err != nil {
+			t.Fatalf("the good client, exchange %d: %v", i, err)
+		}
+	}
+	if d := time.Since(held); d >= write/2 {
+		t.Errorf("the good client took %v for 5 exchanges; want far less than the write timeout (%v)", d, write)
+	}
+	r.closed(true, 1, 3)
+	if d := time.Since(held); d < write*3/4 {
+		t.Errorf("the held streams ended after %v; want the write timeout (%v)", d, write)
+	}
+	if n := m.Stats().Of(nm.HTTP).WriteTimeouts; n != 2 {
+		t.Errorf("WriteTimeouts = %d; want 2", n)
+	}
+}
