@@ -76,6 +76,7 @@ type h2stream struct {
 	get        bool   // a GET: its message came with the headers; a body is dropped
 	status     int    // an error status decided at the headers, answered once the request ends
 	n          int    // body bytes in h.Buf
+	charged    int    // body bytes counted in c.body and the listener's (until the body ends)
 	msg        []byte // the request, once complete
 	recvWindow int32
 	deadline   time.Time // the body must be complete by then
@@ -125,6 +126,7 @@ type h2conn struct {
 	recvWindow  int32
 	recvUnacked int32
 	nextTick    time.Time // when the timeouts are checked next
+	body        int       // body bytes buffered in streams whose body is not complete
 	maxOut      int       // HTTPConfig.MaxOutput
 	// over is set under mu when the bytes queued pass maxOut; the reader
 	// (after each frame) or the sender that queued them cuts the
@@ -720,9 +722,6 @@ func (c *h2conn) request() {
 		c.endBody(st)
 		return
 	}
-	if !st.get && code == 0 {
-		handleBuf(st.h, max(int(st.clen), 512))
-	}
 	if d := c.s.initial; d > 0 {
 		st.deadline = time.Now().Add(d)
 	}
@@ -774,12 +773,14 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 		c.refuse(st, http.StatusRequestEntityTooLarge)
 		return nil
 	}
-	if keep {
-		buf := st.h.Buf
-		if st.n+len(data) > len(buf) {
-			buf = handleBuf(st.h, min(max(2*len(buf), st.n+len(data)), MaxSize))
+	if keep && len(data) > 0 {
+		if !c.s.chargeBody(&c.body, len(data)) {
+			c.stats.TooLarge.Add(1)
+			c.refuse(st, http.StatusRequestEntityTooLarge)
+			return nil
 		}
-		copy(buf[st.n:], data)
+		st.charged += len(data)
+		copy(growBody(st.h, st.n+len(data), st.n)[st.n:], data)
 	}
 	st.n += len(data)
 	if f.StreamEnded() {
@@ -791,6 +792,7 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 
 // endBody handles a POST whose body is complete.
 func (c *h2conn) endBody(st *h2stream) {
+	c.unchargeLocked(st)
 	switch {
 	case st.clen >= 0 && int64(st.n) != st.clen:
 		c.stats.RecvFailed.Add(1)
@@ -1006,6 +1008,7 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 	}
 	c.releaseSlotLocked(st)
 	c.holdLocked(st, 0)
+	c.unchargeLocked(st)
 	st.state, st.err, st.pending, st.done = stClosed, err, nil, nil
 	if st.blocked {
 		c.dropBlockedLocked(st)
@@ -1076,6 +1079,16 @@ func (c *h2conn) pushLocked(st *h2stream) {
 		c.dropBlockedLocked(st)
 	}
 	c.closeLocked(st, nm.ErrClosed)
+}
+
+// unchargeLocked takes st's body bytes off the counts. Only the reader
+// charges, and only streams whose body is coming, which only the reader
+// closes.
+func (c *h2conn) unchargeLocked(st *h2stream) {
+	if st.charged != 0 {
+		c.s.unchargeBody(&c.body, st.charged)
+		st.charged = 0
+	}
 }
 
 // holdLocked records that n bytes of st's reply wait for window.

@@ -218,7 +218,7 @@ func (c *h2conn) newStreamLocked(id uint32) *h2stream {
 		st.h.Reuse(hc.shard, st, hc.realLocal, hc.realPeer)
 	}
 	st.h.SetProxied(hc.local, hc.peer)
-	st.c, st.id, st.ep, st.clen, st.n, st.remoteOpen = c, id, nil, -1, 0, false
+	st.c, st.id, st.ep, st.clen, st.n, st.remoteOpen, st.charged = c, id, nil, -1, 0, false, 0
 	st.get, st.status, st.msg = false, 0, nil
 	st.recvWindow, st.deadline = h2StreamWindow, time.Time{}
 	st.state, st.err, st.replied, st.slot, st.blocked, st.owned = stBody, nil, false, false, false, true
@@ -232,6 +232,7 @@ func (st *h2stream) unref() {
 	if st.refs.Add(-1) == 0 {
 		st.c, st.ep = nil, nil
 		if cap(st.h.Buf) > 4096 {
+			putBody(st.h.Buf)
 			st.h.Buf = nil
 		}
 		if cap(st.copy) > 4096 {

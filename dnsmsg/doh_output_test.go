@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -222,5 +224,107 @@ func TestDoHZeroWindowClientHoldsNoConsumer(t *testing.T) {
 	}
 	if n := m.Stats().Of(nm.HTTP).WriteTimeouts; n != 2 {
 		t.Errorf("WriteTimeouts = %d; want 2", n)
+	}
+}
+
+// pinged sends a PING and reads frames until its ACK: the server has
+// handled every frame sent before it. It returns the statuses seen.
+func (r *rawH2) pinged() map[uint32]int {
+	r.t.Helper()
+	statuses := map[uint32]int{}
+	if err := r.fr.WritePing(false, [8]byte{7}); err != nil {
+		r.t.Fatal(err)
+	}
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *http2.PingFrame:
+			if f.IsAck() {
+				return statuses
+			}
+		case *http2.HeadersFrame:
+			fields, _ := r.dec.DecodeFull(f.HeaderBlockFragment())
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					statuses[f.StreamID], _ = strconv.Atoi(hf.Value)
+				}
+			}
+		}
+	}
+}
+
+// postHeaders opens a POST stream declaring a body of clen bytes.
+func postHeaders(r *rawH2, addr string, id uint32, clen int) {
+	r.headers(id, false, ":method", "POST", ":scheme", "https", ":authority", addr, ":path", dnsmsg.DefaultPath,
+		"content-type", dnsmsg.ContentType, "content-length", strconv.Itoa(clen))
+}
+
+// TestDoHBodyMemoryFollowsBytesReceived: streams that declare 65535-byte
+// bodies and send one byte take memory for the byte, not the declaration
+// (5 connections of 100 streams: 32 MiB if the declared length were
+// allocated).
+func TestDoHBodyMemoryFollowsBytesReceived(t *testing.T) {
+	m := newManager(t, 2)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
+	addr := l.Addr().String()
+	peak := heapPeak()
+	for range 5 {
+		r := dialRawH2(t, addr)
+		for i := range 100 {
+			id := uint32(2*i + 1)
+			postHeaders(r, addr, id, 65535)
+			r.fr.WriteData(id, false, []byte{0})
+		}
+		r.pinged()
+	}
+	grown := peak()
+	if grown > 8<<20 {
+		t.Errorf("500 streams of 1 byte grew the heap by %d KiB; want under 8 MiB", grown>>10)
+	}
+	t.Logf("heap peak +%d KiB for 500 streams", grown>>10)
+	l.Close()
+}
+
+// TestDoHBodyCaps: past the connection's and the listener's caps on body
+// bytes buffered, a stream is answered 413, counted TooLarge; the streams
+// within the cap go on.
+func TestDoHBodyCaps(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  dnsmsg.HTTPConfig
+	}{
+		{"connection", dnsmsg.HTTPConfig{MaxBodyBytes: 10_000}},
+		{"listener", dnsmsg.HTTPConfig{MaxListenerBodyBytes: 10_000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newManager(t, 1)
+			l := hkinds[0].listen(t, m, tc.cfg)
+			addr := l.Addr().String()
+			r := dialRawH2(t, addr)
+			chunk := make([]byte, 1000)
+			for i := range 20 {
+				id := uint32(2*i + 1)
+				postHeaders(r, addr, id, 2000)
+				r.fr.WriteData(id, false, chunk)
+			}
+			statuses := r.pinged()
+			refused := 0
+			for id, code := range statuses {
+				if code != http.StatusRequestEntityTooLarge {
+					t.Errorf("stream %d: status %d; want 413 or none", id, code)
+				}
+				refused++
+			}
+			if refused != 10 {
+				t.Errorf("%d streams refused; want 10 (10 x 1000 bytes fit)", refused)
+			}
+			if n := m.Stats().Of(nm.HTTP).TooLarge; n != int64(refused) {
+				t.Errorf("TooLarge = %d; want %d", n, refused)
+			}
+			l.Close()
+		})
 	}
 }

@@ -163,6 +163,7 @@ func (q *httpRequest) unref() {
 	if q.refs.Add(-1) == 0 {
 		q.hc = nil
 		if cap(q.h.Buf) > 4096 {
+			putBody(q.h.Buf)
 			q.h.Buf = nil
 		}
 		q.s.reqs.Put(q)
@@ -184,11 +185,7 @@ func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.
 	if timeout > 0 {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	}
-	size := 512
-	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1 // room to see a body longer than declared
-	}
-	return readBody(r.Body, handleBuf(q.h, size))
+	return q.s.readBody(r.Body, q.h)
 }
 
 // decodeGET takes the DNS message out of a GET request's raw query into
@@ -221,18 +218,26 @@ func handleBuf(h *nm.Handle, n int) []byte {
 	return h.Buf[:n]
 }
 
-// readBody reads a POST body of at most MaxSize bytes into buf, growing it.
-func readBody(body io.Reader, buf []byte) ([]byte, int) {
-	n := 0
+// readBody reads a POST body of at most MaxSize bytes into h's buffer,
+// which grows with the bytes read (counted toward the listener's cap
+// while the body is read).
+func (s *httpServer) readBody(body io.Reader, h *nm.Handle) ([]byte, int) {
+	n, charged := 0, 0
+	defer func() { s.unchargeBody(&charged, charged) }()
+	buf := growBody(h, 512, 0)
 	for {
 		if n == len(buf) {
 			if n > MaxSize {
 				return nil, http.StatusRequestEntityTooLarge
 			}
-			buf = append(buf, make([]byte, min(len(buf), MaxSize+1-len(buf)))...)
+			buf = growBody(h, n+1, n)
 		}
 		m, err := body.Read(buf[n:])
 		n += m
+		if m > 0 && !s.chargeBody(&charged, m) {
+			h.Shard().Counters(nm.HTTP).TooLarge.Add(1)
+			return nil, http.StatusRequestEntityTooLarge
+		}
 		switch {
 		case n > MaxSize:
 			return nil, http.StatusRequestEntityTooLarge

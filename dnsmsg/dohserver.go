@@ -25,6 +25,10 @@ const (
 	DefaultMaxHeaderBytes = 64 << 10
 	DefaultMaxURI         = 16 << 10
 	DefaultMaxOutput      = 256 << 10
+	DefaultMaxBodyBytes   = 256 << 10
+	// DefaultMaxListenerBodyBytes is HTTPConfig.MaxListenerBodyBytes's
+	// default.
+	DefaultMaxListenerBodyBytes = 32 << 20
 )
 
 // HTTPConfig configures a DNS over HTTPS listener. The zero value is ready
@@ -64,6 +68,17 @@ type HTTPConfig struct {
 	// nm.ErrOutputFull, as do the replies in progress. If zero,
 	// DefaultMaxOutput (256 KiB).
 	MaxOutput int
+	// MaxBodyBytes caps the request body bytes one connection buffers in
+	// bodies not complete yet (HTTP/2 streams; over HTTP/1.1 a body is at
+	// most 65535 bytes anyway). A stream whose body would pass it is
+	// answered 413, counted TooLarge. Bodies take memory as their bytes
+	// arrive, never from a declared content-length. If zero,
+	// DefaultMaxBodyBytes (256 KiB).
+	MaxBodyBytes int
+	// MaxListenerBodyBytes caps the same over all the listener's
+	// connections, HTTP/1.1 included; past it, 413, counted TooLarge. If
+	// zero, DefaultMaxListenerBodyBytes (32 MiB).
+	MaxListenerBodyBytes int
 	// Queue is the capacity of each endpoint's request channel; when it is
 	// full, requests wait (their streams are not answered meanwhile). If
 	// zero, 1024 per shard.
@@ -96,6 +111,20 @@ func (c *HTTPConfig) maxOutput() int {
 		return c.MaxOutput
 	}
 	return DefaultMaxOutput
+}
+
+func (c *HTTPConfig) maxBodyBytes() int {
+	if c.MaxBodyBytes > 0 {
+		return c.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+func (c *HTTPConfig) maxListenerBodyBytes() int {
+	if c.MaxListenerBodyBytes > 0 {
+		return c.MaxListenerBodyBytes
+	}
+	return DefaultMaxListenerBodyBytes
 }
 
 func (c *HTTPConfig) maxURI() int {
@@ -223,6 +252,7 @@ type httpServer struct {
 	sl      *stream.Listener
 	base    *http.Server // HTTP/1.1
 	eps     atomic.Pointer[Endpoints]
+	body    atomic.Int64  // body bytes buffered in bodies not complete yet, all connections
 	initial time.Duration // bounds the first request and each body; 0: none
 	idle    time.Duration // bounds the time a connection has no request open; 0: none
 	reqs    sync.Pool     // *httpRequest, each with its handle
