@@ -1002,7 +1002,7 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 		st.owned = false
 		c.detachAfter = append(c.detachAfter, st)
 	}
-	if st.state == stSending && st.replied {
+	if st.state == stSending && st.replied && st.pending != nil { // not all framed: it fails
 		d, ok = h2done{st.done}, st.done != nil
 		c.stats.SendFailed.Add(1)
 	}

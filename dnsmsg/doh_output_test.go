@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
@@ -326,5 +327,71 @@ func TestDoHBodyCaps(t *testing.T) {
 			}
 			l.Close()
 		})
+	}
+}
+
+// httpStatsSettle returns the HTTP counters once ok holds for them, or
+// after nmtest.Timeout (a failure bound) as they are then.
+func httpStatsSettle(m *nm.Manager, ok func(nm.Totals) bool) nm.Totals {
+	deadline := time.Now().Add(nmtest.Timeout)
+	for {
+		st := m.Stats().Of(nm.HTTP)
+		if ok(st) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(time.Millisecond) // polling a counter, not waiting for an event
+	}
+}
+
+// TestDoHHTTP1ClientThatNeverReads: an HTTP/1.1 client that sends
+// pipelined queries for large replies and never reads does not hold the
+// one consumer (which replies with Send): another client is answered at
+// once meanwhile, and the reader's connection is cut off at the write
+// timeout, counted.
+func TestDoHHTTP1ClientThatNeverReads(t *testing.T) {
+	m := newManager(t, 1)
+	cfg := dnsmsg.HTTPConfig{HTTP1: true}
+	const write = 2 * time.Second
+	cfg.Stream.Timeouts.Write = write
+	l := hkinds[0].listen(t, m, cfg)
+	wait := nmtest.Serve(t, requests(l), bigReply(60000)) // 150 of them overflow the kernel buffers
+	defer func() { l.Close(); wait() }()
+	addr := l.Addr().String()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	conf := clientTLS.Clone()
+	conf.NextProtos = []string{"http/1.1"}
+	tc, err := tls.DialWithDialer(&d, "tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	var reqs []byte
+	for i := range 150 {
+		q := base64.RawURLEncoding.EncodeToString(queryID(t, "h1.example", uint16(i)))
+		reqs = append(reqs, "GET "+dnsmsg.DefaultPath+"?dns="+q+" HTTP/1.1\r\nHost: x\r\n\r\n"...)
+	}
+	start := time.Now()
+	if _, err := tc.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
+	c := hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{})
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), nmtest.Timeout)
+		_, err := c.Exchange(ctx, query("good.example"))
+		cancel()
+		if err != nil {
+			t.Fatalf("the good client, exchange %d: %v", i, err)
+		}
+	}
+	if d := time.Since(start); d >= write/2 {
+		t.Errorf("the good client took %v for 5 exchanges; want far less than the write timeout (%v)", d, write)
+	}
+	st := httpStatsSettle(m, func(st nm.Totals) bool { return st.WriteTimeouts > 0 })
+	if d := time.Since(start); st.WriteTimeouts != 1 || d < write*3/4 {
+		t.Errorf("WriteTimeouts = %d after %v; want 1 at the write timeout (%v)", st.WriteTimeouts, d, write)
 	}
 }

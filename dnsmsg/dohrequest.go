@@ -76,6 +76,7 @@ var allowed = []string{"GET, POST"}
 // connection goes on.
 func (s *httpServer) fail(w http.ResponseWriter, code int, stats *nm.Counters) {
 	stats.Dropped.Add(1)
+	s.writeDeadline(w)
 	if code == http.StatusMethodNotAllowed {
 		w.Header()["Allow"] = allowed
 	}
@@ -115,8 +116,7 @@ type httpRequest struct {
 	// gone (buffer 1, non-blocking sends) tells the handler that the
 	// handle was closed or released without a reply.
 	gone chan struct{}
-	// sent (buffer 1) carries Send's result back to it.
-	sent chan error
+	copy []byte       // a Send's reply, copied (Send's b is the caller's once it returns)
 	refs atomic.Int32 // the handler and the handle; the last puts it back
 
 	mu    sync.Mutex
@@ -132,10 +132,11 @@ const (
 	reqDone                    // the stream ended, or the handle went
 )
 
+// httpReply is a reply handed to the handler; done (SendAsync's, nil for
+// Send) gets its outcome.
 type httpReply struct {
-	b     []byte
-	done  chan<- error
-	async bool
+	b    []byte
+	done chan<- error
 }
 
 // request returns a request from the pool, with its handle's one
@@ -143,7 +144,7 @@ type httpReply struct {
 func (s *httpServer) request(hc *httpConn) *httpRequest {
 	q, _ := s.reqs.Get().(*httpRequest)
 	if q == nil {
-		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1), sent: make(chan error, 1)}
+		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1)}
 		q.h = nm.NewHandle(hc.shard, q, hc.realLocal, hc.realPeer)
 	} else {
 		q.h.Reuse(hc.shard, q, hc.realLocal, hc.realPeer)
@@ -165,6 +166,9 @@ func (q *httpRequest) unref() {
 		if cap(q.h.Buf) > 4096 {
 			putBody(q.h.Buf)
 			q.h.Buf = nil
+		}
+		if cap(q.copy) > 4096 {
+			q.copy = nil
 		}
 		q.s.reqs.Put(q)
 	}
@@ -269,18 +273,26 @@ var contentType = []string{ContentType}
 
 // wait waits for the reply and writes it, or gives up when the handle goes
 // without one (the stream is reset), the stream ends, or the listener
-// closes.
+// closes. The handler, not the sender, waits for the peer, within the
+// write timeout.
 func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *nm.Counters) {
 	select {
 	case rep := <-q.reply:
 		h := w.Header()
 		h["Content-Type"] = contentType
 		h["Cache-Control"] = cacheHeader(rep.b)
+		rc := q.s.writeDeadline(w)
 		w.WriteHeader(http.StatusOK)
 		_, err := w.Write(rep.b)
+		if err == nil {
+			err = rc.Flush()
+		}
 		if err != nil {
 			stats.SendFailed.Add(1)
-			err = nm.ErrCanceled
+			err = mapWriteErr(err)
+			if errors.Is(err, nm.ErrTimedOut) {
+				stats.WriteTimeouts.Add(1)
+			}
 		} else {
 			stats.Sent.Add(1)
 		}
@@ -310,17 +322,29 @@ func (q *httpRequest) finish(err error) {
 	}
 }
 
-// complete reports a reply's outcome to its sender.
+// complete reports a reply's outcome to its sender, if it asked for it
+// (SendAsync).
 func (q *httpRequest) complete(rep httpReply, err error) {
-	if !rep.async {
-		rep.done <- err
-		return
+	if rep.done != nil {
+		q.s.m.Complete(rep.done, err)
 	}
-	q.s.m.Complete(rep.done, err)
 }
 
-// submit hands a reply to the handler; only the first one is taken.
-func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
+// writeDeadline sets the write timeout on w's connection for what is
+// written next, and returns w's controller.
+func (s *httpServer) writeDeadline(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	var deadline time.Time // none
+	if s.write > 0 {
+		deadline = time.Now().Add(s.write)
+	}
+	rc.SetWriteDeadline(deadline)
+	return rc
+}
+
+// submit hands a reply to the handler; only the first one is taken. b is
+// copied unless owned (SendAsync's b is the caller's until done).
+func (q *httpRequest) submit(b []byte, done chan<- error, owned bool) error {
 	switch {
 	case len(b) < HeaderLen:
 		return nm.ErrBadMessage
@@ -336,20 +360,21 @@ func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
 		return q.err
 	}
 	q.state = reqReplied
-	q.reply <- httpReply{b: b, done: done, async: async}
+	if !owned {
+		q.copy = append(q.copy[:0], b...)
+		b = q.copy
+	}
+	q.reply <- httpReply{b: b, done: done}
 	return nil
 }
 
-// Send implements nm.Socket: the reply ends the stream; it returns when
-// the reply is written.
-func (q *httpRequest) Send(h *nm.Handle, b []byte) error {
-	if err := q.submit(b, q.sent, false); err != nil {
-		return err
-	}
-	return <-q.sent
-}
+// Send implements nm.Socket: the reply is handed to the request's handler,
+// which writes it and ends the stream; Send does not wait for the peer,
+// and b may be reused at once.
+func (q *httpRequest) Send(h *nm.Handle, b []byte) error { return q.submit(b, nil, false) }
 
-// SendAsync implements nm.Socket.
+// SendAsync implements nm.Socket: done gets the outcome once the handler
+// wrote the reply or failed to.
 func (q *httpRequest) SendAsync(h *nm.Handle, b []byte, done chan<- error) error {
 	return q.submit(b, done, true)
 }

@@ -255,6 +255,7 @@ type httpServer struct {
 	body    atomic.Int64  // body bytes buffered in bodies not complete yet, all connections
 	initial time.Duration // bounds the first request and each body; 0: none
 	idle    time.Duration // bounds the time a connection has no request open; 0: none
+	write   time.Duration // bounds each HTTP/1.1 response's write; 0: none
 	reqs    sync.Pool     // *httpRequest, each with its handle
 	h1conns chan net.Conn
 	// stop is closed by close: handlers waiting for a reply give up.
@@ -267,7 +268,7 @@ type httpServer struct {
 
 func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
-	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
