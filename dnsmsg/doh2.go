@@ -48,6 +48,11 @@ const (
 	// which holds the largest DNS message, so no stream ever needs a
 	// WINDOW_UPDATE.
 	h2StreamWindow = 65535
+	// h2MaxQuietFrames caps the frames (PING, SETTINGS, PRIORITY, empty
+	// CONTINUATION...) a connection may send with no stream open and no
+	// request: past it, it is cut off as a flood. Such frames never extend
+	// the idle or initial timeouts.
+	h2MaxQuietFrames = 1000
 	// h2ReadBuffer is the size of a connection's read buffer.
 	h2ReadBuffer = 8 << 10
 )
@@ -118,11 +123,12 @@ type h2conn struct {
 	dec         *hpack.Decoder
 	blk         h2block
 	lastID      uint32
-	frames      uint64 // frames read
-	seen        uint64 // frames read at the last tick
-	quietSince  time.Time
-	started     bool // a request was seen: Idle bounds quiet times, not Initial
-	goaway      bool // the peer is going away: no new streams
+	requests    uint64    // streams opened with a request
+	seen        uint64    // requests at the last tick
+	quietSince  time.Time // since when no stream is open and no request came
+	quietFrames int       // frames read since a request last came or a stream was last open
+	started     bool      // a request was seen: Idle bounds quiet times, not Initial
+	goaway      bool      // the peer is going away: no new streams
 	recvWindow  int32
 	recvUnacked int32
 	nextTick    time.Time // when the timeouts are checked next
@@ -320,7 +326,11 @@ func (c *h2conn) serve(sawPreface bool) {
 			}
 			return
 		}
-		c.frames++
+		if c.quietFrames++; c.quietFrames > h2MaxQuietFrames && c.quiet() {
+			c.stats.Floods.Add(1)
+			c.fail(http2.ErrCodeEnhanceYourCalm)
+			return
+		}
 		if err := c.frame(f); err != nil {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
@@ -682,6 +692,8 @@ func (c *h2conn) request() {
 	st.remoteOpen = !b.endStream
 	c.mu.Unlock()
 	c.started = true
+	c.requests++
+	c.quietFrames = 0
 	c.stats.Received.Add(1)
 	// An error found in the headers is answered once the request ends
 	// (its body is dropped meanwhile, within the stream's window), as a
@@ -1108,11 +1120,23 @@ func (c *h2conn) unblockLocked() {
 	}
 }
 
+// quiet reports whether no stream is open; if one is, the count of quiet
+// frames starts again.
+func (c *h2conn) quiet() bool {
+	c.mu.Lock()
+	open := len(c.streams) > 0
+	c.mu.Unlock()
+	if open {
+		c.quietFrames = 0
+	}
+	return !open
+}
+
 // onTick runs the timeouts on the reader's goroutine, when its read
 // deadline passes; false ends the connection.
 func (c *h2conn) onTick(now time.Time) bool {
-	if c.frames != c.seen {
-		c.seen = c.frames
+	if c.requests != c.seen {
+		c.seen = c.requests
 		c.quietSince = now
 	}
 	limit := c.s.initial
