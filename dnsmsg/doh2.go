@@ -865,13 +865,19 @@ func (c *h2conn) deliverReady() {
 	c.ready, c.readyAt = c.ready[:0], 0
 }
 
-// deliver hands a request to its endpoint, waiting for room; a request
-// that cannot be delivered (the endpoints were replaced, or the listener
-// closes) is answered 503.
+// deliver hands a request to its endpoint if its channel has room; a
+// request that cannot be delivered is answered at once: HTTPConfig's
+// ShedStatus when the channel is full (counted Shed), 503 when the
+// endpoints were replaced or the listener closes.
 func (c *h2conn) deliver(st *h2stream) {
-	c.kick() // what is queued goes out while we may wait
-	if st.ep.deliver(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg}, c.s.stop) {
+	ok, full := st.ep.offer(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg})
+	if ok {
 		return
+	}
+	code := http.StatusServiceUnavailable
+	if full {
+		c.stats.Shed.Add(1)
+		code = c.s.cfg.shedStatus()
 	}
 	c.mu.Lock()
 	if st.state != stWaiting { // ended meanwhile
@@ -881,7 +887,7 @@ func (c *h2conn) deliver(st *h2stream) {
 	}
 	c.releaseSlotLocked(st)
 	st.owned = true // not delivered: the handle is still ours
-	c.respondLocked(st, http.StatusServiceUnavailable)
+	c.respondLocked(st, code)
 	c.mu.Unlock()
 	c.detachClosed()
 }
@@ -933,7 +939,7 @@ var (
 )
 
 func init() {
-	for _, code := range []int{400, 404, 405, 408, 413, 414, 415, 431, 503} {
+	for code := 400; code < len(statusBody); code++ {
 		statusBody[code] = []byte(http.StatusText(code) + "\n")
 	}
 }

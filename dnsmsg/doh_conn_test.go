@@ -116,7 +116,7 @@ func TestDoHReplyStalledByWindow(t *testing.T) {
 	l := hkinds[0].listen(t, m, cfg)
 	sent := make(chan error, 1)
 	wait := sendAsyncAll(t, l, 100, sent)
-	defer wait()
+	defer func() { l.Close(); wait() }()
 	addr := l.Addr().String()
 	r := dialRawH2(t, addr)
 	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -329,40 +329,6 @@ func TestDoHRequestShapes(t *testing.T) {
 	if len(res.Data) != 3 || !bytes.Equal(res.Data[1], q) {
 		t.Errorf("delivered %d requests; want 3, the second one whole", len(res.Data))
 	}
-}
-
-// TestDoHStalledRepliesWhileReaderWaits: replies held back by a closed
-// window, sent with SendAsync by the one consumer, with a request channel
-// of one place: each fails after the write timeout, and the consumer gets
-// to the next request meanwhile.
-func TestDoHStalledRepliesWhileReaderWaits(t *testing.T) {
-	m := newManager(t, 1)
-	var cfg dnsmsg.HTTPConfig
-	cfg.Queue = 1
-	cfg.Stream.Timeouts.Write = 200 * time.Millisecond
-	l := hkinds[0].listen(t, m, cfg)
-	const n = 4
-	sent := make(chan error, n)
-	wait := sendAsyncAll(t, l, 100, sent)
-	defer wait()
-	addr := l.Addr().String()
-	r := dialRawH2(t, addr)
-	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	for i := 0; i < n; i++ {
-		r.headers(uint32(2*i+1), true, getQuery(t, addr, "stalled.example", uint16(i))...)
-	}
-	go r.ended(nmtest.Timeout) // read what the server writes
-	for i := 0; i < n; i++ {
-		select {
-		case err := <-sent:
-			if !errors.Is(err, nm.ErrTimedOut) {
-				t.Errorf("SendAsync %d: %v; want %v", i, err, nm.ErrTimedOut)
-			}
-		case <-time.After(nmtest.Timeout):
-			t.Fatalf("outcome %d never came", i)
-		}
-	}
-	l.Close()
 }
 
 // TestDoHResetFreesPlaceForWaitingRequest: with one in-flight place, held

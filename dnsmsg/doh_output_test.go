@@ -395,3 +395,42 @@ func TestDoHHTTP1ClientThatNeverReads(t *testing.T) {
 		t.Errorf("WriteTimeouts = %d after %v; want 1 at the write timeout (%v)", st.WriteTimeouts, d, write)
 	}
 }
+
+// TestDoHShedding: when the consumer falls behind and an endpoint's
+// channel is full, further requests are answered ShedStatus at once,
+// counted Shed, over HTTP/2 and HTTP/1.1; the queued ones are delivered.
+func TestDoHShedding(t *testing.T) {
+	m := newManager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{Queue: 2, ShedStatus: http.StatusTooManyRequests, HTTP1: true})
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	for i := range 5 {
+		r.headers(uint32(2*i+1), true, getQuery(t, addr, "shed.example", uint16(i))...)
+	}
+	for id, code := range r.closed(true, 5, 7, 9) {
+		if code != http.StatusTooManyRequests {
+			t.Errorf("stream %d: status %d; want 429", id, code)
+		}
+	}
+	conf := clientTLS.Clone()
+	conf.NextProtos = []string{"http/1.1"}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: conf}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://" + addr + dnsmsg.DefaultPath + "?dns=" + base64.RawURLEncoding.EncodeToString(queryID(t, "shed.example", 9)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("HTTP/1.1: status %d; want 429", resp.StatusCode)
+	}
+	if n := m.Stats().Of(nm.HTTP).Shed; n != 4 {
+		t.Errorf("Shed = %d; want 4", n)
+	}
+	wait := nmtest.Serve(t, requests(l), asReply)
+	if got := r.closed(true, 1, 3); got[1] != http.StatusOK || got[3] != http.StatusOK {
+		t.Errorf("the queued requests: %v; want 200 each", got)
+	}
+	l.Close()
+	wait()
+}

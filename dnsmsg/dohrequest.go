@@ -46,9 +46,14 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // the stream or the listener ended: no answer
 	}
 	defer hc.release()
-	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}, r.Context().Done()) {
+	if ok, full := ep.offer(hc.shard, nm.Event{Handle: q.h, Data: msg}); !ok {
 		q.h.Detach()
-		s.fail(w, http.StatusServiceUnavailable, stats)
+		code := http.StatusServiceUnavailable
+		if full {
+			stats.Shed.Add(1)
+			code = s.cfg.shedStatus()
+		}
+		s.fail(w, code, stats)
 		return
 	}
 	q.wait(w, r, stats)

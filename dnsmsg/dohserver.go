@@ -80,9 +80,13 @@ type HTTPConfig struct {
 	// zero, DefaultMaxListenerBodyBytes (32 MiB).
 	MaxListenerBodyBytes int
 	// Queue is the capacity of each endpoint's request channel; when it is
-	// full, requests wait (their streams are not answered meanwhile). If
-	// zero, 1024 per shard.
+	// full (the consumers fall behind), a request is answered ShedStatus at
+	// once, counted Shed: no connection waits for a consumer. If zero, 1024
+	// per shard.
 	Queue int
+	// ShedStatus is the HTTP status (400-599) that answers a request whose
+	// endpoint's channel is full. If zero, 503 (Service Unavailable).
+	ShedStatus int
 }
 
 func (c *HTTPConfig) maxStreams() int {
@@ -125,6 +129,13 @@ func (c *HTTPConfig) maxListenerBodyBytes() int {
 		return c.MaxListenerBodyBytes
 	}
 	return DefaultMaxListenerBodyBytes
+}
+
+func (c *HTTPConfig) shedStatus() int {
+	if c.ShedStatus >= 400 && c.ShedStatus <= 599 {
+		return c.ShedStatus
+	}
+	return http.StatusServiceUnavailable
 }
 
 func (c *HTTPConfig) maxURI() int {
