@@ -129,6 +129,7 @@ type h2conn struct {
 	quietFrames int       // frames read since a request last came or a stream was last open
 	started     bool      // a request was seen: Idle bounds quiet times, not Initial
 	goaway      bool      // the peer is going away: no new streams
+	drained     bool      // we sent GOAWAY for a drain: no new streams; the end once none is open
 	recvWindow  int32
 	recvUnacked int32
 	nextTick    time.Time // when the timeouts are checked next
@@ -240,6 +241,10 @@ func (c *h2conn) onWake() bool {
 	c.mu.Lock()
 	c.poked = false
 	c.mu.Unlock()
+	if c.drainStep() {
+		c.closeGracefully()
+		return false
+	}
 	c.deliverReady()
 	if c.tick > 0 {
 		if now := time.Now(); !now.Before(c.nextTick) {
@@ -274,7 +279,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 // serveH2 serves an HTTP/2 connection until it ends. sawPreface: the
 // client preface was read already (cleartext sniffing).
 func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) {
-	s.newH2Conn(hc, nc, isTLS).serve(sawPreface)
+	c := s.newH2Conn(hc, nc, isTLS)
+	if !s.track(c) {
+		return // the listener closed
+	}
+	defer s.untrackConn(c)
+	c.serve(sawPreface)
 }
 
 func (c *h2conn) serve(sawPreface bool) {
@@ -300,6 +310,9 @@ func (c *h2conn) serve(sawPreface bool) {
 	}
 	nc.SetReadDeadline(c.nextTick)
 	c.mu.Lock()
+	if s.draining.Load() {
+		c.pokeLocked() // a drain began before we set the deadline: its poke was lost
+	}
 	c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(s.cfg.maxStreams())},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(s.cfg.maxHeaderBytes())},
@@ -413,6 +426,16 @@ func (c *h2conn) fail(code http2.ErrCode) {
 func (c *h2conn) goAway(code http2.ErrCode) {
 	c.mu.Lock()
 	c.wfr.WriteGoAway(c.lastID, code, nil)
+	c.mu.Unlock()
+	c.closeGracefully()
+}
+
+// closeGracefully writes what is queued (the reader waits for the writer,
+// within its write timeout), closes our side, and reads and drops what the
+// peer still sends for a second at most, so that closing does not reset
+// the connection before the peer has read the last frames.
+func (c *h2conn) closeGracefully() {
+	c.mu.Lock()
 	flushed := make(chan struct{})
 	c.flushed = flushed
 	c.wakeLocked()
@@ -678,7 +701,7 @@ func (c *h2conn) request() {
 		c.stats.RecvFailed.Add(1)
 		c.resetStream(b.id, http2.ErrCodeProtocol)
 		return
-	case c.goaway:
+	case c.goaway || c.drained:
 		c.resetStream(b.id, http2.ErrCodeRefusedStream)
 		return
 	}
@@ -1034,6 +1057,9 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
 		st.unref()
+		if len(c.streams) == 0 && c.s.draining.Load() {
+			c.pokeLocked() // the reader ends the drained connection
+		}
 	}
 	return d, ok
 }

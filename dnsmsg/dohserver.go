@@ -269,17 +269,29 @@ type httpServer struct {
 	write   time.Duration // bounds each HTTP/1.1 response's write; 0: none
 	reqs    sync.Pool     // *httpRequest, each with its handle
 	h1conns chan net.Conn
+	// h1closed is closed (once, h1once) by the HTTP/1.1 listener's Close,
+	// which net/http's Shutdown calls: Accept returns.
+	h1closed chan struct{}
+	h1once   sync.Once
 	// stop is closed by close: handlers waiting for a reply give up.
 	stop    chan struct{}
 	untrack func()
 
+	// draining is set by drain: HTTP/2 connections send GOAWAY, take no
+	// new stream and end once none is open.
+	draining atomic.Bool
+
 	mu     sync.Mutex
-	closed bool // guarded by mu
+	closed bool                 // guarded by mu
+	conns  map[*h2conn]struct{} // the HTTP/2 connections being served; guarded by mu
+	// gone, set by waitConns, is closed by untrackConn when the last
+	// HTTP/2 connection ends; guarded by mu.
+	gone chan struct{}
 }
 
 func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
-	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn), h1closed: make(chan struct{})}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
