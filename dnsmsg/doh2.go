@@ -26,8 +26,8 @@ import (
 // small message each way, so the loop keeps no http.Request, no header
 // maps and no goroutine per stream: the connection's own goroutine reads
 // the frames and delivers each request as it completes; the reply is
-// framed by the goroutine that sends it and written by whichever goroutine
-// finds the connection's writer free.
+// framed by the goroutine that sends it and written by the connection's
+// writer goroutine.
 //
 // Goroutines and state:
 //   - the reader (the stream listener's goroutine for the connection) owns

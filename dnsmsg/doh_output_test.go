@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -433,4 +434,35 @@ func TestDoHShedding(t *testing.T) {
 	}
 	l.Close()
 	wait()
+}
+
+// TestDoHReplyPastOutputBound: replies held back by a client that grants
+// no window count toward the connection's output bound; the reply that
+// passes it fails with nm.ErrOutputFull and the connection is cut off,
+// counted OutputFull.
+func TestDoHReplyPastOutputBound(t *testing.T) {
+	m := newManager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{MaxOutput: 4096})
+	defer l.Close()
+	addr := l.Addr().String()
+	r := dialRawH2(t, addr)
+	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	r.headers(1, true, getQuery(t, addr, "held.example", 1)...)
+	r.headers(3, true, getQuery(t, addr, "held.example", 2)...)
+	first := nmtest.Next(t, requests(l), nmtest.Timeout)
+	second := nmtest.Next(t, requests(l), nmtest.Timeout)
+	if err := first.Handle.Send(bigReply(3000)(first.Data)[0]); err != nil {
+		t.Errorf("the first reply (within the bound): %v", err)
+	}
+	first.Handle.Detach()
+	if err := second.Handle.Send(bigReply(3000)(second.Data)[0]); !errors.Is(err, nm.ErrOutputFull) {
+		t.Errorf("the reply past the bound: %v; want %v", err, nm.ErrOutputFull)
+	}
+	second.Handle.Detach()
+	if !r.ended(nmtest.Timeout) {
+		t.Error("the connection was kept")
+	}
+	if n := m.Stats().Of(nm.HTTP).OutputFull; n != 1 {
+		t.Errorf("OutputFull = %d; want 1", n)
+	}
 }
