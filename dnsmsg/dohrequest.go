@@ -38,6 +38,11 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code != 0 {
 		q.h.Detach()
+		if code == http.StatusRequestEntityTooLarge || code == http.StatusRequestTimeout {
+			// The body was not read to its end: net/http would wait for
+			// the rest before answering, to keep the connection.
+			w.Header()["Connection"] = connectionClose
+		}
 		s.fail(w, code, stats)
 		return
 	}
@@ -274,7 +279,10 @@ func isMessageTypeValue(v string) bool {
 	return strings.EqualFold(strings.TrimSpace(t), ContentType)
 }
 
-var contentType = []string{ContentType}
+var (
+	contentType     = []string{ContentType}
+	connectionClose = []string{"close"}
+)
 
 // wait waits for the reply and writes it, or gives up when the handle goes
 // without one (the stream is reset), the stream ends, or the listener
