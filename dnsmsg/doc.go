@@ -76,16 +76,21 @@
 // "h2"; HTTP/1.1 too with HTTPConfig.HTTP1), ListenHTTP over cleartext
 // HTTP/2 (prior knowledge). HTTP/2 is served by a connection loop of this
 // package over golang.org/x/net/http2's Framer and HPACK codec: a request
-// costs no http.Request and no goroutine, the connection's goroutine
-// delivers it and the reply is framed by the goroutine that sends it.
-// HTTP/1.1 is served by net/http. Each
+// costs no http.Request and no goroutine, the connection's reader
+// delivers it, the reply is framed by the goroutine that sends it and
+// written by the connection's writer goroutine. HTTP/1.1 is served by
+// net/http, whose handler goroutine writes the reply. Each
 // endpoint path of an Endpoints set delivers its requests on a channel of
 // its own, with the same events as above: one DNS message per receive,
 // whether it came as a POST body (application/dns-message) or a GET dns
 // parameter (base64url, no padding), and a handle whose Send writes the
 // reply (application/dns-message, Cache-Control max-age from the answer's
 // smallest TTL, or no-cache) and ends the stream; a second Send fails with
-// nm.ErrClosed. A request released without a reply has its stream reset.
+// nm.ErrClosed. Send never waits for the peer: it queues the reply (a
+// copy: b may be reused at once) and returns; whether it was written is
+// reported only to SendAsync's done channel, from the connection's writer
+// (HTTP/2) or the request's handler (HTTP/1.1), never on the caller's
+// stack. A request released without a reply has its stream reset.
 // HTTPListener.SetEndpoints replaces the set while the listener runs; the
 // old set's channels get their final event.
 //
@@ -215,20 +220,38 @@
 // streams and delivers at most HTTPConfig.MaxInFlight requests not yet
 // answered: past it, complete requests wait in the connection, which goes
 // on reading frames (a reset frees a place, a WINDOW_UPDATE lets a reply
-// go). Header blocks are
-// bounded: an HPACK string longer than HTTPConfig.MaxHeaderBytes, or a
-// block (CONTINUATION frames included) of more than twice it, ends the
-// connection. Acknowledgements and resets that pile up because the peer
-// does not read (PING or SETTINGS floods) end it too. Streams that a client
-// opens and resets at once cost a delivery each, within the in-flight
-// bound. A stream reset by the client fails the Send of its reply and
-// frees its place. Replies follow HTTP/2 flow control; one the peer's
-// window holds back past the write timeout has its stream reset and its
-// Send fails with nm.ErrTimedOut. A response to a request whose client
-// side is still open is followed by RST_STREAM(NO_ERROR) (RFC 9113 8.1).
+// go). No connection waits for a consumer: a request whose endpoint's
+// channel is full is answered HTTPConfig.ShedStatus (503) at once,
+// counted Shed. Header blocks are bounded: an HPACK string longer than
+// HTTPConfig.MaxHeaderBytes, or a block (CONTINUATION frames included) of
+// more than twice it, ends the connection. Everything an HTTP/2
+// connection queues for its peer (replies, those the flow-control window
+// holds back included, statuses, resets, GOAWAY, ACKs, WINDOW_UPDATEs)
+// counts toward HTTPConfig.MaxOutput (256 KiB): past it the connection is
+// closed, counted Floods when the peer's frames provoked the output
+// (reset, 404 or PING floods from a peer that does not read), OutputFull
+// when a reply passed it (that Send fails with nm.ErrOutputFull). Streams
+// that a client opens and resets at once cost a delivery each, within the
+// in-flight bound. A stream reset by the client fails the Send of its
+// reply and frees its place. Replies follow HTTP/2 flow control; one the
+// peer's window holds back past the write timeout has its stream reset
+// (counted WriteTimeouts) and SendAsync's done gets nm.ErrTimedOut. A
+// write that passes the write timeout ends the connection (HTTP/1.1 too).
+// A response to a request whose client side is still open is followed by
+// RST_STREAM(NO_ERROR) (RFC 9113 8.1).
+//
+// Request bodies take memory as their bytes arrive, in size classes, never
+// from a declared content-length; the bytes buffered in bodies not yet
+// complete are capped per connection (HTTPConfig.MaxBodyBytes, 256 KiB)
+// and per listener (MaxListenerBodyBytes, 32 MiB): past either, 413,
+// counted TooLarge.
+//
 // The initial timeout bounds the time to the first request and each
-// request's body (408); the idle timeout the time with no stream open;
-// both are checked at a quarter of the smallest timeout. Each reply is
-// written in TLS records of its own: some DoH clients read one record at
-// a time.
+// request's body (408); the idle timeout the time with no stream open.
+// Frames that carry no request (PING, SETTINGS, WINDOW_UPDATE, PRIORITY,
+// empty CONTINUATION) extend neither; a connection with no stream open
+// may send at most 1000 of them between requests, then it gets
+// GOAWAY(ENHANCE_YOUR_CALM), counted Floods. Both timeouts are checked at
+// a quarter of the smallest timeout. Each reply is written in TLS records
+// of its own: some DoH clients read one record at a time.
 package dnsmsg

@@ -26,8 +26,8 @@ import (
 // small message each way, so the loop keeps no http.Request, no header
 // maps and no goroutine per stream: the connection's own goroutine reads
 // the frames and delivers each request as it completes; the reply is
-// framed by the goroutine that sends it and written by whichever goroutine
-// finds the connection's writer free.
+// framed by the goroutine that sends it and written by the connection's
+// writer goroutine.
 //
 // Goroutines and state:
 //   - the reader (the stream listener's goroutine for the connection) owns
@@ -36,11 +36,10 @@ import (
 //     the timeouts, as ticks of its read deadline.
 //   - c.mu guards everything the two sides share: the streams, their
 //     states and send windows, the HPACK encoder, and the output buffer.
-//   - the flusher is whichever goroutine set c.writing: it writes c.out
-//     until it is empty, without the lock held. A sender that finds no
-//     flusher becomes it (Send writes from the caller's goroutine); the
-//     reader never writes itself but starts a flusher goroutine, so that
-//     it keeps reading (and sees floods) while a peer does not read.
+//   - the writer (a goroutine per connection, doh2send.go) writes c.out
+//     whenever woken, without the lock held. Nobody else writes: Send
+//     frames its reply into c.out and returns, and the reader keeps
+//     reading (and sees floods) while a peer does not read.
 
 const (
 	// h2ConnWindow is the connection's receive window we offer.
@@ -49,12 +48,13 @@ const (
 	// which holds the largest DNS message, so no stream ever needs a
 	// WINDOW_UPDATE.
 	h2StreamWindow = 65535
+	// h2MaxQuietFrames caps the frames (PING, SETTINGS, PRIORITY, empty
+	// CONTINUATION...) a connection may send with no stream open and no
+	// request: past it, it is cut off as a flood. Such frames never extend
+	// the idle or initial timeouts.
+	h2MaxQuietFrames = 1000
 	// h2ReadBuffer is the size of a connection's read buffer.
 	h2ReadBuffer = 8 << 10
-	// h2MaxControl caps the control frames (ACKs, resets, statuses)
-	// queued while the peer does not read what is written: past it, the
-	// connection is dropped (PING and SETTINGS floods).
-	h2MaxControl = 256 << 10
 )
 
 type h2state uint8
@@ -81,6 +81,7 @@ type h2stream struct {
 	get        bool   // a GET: its message came with the headers; a body is dropped
 	status     int    // an error status decided at the headers, answered once the request ends
 	n          int    // body bytes in h.Buf
+	charged    int    // body bytes counted in c.body and the listener's (until the body ends)
 	msg        []byte // the request, once complete
 	recvWindow int32
 	deadline   time.Time // the body must be complete by then
@@ -94,15 +95,16 @@ type h2stream struct {
 	blocked    bool // in c.blocked
 	sendWindow int32
 	pending    []byte // reply data not framed yet
+	copy       []byte // a Send's reply held back by the window, copied (b is the caller's)
+	held       int    // len(pending) counted in c.held while blocked
 	done       chan<- error
-	async      bool
 	since      time.Time // when the reply began waiting for window
 }
 
-// h2done is a reply's completion, reported once its last byte is written.
+// h2done is a reply whose last byte is in the output: done (SendAsync's;
+// nil for Send) gets its outcome once it is written.
 type h2done struct {
-	done  chan<- error
-	async bool
+	done chan<- error
 }
 
 // h2conn is one HTTP/2 connection of a DoH listener.
@@ -121,14 +123,30 @@ type h2conn struct {
 	dec         *hpack.Decoder
 	blk         h2block
 	lastID      uint32
-	frames      uint64 // frames read
-	seen        uint64 // frames read at the last tick
-	quietSince  time.Time
-	started     bool // a request was seen: Idle bounds quiet times, not Initial
-	goaway      bool // the peer is going away: no new streams
+	requests    uint64    // streams opened with a request
+	seen        uint64    // requests at the last tick
+	quietSince  time.Time // since when no stream is open and no request came
+	quietFrames int       // frames read since a request last came or a stream was last open
+	started     bool      // a request was seen: Idle bounds quiet times, not Initial
+	goaway      bool      // the peer is going away: no new streams
+	drained     bool      // we sent GOAWAY for a drain: no new streams; the end once none is open
 	recvWindow  int32
 	recvUnacked int32
 	nextTick    time.Time // when the timeouts are checked next
+	body        int       // body bytes buffered in streams whose body is not complete
+	maxOut      int       // HTTPConfig.MaxOutput
+	// over is set under mu when the bytes queued pass maxOut; the reader
+	// (after each frame) or the sender that queued them cuts the
+	// connection off.
+	over atomic.Bool
+	// wake (buffer 1, non-blocking sends under mu) tells the writer that
+	// there is output. Senders: whoever queues output (Send, the reader,
+	// the timers). Receiver: the writer. One slot is enough: the writer
+	// takes all the output queued by the time it runs.
+	wake chan struct{}
+	// quit is closed by end, once the reader stops: the writer fails what
+	// is left and returns.
+	quit chan struct{}
 	// ready[readyAt:] holds the complete requests waiting for an in-flight
 	// place, oldest first; the reader appends and takes (skipping those
 	// closed meanwhile), readyN counts them for the others.
@@ -137,17 +155,20 @@ type h2conn struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
-	streams     map[uint32]*h2stream
-	blocked     []*h2stream // replies waiting for window, oldest first
-	wfr         *http2.Framer
-	enc         *hpack.Encoder
-	hbuf        bytes.Buffer
-	out         []byte   // frames to write
-	cuts        []int    // offsets in out where a stream ends (TLS: its record ends)
-	dones       []h2done // replies whose last byte is in out
-	control     int      // control bytes queued since the last write completed
-	writing     bool     // a flusher runs
-	broken      error    // the connection failed or ended: replies fail with it
+	streams map[uint32]*h2stream
+	blocked []*h2stream // replies waiting for window, oldest first
+	wfr     *http2.Framer
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	out     []byte   // frames to write
+	cuts    []int    // offsets in out where a stream ends (TLS: its record ends)
+	dones   []h2done // replies whose last byte is in out
+	inWrite int      // bytes the writer is writing
+	held    int      // reply bytes waiting for the peer's window
+	broken  error    // the connection failed or ended: replies fail with it
+	// flushed, set by goAway, is closed by the writer once the output is
+	// written (or dropped): the GOAWAY is out.
+	flushed     chan struct{}
 	sendWindow  int32
 	peerWindow  int32  // peer's initial stream window
 	peerFrame   uint32 // peer's max frame size
@@ -198,6 +219,9 @@ func (r *h2reader) Read(p []byte) (int, error) {
 	c := (*h2conn)(r)
 	for {
 		n, err := c.nc.Read(p)
+		if n > 0 {
+			c.stats.Reads.Add(1)
+		}
 		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			if n > 0 && err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = nil
@@ -217,10 +241,18 @@ func (c *h2conn) onWake() bool {
 	c.mu.Lock()
 	c.poked = false
 	c.mu.Unlock()
+	if c.drainStep() {
+		c.closeGracefully()
+		return false
+	}
 	c.deliverReady()
 	if c.tick > 0 {
 		if now := time.Now(); !now.Before(c.nextTick) {
 			if !c.onTick(now) {
+				return false
+			}
+			if c.over.Load() {
+				c.cut(true)
 				return false
 			}
 			c.nextTick = now.Add(c.tick)
@@ -247,11 +279,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 // serveH2 serves an HTTP/2 connection until it ends. sawPreface: the
 // client preface was read already (cleartext sniffing).
 func (s *httpServer) serveH2(hc *httpConn, nc net.Conn, isTLS, sawPreface bool) {
-	s.newH2Conn(hc, nc, isTLS).serve(sawPreface)
+	c := s.newH2Conn(hc, nc, isTLS)
+	if !s.track(c) {
+		return // the listener closed
+	}
+	defer s.untrackConn(c)
+	c.serve(sawPreface)
 }
 
 func (c *h2conn) serve(sawPreface bool) {
 	s, nc := c.s, c.nc
+	if s.m.Go(c.writer) != nil {
+		return
+	}
 	defer c.end()
 	start := time.Now()
 	c.quietSince = start
@@ -270,6 +310,9 @@ func (c *h2conn) serve(sawPreface bool) {
 	}
 	nc.SetReadDeadline(c.nextTick)
 	c.mu.Lock()
+	if s.draining.Load() {
+		c.pokeLocked() // a drain began before we set the deadline: its poke was lost
+	}
 	c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(s.cfg.maxStreams())},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(s.cfg.maxHeaderBytes())},
@@ -296,12 +339,20 @@ func (c *h2conn) serve(sawPreface bool) {
 			}
 			return
 		}
-		c.frames++
+		if c.quietFrames++; c.quietFrames > h2MaxQuietFrames && c.quiet() {
+			c.stats.Floods.Add(1)
+			c.fail(http2.ErrCodeEnhanceYourCalm)
+			return
+		}
 		if err := c.frame(f); err != nil {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.fail(http2.ErrCode(ce))
 			}
+			return
+		}
+		if c.over.Load() {
+			c.cut(true) // the peer provokes output it does not read
 			return
 		}
 		if len(c.ready) > 0 {
@@ -314,7 +365,8 @@ func (c *h2conn) serve(sawPreface bool) {
 }
 
 func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
-	c := &h2conn{s: s, hc: hc, nc: nc, isTLS: isTLS, streams: make(map[uint32]*h2stream)}
+	c := &h2conn{s: s, hc: hc, nc: nc, isTLS: isTLS, streams: make(map[uint32]*h2stream),
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), maxOut: s.cfg.maxOutput()}
 	c.br = bufio.NewReaderSize((*h2reader)(c), h2ReadBuffer)
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetReuseFrames()
@@ -342,16 +394,20 @@ func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
 func (c *h2conn) end() {
 	var completions []h2done
 	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = nm.ErrCanceled
+	}
+	err := c.broken
 	for _, st := range c.streams {
-		if d, ok := c.closeLocked(st, nm.ErrCanceled); ok {
+		if d, ok := c.closeLocked(st, err); ok {
 			completions = append(completions, d)
 		}
 	}
-	c.broken = nm.ErrCanceled
 	c.mu.Unlock()
+	close(c.quit)
 	c.detachClosed()
 	for _, d := range completions {
-		c.complete(d, nm.ErrCanceled)
+		c.complete(d, err)
 	}
 }
 
@@ -362,19 +418,29 @@ func (c *h2conn) fail(code http2.ErrCode) {
 	c.goAway(code)
 }
 
-// goAway ends the connection: GOAWAY with code is written (by us, unless
-// a flusher runs), our side is closed, and what the peer still sends is
-// read and dropped for a second at most, so that closing does not reset
-// the connection before the peer has read the GOAWAY.
+// goAway ends the connection: GOAWAY with code is written (the reader
+// waits for the writer, within its write timeout), our side is closed, and
+// what the peer still sends is read and dropped for a second at most, so
+// that closing does not reset the connection before the peer has read the
+// GOAWAY.
 func (c *h2conn) goAway(code http2.ErrCode) {
 	c.mu.Lock()
 	c.wfr.WriteGoAway(c.lastID, code, nil)
-	start := !c.writing
-	c.writing = true
 	c.mu.Unlock()
-	if start {
-		c.flush()
-	}
+	c.closeGracefully()
+}
+
+// closeGracefully writes what is queued (the reader waits for the writer,
+// within its write timeout), closes our side, and reads and drops what the
+// peer still sends for a second at most, so that closing does not reset
+// the connection before the peer has read the last frames.
+func (c *h2conn) closeGracefully() {
+	c.mu.Lock()
+	flushed := make(chan struct{})
+	c.flushed = flushed
+	c.wakeLocked()
+	c.mu.Unlock()
+	<-flushed
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
@@ -417,18 +483,13 @@ func (c *h2conn) frame(f http2.Frame) error {
 	return nil // other PRIORITY frames and unknown frames are ignored
 }
 
-// queueControl writes a control frame with write under c.mu; too many
-// unwritten ones end the connection.
+// queueControl writes a control frame with write under c.mu; the output
+// bound is checked by the reader after the frame that provoked it.
 func (c *h2conn) queueControl(write func()) {
 	c.mu.Lock()
-	before := len(c.out)
 	write()
-	c.control += len(c.out) - before
-	over := c.control > h2MaxControl
+	c.checkOutLocked()
 	c.mu.Unlock()
-	if over {
-		c.nc.Close() // the reader stops; a peer that does not read gets nothing more
-	}
 }
 
 func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
@@ -462,13 +523,9 @@ func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	before := len(c.out)
 	c.wfr.WriteSettingsAck()
-	c.control += len(c.out) - before
-	if c.control > h2MaxControl {
-		c.nc.Close()
-	}
 	c.unblockLocked()
+	c.checkOutLocked()
 	return nil
 }
 
@@ -644,7 +701,7 @@ func (c *h2conn) request() {
 		c.stats.RecvFailed.Add(1)
 		c.resetStream(b.id, http2.ErrCodeProtocol)
 		return
-	case c.goaway:
+	case c.goaway || c.drained:
 		c.resetStream(b.id, http2.ErrCodeRefusedStream)
 		return
 	}
@@ -658,6 +715,8 @@ func (c *h2conn) request() {
 	st.remoteOpen = !b.endStream
 	c.mu.Unlock()
 	c.started = true
+	c.requests++
+	c.quietFrames = 0
 	c.stats.Received.Add(1)
 	// An error found in the headers is answered once the request ends
 	// (its body is dropped meanwhile, within the stream's window), as a
@@ -697,9 +756,6 @@ func (c *h2conn) request() {
 	if b.endStream {
 		c.endBody(st)
 		return
-	}
-	if !st.get && code == 0 {
-		handleBuf(st.h, max(int(st.clen), 512))
 	}
 	if d := c.s.initial; d > 0 {
 		st.deadline = time.Now().Add(d)
@@ -752,12 +808,14 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 		c.refuse(st, http.StatusRequestEntityTooLarge)
 		return nil
 	}
-	if keep {
-		buf := st.h.Buf
-		if st.n+len(data) > len(buf) {
-			buf = handleBuf(st.h, min(max(2*len(buf), st.n+len(data)), MaxSize))
+	if keep && len(data) > 0 {
+		if !c.s.chargeBody(&c.body, len(data)) {
+			c.stats.TooLarge.Add(1)
+			c.refuse(st, http.StatusRequestEntityTooLarge)
+			return nil
 		}
-		copy(buf[st.n:], data)
+		st.charged += len(data)
+		copy(growBody(st.h, st.n+len(data), st.n)[st.n:], data)
 	}
 	st.n += len(data)
 	if f.StreamEnded() {
@@ -769,6 +827,7 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 
 // endBody handles a POST whose body is complete.
 func (c *h2conn) endBody(st *h2stream) {
+	c.unchargeLocked(st)
 	switch {
 	case st.clen >= 0 && int64(st.n) != st.clen:
 		c.stats.RecvFailed.Add(1)
@@ -829,13 +888,19 @@ func (c *h2conn) deliverReady() {
 	c.ready, c.readyAt = c.ready[:0], 0
 }
 
-// deliver hands a request to its endpoint, waiting for room; a request
-// that cannot be delivered (the endpoints were replaced, or the listener
-// closes) is answered 503.
+// deliver hands a request to its endpoint if its channel has room; a
+// request that cannot be delivered is answered at once: HTTPConfig's
+// ShedStatus when the channel is full (counted Shed), 503 when the
+// endpoints were replaced or the listener closes.
 func (c *h2conn) deliver(st *h2stream) {
-	c.kick() // what is queued goes out while we may wait
-	if st.ep.deliver(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg}, c.s.stop) {
+	ok, full := st.ep.offer(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg})
+	if ok {
 		return
+	}
+	code := http.StatusServiceUnavailable
+	if full {
+		c.stats.Shed.Add(1)
+		code = c.s.cfg.shedStatus()
 	}
 	c.mu.Lock()
 	if st.state != stWaiting { // ended meanwhile
@@ -845,7 +910,7 @@ func (c *h2conn) deliver(st *h2stream) {
 	}
 	c.releaseSlotLocked(st)
 	st.owned = true // not delivered: the handle is still ours
-	c.respondLocked(st, http.StatusServiceUnavailable)
+	c.respondLocked(st, code)
 	c.mu.Unlock()
 	c.detachClosed()
 }
@@ -893,12 +958,12 @@ func (c *h2conn) closeStream(id uint32, send bool, code http2.ErrCode) {
 
 var (
 	textPlain  = "text/plain; charset=utf-8"
-	statusBody [600]string
+	statusBody [600][]byte
 )
 
 func init() {
-	for _, code := range []int{400, 404, 405, 408, 413, 414, 415, 431, 503} {
-		statusBody[code] = http.StatusText(code) + "\n"
+	for code := 400; code < len(statusBody); code++ {
+		statusBody[code] = []byte(http.StatusText(code) + "\n")
 	}
 }
 
@@ -915,21 +980,19 @@ func (c *h2conn) respondLocked(st *h2stream, code int) {
 		c.enc.WriteField(hpack.HeaderField{Name: "allow", Value: allowed[0]})
 	}
 	c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
-	before := len(c.out)
 	c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
-	st.pending, st.done = []byte(body), nil
+	st.pending, st.done = body, nil
 	st.state = stSending
 	c.pushLocked(st)
-	c.control += len(c.out) - before
+	c.checkOutLocked()
 }
 
 // rstLocked queues RST_STREAM for stream id.
 func (c *h2conn) rstLocked(id uint32, code http2.ErrCode) {
-	before := len(c.out)
 	c.noteResetLocked(id)
 	c.wfr.WriteRSTStream(id, code)
 	c.cuts = append(c.cuts, len(c.out))
-	c.control += len(c.out) - before
+	c.checkOutLocked()
 }
 
 // noteResetLocked remembers that we reset stream id: frames the client
@@ -980,14 +1043,13 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 		st.owned = false
 		c.detachAfter = append(c.detachAfter, st)
 	}
-	switch st.state {
-	case stSending:
-		if st.done != nil {
-			d, ok = h2done{st.done, st.async}, true
-			c.stats.SendFailed.Add(1)
-		}
+	if st.state == stSending && st.replied && st.pending != nil { // not all framed: it fails
+		d, ok = h2done{st.done}, st.done != nil
+		c.stats.SendFailed.Add(1)
 	}
 	c.releaseSlotLocked(st)
+	c.holdLocked(st, 0)
+	c.unchargeLocked(st)
 	st.state, st.err, st.pending, st.done = stClosed, err, nil, nil
 	if st.blocked {
 		c.dropBlockedLocked(st)
@@ -995,6 +1057,9 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 	if c.streams[st.id] == st {
 		delete(c.streams, st.id)
 		st.unref()
+		if len(c.streams) == 0 && c.s.draining.Load() {
+			c.pokeLocked() // the reader ends the drained connection
+		}
 	}
 	return d, ok
 }
@@ -1032,6 +1097,7 @@ func (c *h2conn) pushLocked(st *h2stream) {
 				st.since = time.Now()
 				c.blocked = append(c.blocked, st)
 			}
+			c.holdLocked(st, len(st.pending))
 			return
 		}
 		c.wfr.WriteData(st.id, int(n) == len(st.pending), st.pending[:n])
@@ -1048,14 +1114,31 @@ func (c *h2conn) pushLocked(st *h2stream) {
 		c.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		c.cuts = append(c.cuts, len(c.out))
 	}
-	if st.done != nil {
-		c.dones = append(c.dones, h2done{st.done, st.async})
+	if st.replied {
+		c.dones = append(c.dones, h2done{st.done})
 	}
+	c.holdLocked(st, 0)
 	st.pending, st.done = nil, nil
 	if st.blocked {
 		c.dropBlockedLocked(st)
 	}
 	c.closeLocked(st, nm.ErrClosed)
+}
+
+// unchargeLocked takes st's body bytes off the counts. Only the reader
+// charges, and only streams whose body is coming, which only the reader
+// closes.
+func (c *h2conn) unchargeLocked(st *h2stream) {
+	if st.charged != 0 {
+		c.s.unchargeBody(&c.body, st.charged)
+		st.charged = 0
+	}
+}
+
+// holdLocked records that n bytes of st's reply wait for window.
+func (c *h2conn) holdLocked(st *h2stream, n int) {
+	c.held += n - st.held
+	st.held = n
 }
 
 // unblockLocked frames the replies that were waiting for window.
@@ -1069,11 +1152,23 @@ func (c *h2conn) unblockLocked() {
 	}
 }
 
+// quiet reports whether no stream is open; if one is, the count of quiet
+// frames starts again.
+func (c *h2conn) quiet() bool {
+	c.mu.Lock()
+	open := len(c.streams) > 0
+	c.mu.Unlock()
+	if open {
+		c.quietFrames = 0
+	}
+	return !open
+}
+
 // onTick runs the timeouts on the reader's goroutine, when its read
 // deadline passes; false ends the connection.
 func (c *h2conn) onTick(now time.Time) bool {
-	if c.frames != c.seen {
-		c.seen = c.frames
+	if c.requests != c.seen {
+		c.seen = c.requests
 		c.quietSince = now
 	}
 	limit := c.s.initial
@@ -1087,6 +1182,7 @@ func (c *h2conn) onTick(now time.Time) bool {
 		case st.state == stBody && !st.deadline.IsZero() && now.After(st.deadline):
 			c.respondLocked(st, http.StatusRequestTimeout)
 		case st.blocked && c.write > 0 && now.Sub(st.since) > c.write:
+			c.stats.WriteTimeouts.Add(1)
 			c.rstLocked(st.id, http2.ErrCodeCancel)
 			if d, ok := c.closeLocked(st, nm.ErrTimedOut); ok {
 				late = append(late, d)
@@ -1108,306 +1204,4 @@ func (c *h2conn) onTick(now time.Time) bool {
 	}
 	c.kick()
 	return true
-}
-
-// kick starts a flusher goroutine if there is output and none runs.
-func (c *h2conn) kick() {
-	c.mu.Lock()
-	start := len(c.out) > 0 && !c.writing
-	if start {
-		c.writing = true
-	}
-	c.mu.Unlock()
-	if start {
-		if c.s.m.Go(c.flush) != nil {
-			c.flush()
-		}
-	}
-}
-
-// flush writes the output until none is left; only the goroutine that set
-// c.writing runs it.
-func (c *h2conn) flush() {
-	for {
-		c.mu.Lock()
-		if len(c.out) == 0 {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		out, cuts, dones := c.out, c.cuts, c.dones
-		c.out, c.cuts, c.dones = c.spareOut[:0], c.spareCuts[:0], c.spareDones[:0]
-		c.spareOut, c.spareCuts, c.spareDones = nil, nil, nil
-		broken := c.broken
-		c.mu.Unlock()
-
-		err := broken
-		if err == nil {
-			err = c.writeOut(out, cuts)
-		}
-		if err != nil {
-			c.stats.SendFailed.Add(int64(len(dones)))
-			if broken == nil {
-				c.nc.Close() // the reader stops
-			}
-		} else {
-			c.stats.Sent.Add(int64(len(dones)))
-		}
-		for _, d := range dones {
-			c.complete(d, err)
-		}
-		clear(dones)
-		c.mu.Lock()
-		if err == nil {
-			c.control = 0
-		} else if c.broken == nil {
-			c.broken = err
-		}
-		if cap(out) <= 64<<10 {
-			c.spareOut = out[:0]
-		}
-		c.spareCuts, c.spareDones = cuts[:0], dones[:0]
-		c.mu.Unlock()
-	}
-}
-
-// writeOut writes out with the write timeout; over TLS, each stream's end
-// ends a record (see ServeConn).
-func (c *h2conn) writeOut(out []byte, cuts []int) error {
-	nc := c.nc
-	if c.write > 0 {
-		nc.SetWriteDeadline(time.Now().Add(c.write))
-	}
-	if !c.isTLS {
-		_, err := nc.Write(out)
-		return mapWriteErr(err)
-	}
-	start := 0
-	for _, end := range cuts {
-		if end > start {
-			if _, err := nc.Write(out[start:end]); err != nil {
-				return mapWriteErr(err)
-			}
-			start = end
-		}
-	}
-	if start < len(out) {
-		_, err := nc.Write(out[start:])
-		return mapWriteErr(err)
-	}
-	return nil
-}
-
-func mapWriteErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nm.ErrTimedOut
-	}
-	return nm.ErrCanceled
-}
-
-// complete reports a reply's outcome to its sender.
-func (c *h2conn) complete(d h2done, err error) {
-	if !d.async {
-		d.done <- err
-		return
-	}
-	c.s.m.Complete(d.done, err)
-}
-
-var h2streamPool sync.Pool // *h2stream with its handle
-
-// newStreamLocked returns a stream for id from the pool, in the streams,
-// with the connection's reference and the handle's.
-func (c *h2conn) newStreamLocked(id uint32) *h2stream {
-	hc := c.hc
-	st, _ := h2streamPool.Get().(*h2stream)
-	if st == nil {
-		st = &h2stream{}
-		st.h = nm.NewHandle(hc.shard, st, hc.realLocal, hc.realPeer)
-	} else {
-		st.h.Reuse(hc.shard, st, hc.realLocal, hc.realPeer)
-	}
-	st.h.SetProxied(hc.local, hc.peer)
-	st.c, st.id, st.ep, st.clen, st.n, st.remoteOpen = c, id, nil, -1, 0, false
-	st.get, st.status, st.msg = false, 0, nil
-	st.recvWindow, st.deadline = h2StreamWindow, time.Time{}
-	st.state, st.err, st.replied, st.slot, st.blocked, st.owned = stBody, nil, false, false, false, true
-	st.sendWindow, st.pending, st.done, st.async = c.peerWindow, nil, nil, false
-	st.refs.Store(2)
-	c.streams[id] = st
-	return st
-}
-
-func (st *h2stream) unref() {
-	if st.refs.Add(-1) == 0 {
-		st.c, st.ep = nil, nil
-		if cap(st.h.Buf) > 4096 {
-			st.h.Buf = nil
-		}
-		h2streamPool.Put(st)
-	}
-}
-
-var h2replyDone = sync.Pool{New: func() any { return make(chan error, 1) }}
-
-// submit frames a reply for st; start: the caller is now the flusher.
-func (st *h2stream) submit(b []byte, done chan<- error, async bool) (start bool, err error) {
-	switch {
-	case len(b) < HeaderLen:
-		return false, nm.ErrBadMessage
-	case len(b) > MaxSize:
-		return false, nm.ErrTooLarge
-	}
-	c := st.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case st.replied:
-		return false, nm.ErrClosed
-	case st.state != stWaiting:
-		return false, st.err
-	case c.broken != nil:
-		return false, nm.ErrCanceled
-	}
-	st.replied = true
-	c.releaseSlotLocked(st)
-	c.hbuf.Reset()
-	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-	c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ContentType})
-	c.enc.WriteField(hpack.HeaderField{Name: "cache-control", Value: cacheHeader(b)[0]})
-	c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: lengthText(len(b))})
-	c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true})
-	st.state, st.pending, st.done, st.async = stSending, b, done, async
-	c.pushLocked(st)
-	start = !c.writing
-	c.writing = true
-	return start, nil
-}
-
-// lengths holds the decimal text of the lengths of common replies.
-var lengths = func() []string {
-	s := make([]string, 4096)
-	for i := range s {
-		s[i] = strconv.Itoa(i)
-	}
-	return s
-}()
-
-func lengthText(n int) string {
-	if n < len(lengths) {
-		return lengths[n]
-	}
-	return strconv.Itoa(n)
-}
-
-// Send implements nm.Socket: the reply ends the stream; it returns when
-// the reply is written.
-func (st *h2stream) Send(h nm.Handle, b []byte) error {
-	done := h2replyDone.Get().(chan error)
-	start, err := st.submit(b, done, false)
-	if err != nil {
-		h2replyDone.Put(done)
-		return err
-	}
-	c := st.c // still set: the handle holds a reference
-	if start {
-		c.flush()
-	}
-	select {
-	case err = <-done:
-	default:
-		err = c.await(st, done)
-	}
-	h2replyDone.Put(done)
-	return err
-}
-
-// await waits for a reply's outcome. A reply the peer's window holds back
-// is given up after the write timeout, from here: the connection's reader,
-// which would do it otherwise, may be waiting for this very caller (at the
-// in-flight bound) and so not reading the WINDOW_UPDATE either.
-func (c *h2conn) await(st *h2stream, done chan error) error {
-	if c.write <= 0 {
-		return <-done
-	}
-	t := time.NewTimer(c.write)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-	}
-	c.mu.Lock()
-	var d h2done
-	expired := false
-	if st.state == stSending && st.blocked {
-		c.rstLocked(st.id, http2.ErrCodeCancel)
-		d, expired = c.closeLocked(st, nm.ErrTimedOut)
-	}
-	c.mu.Unlock()
-	if expired {
-		c.complete(d, nm.ErrTimedOut)
-		c.kick()
-	}
-	return <-done // written or failed: a write has its own deadline
-}
-
-// SendAsync implements nm.Socket.
-func (st *h2stream) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
-	start, err := st.submit(b, done, true)
-	if err != nil {
-		return err
-	}
-	if start {
-		c := st.c
-		if c.s.m.Go(c.flush) != nil {
-			c.flush()
-		}
-	}
-	return nil
-}
-
-// Read implements nm.Socket: a request handle is not read.
-func (st *h2stream) Read(h nm.Handle) <-chan nm.Event { return notReadable() }
-
-// ReadStop implements nm.Socket.
-func (st *h2stream) ReadStop(h nm.Handle) {}
-
-// Close implements nm.Socket: the stream is reset, unless a reply was
-// sent.
-func (st *h2stream) Close(h nm.Handle) { st.abandon() }
-
-// Released implements nm.Socket: a request released without a reply has
-// its stream reset.
-func (st *h2stream) Released(h nm.Handle) {
-	st.abandon()
-	if r, ok := h.Data().(nm.Resetter); ok {
-		r.Reset()
-	}
-	st.unref()
-}
-
-// abandon resets a delivered stream that has no reply.
-func (st *h2stream) abandon() {
-	c := st.c
-	c.mu.Lock()
-	if st.state != stWaiting || st.replied {
-		c.mu.Unlock()
-		return
-	}
-	if c.broken == nil {
-		c.rstLocked(st.id, http2.ErrCodeCancel)
-	}
-	c.closeLocked(st, nm.ErrClosed)
-	start := len(c.out) > 0 && !c.writing
-	if start {
-		c.writing = true
-	}
-	c.mu.Unlock()
-	if start {
-		c.flush()
-	}
 }

@@ -86,24 +86,37 @@ func TestDoHReplyFollowsFlowControl(t *testing.T) {
 	wait()
 }
 
+// sendAsyncAll answers every request on l with a reply of n bytes sent
+// with SendAsync, whose outcomes go to sent; it returns once the final
+// event came.
+func sendAsyncAll(t *testing.T, l *dnsmsg.HTTPListener, n int, sent chan error) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range requests(l) {
+			if ev.Err != nil {
+				continue
+			}
+			if err := ev.Handle.SendAsync(bigReply(n)(ev.Data)[0], sent); err != nil {
+				sent <- err
+			}
+			ev.Handle.Detach()
+		}
+	}()
+	return func() { <-done }
+}
+
 // TestDoHReplyStalledByWindow: a client that never opens its window gets
-// its stream reset once the write timeout passes, and the reply's Send
-// fails with nm.ErrTimedOut instead of waiting for ever.
+// its stream reset once the write timeout passes; the reply's SendAsync
+// completes with nm.ErrTimedOut, counted as a write timeout.
 func TestDoHReplyStalledByWindow(t *testing.T) {
 	m := newManager(t, 1)
 	var cfg dnsmsg.HTTPConfig
 	cfg.Stream.Timeouts.Write = 200 * time.Millisecond
 	l := hkinds[0].listen(t, m, cfg)
 	sent := make(chan error, 1)
-	go func() {
-		for ev := range requests(l) {
-			if ev.Err != nil {
-				continue
-			}
-			sent <- ev.Handle.Send(bigReply(100)(ev.Data)[0])
-			ev.Handle.Detach()
-		}
-	}()
+	wait := sendAsyncAll(t, l, 100, sent)
+	defer func() { l.Close(); wait() }()
 	addr := l.Addr().String()
 	r := dialRawH2(t, addr)
 	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -114,10 +127,13 @@ func TestDoHReplyStalledByWindow(t *testing.T) {
 	select {
 	case err := <-sent:
 		if !errors.Is(err, nm.ErrTimedOut) {
-			t.Errorf("Send: %v; want %v", err, nm.ErrTimedOut)
+			t.Errorf("SendAsync: %v; want %v", err, nm.ErrTimedOut)
 		}
 	case <-time.After(nmtest.Timeout):
-		t.Fatal("Send still waits")
+		t.Fatal("the reply's outcome never came")
+	}
+	if n := m.Stats().Of(nm.HTTP).WriteTimeouts; n != 1 {
+		t.Errorf("WriteTimeouts = %d; want 1", n)
 	}
 	l.Close()
 }
@@ -313,48 +329,6 @@ func TestDoHRequestShapes(t *testing.T) {
 	if len(res.Data) != 3 || !bytes.Equal(res.Data[1], q) {
 		t.Errorf("delivered %d requests; want 3, the second one whole", len(res.Data))
 	}
-}
-
-// TestDoHStalledRepliesWhileReaderWaits: replies held back by a closed
-// window, sent with Send by the one consumer, while the connection's
-// reader waits for room in a full request channel and so reads no
-// WINDOW_UPDATE: each Send still gives up after the write timeout, and
-// the consumer gets to the next request.
-func TestDoHStalledRepliesWhileReaderWaits(t *testing.T) {
-	m := newManager(t, 1)
-	var cfg dnsmsg.HTTPConfig
-	cfg.Queue = 1
-	cfg.Stream.Timeouts.Write = 200 * time.Millisecond
-	l := hkinds[0].listen(t, m, cfg)
-	const n = 4
-	sent := make(chan error, n)
-	go func() {
-		for ev := range requests(l) {
-			if ev.Err != nil {
-				continue
-			}
-			sent <- ev.Handle.Send(bigReply(100)(ev.Data)[0])
-			ev.Handle.Detach()
-		}
-	}()
-	addr := l.Addr().String()
-	r := dialRawH2(t, addr)
-	r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	for i := 0; i < n; i++ {
-		r.headers(uint32(2*i+1), true, getQuery(t, addr, "stalled.example", uint16(i))...)
-	}
-	go r.ended(nmtest.Timeout) // read what the server writes
-	for i := 0; i < n; i++ {
-		select {
-		case err := <-sent:
-			if !errors.Is(err, nm.ErrTimedOut) {
-				t.Errorf("Send %d: %v; want %v", i, err, nm.ErrTimedOut)
-			}
-		case <-time.After(nmtest.Timeout):
-			t.Fatalf("Send %d still waits", i)
-		}
-	}
-	l.Close()
 }
 
 // TestDoHResetFreesPlaceForWaitingRequest: with one in-flight place, held

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
@@ -131,14 +132,17 @@ func TestDoHPingFlood(t *testing.T) {
 	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
 	wait := nmtest.Serve(t, requests(l), asReply)
 	defer func() { l.Close(); wait() }()
-	r := dialRawH2(t, l.Addr().String())
+	r, w := dialSlowReader(t, l.Addr().String())
 	r.conn.SetReadDeadline(time.Now().Add(nmtest.Timeout))
 	// Not reading while flooding: the ACKs queue up on the server.
 	r.conn.SetWriteDeadline(time.Now().Add(nmtest.Timeout))
 	for i := 0; i < 2_000_000; i++ {
-		if r.fr.WritePing(false, [8]byte{byte(i)}) != nil {
+		if r.fr.WritePing(false, [8]byte{byte(i)}) != nil || (w.Buffered() > 32<<10 && w.Flush() != nil) {
 			break
 		}
+	}
+	if n := m.Stats().Of(nm.HTTP).Floods; n != 1 {
+		t.Errorf("Floods = %d; want 1", n)
 	}
 	if !r.ended(nmtest.Timeout) {
 		t.Error("the server kept the flooding connection")

@@ -44,7 +44,7 @@ func NewEndpoints(queue int, paths ...string) (*Endpoints, error) {
 		if e.paths[p] != nil {
 			continue
 		}
-		e.paths[p] = &endpoint{ch: make(chan nm.Event, queue), done: make(chan struct{})}
+		e.paths[p] = &endpoint{ch: make(chan nm.Event, queue)}
 		e.list = append(e.list, p)
 	}
 	return e, nil
@@ -74,29 +74,39 @@ func (e *Endpoints) end() {
 	})
 }
 
-// endpoint is one path's channel. Handlers deliver under the read lock;
-// end takes the write lock, after closing done to wake the waiting ones,
-// so that the final event comes after every delivery.
+// endpoint is one path's channel. Requests are offered under the read
+// lock, without waiting; end takes the write lock, so that the final event
+// comes after every delivery.
 type endpoint struct {
-	// ch carries the requests. Senders: request handlers, under mu's read
-	// lock; end sends the final event and closes it.
-	ch   chan nm.Event
-	done chan struct{} // closed by end: deliveries give up
+	// ch carries the requests. Senders: the connections' readers and
+	// HTTP/1.1 handlers (offer, under mu's read lock; a full channel sheds
+	// the request); end sends the final event and closes it.
+	ch chan nm.Event
 
 	mu    sync.RWMutex
 	ended bool // guarded by mu
 }
 
-// deliver hands ev to the consumer, waiting for room; false if the
-// endpoint ended or the request was canceled (gone) first.
-func (ep *endpoint) deliver(shard *nm.Shard, ev nm.Event, gone <-chan struct{}) bool {
+// offer hands ev to the consumer if its channel has room, without
+// waiting (but not while the manager is paused); full reports that it had
+// none. Neither: the endpoint ended.
+func (ep *endpoint) offer(shard *nm.Shard, ev nm.Event) (ok, full bool) {
 	ep.mu.RLock()
 	defer ep.mu.RUnlock()
-	return !ep.ended && shard.DeliverEither(ep.ch, ev, ep.done, gone)
+	if ep.ended {
+		return false, false
+	}
+	shard.Enter()
+	defer shard.Exit()
+	select {
+	case ep.ch <- ev:
+		return true, false
+	default:
+		return false, true
+	}
 }
 
 func (ep *endpoint) end() {
-	close(ep.done)
 	ep.mu.Lock()
 	ep.ended = true
 	ep.mu.Unlock()

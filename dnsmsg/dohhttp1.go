@@ -40,10 +40,18 @@ func (l chanListener) Accept() (net.Conn, error) {
 		return c, nil
 	case <-l.s.stop:
 		return nil, net.ErrClosed
+	case <-l.s.h1closed:
+		return nil, net.ErrClosed
 	}
 }
 
-func (l chanListener) Close() error   { return nil }
+// Close makes Accept fail: net/http's Shutdown closes its listener and
+// waits for Serve to return.
+func (l chanListener) Close() error {
+	l.s.h1once.Do(func() { close(l.s.h1closed) })
+	return nil
+}
+
 func (l chanListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.s.sl.Addr()) }
 
 // h1Conn is a connection served with HTTP/1.1: first holds the bytes read

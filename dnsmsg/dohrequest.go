@@ -38,6 +38,11 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code != 0 {
 		q.h.Detach()
+		if code == http.StatusRequestEntityTooLarge || code == http.StatusRequestTimeout {
+			// The body was not read to its end: net/http would wait for
+			// the rest before answering, to keep the connection.
+			w.Header()["Connection"] = connectionClose
+		}
 		s.fail(w, code, stats)
 		return
 	}
@@ -46,9 +51,14 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // the stream or the listener ended: no answer
 	}
 	defer hc.release()
-	if !ep.deliver(hc.shard, nm.Event{Handle: q.h, Data: msg}, r.Context().Done()) {
+	if ok, full := ep.offer(hc.shard, nm.Event{Handle: q.h, Data: msg}); !ok {
 		q.h.Detach()
-		s.fail(w, http.StatusServiceUnavailable, stats)
+		code := http.StatusServiceUnavailable
+		if full {
+			stats.Shed.Add(1)
+			code = s.cfg.shedStatus()
+		}
+		s.fail(w, code, stats)
 		return
 	}
 	q.wait(w, r, stats)
@@ -76,6 +86,7 @@ var allowed = []string{"GET, POST"}
 // connection goes on.
 func (s *httpServer) fail(w http.ResponseWriter, code int, stats *nm.Counters) {
 	stats.Dropped.Add(1)
+	s.writeDeadline(w)
 	if code == http.StatusMethodNotAllowed {
 		w.Header()["Allow"] = allowed
 	}
@@ -115,8 +126,7 @@ type httpRequest struct {
 	// gone (buffer 1, non-blocking sends) tells the handler that the
 	// handle was closed or released without a reply.
 	gone chan struct{}
-	// sent (buffer 1) carries Send's result back to it.
-	sent chan error
+	copy []byte       // a Send's reply, copied (Send's b is the caller's once it returns)
 	refs atomic.Int32 // the handler and the handle; the last puts it back
 
 	mu    sync.Mutex
@@ -132,10 +142,11 @@ const (
 	reqDone                    // the stream ended, or the handle went
 )
 
+// httpReply is a reply handed to the handler; done (SendAsync's, nil for
+// Send) gets its outcome.
 type httpReply struct {
-	b     []byte
-	done  chan<- error
-	async bool
+	b    []byte
+	done chan<- error
 }
 
 // request returns a request from the pool, with its handle's one
@@ -143,7 +154,7 @@ type httpReply struct {
 func (s *httpServer) request(hc *httpConn) *httpRequest {
 	q, _ := s.reqs.Get().(*httpRequest)
 	if q == nil {
-		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1), sent: make(chan error, 1)}
+		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1)}
 		q.h = nm.NewHandle(hc.shard, q, hc.realLocal, hc.realPeer)
 	} else {
 		q.h.Reuse(hc.shard, q, hc.realLocal, hc.realPeer)
@@ -163,7 +174,11 @@ func (q *httpRequest) unref() {
 	if q.refs.Add(-1) == 0 {
 		q.hc = nil
 		if cap(q.h.Buf) > 4096 {
+			putBody(q.h.Buf)
 			q.h.Buf = nil
+		}
+		if cap(q.copy) > 4096 {
+			q.copy = nil
 		}
 		q.s.reqs.Put(q)
 	}
@@ -184,11 +199,7 @@ func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.
 	if timeout > 0 {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	}
-	size := 512
-	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1 // room to see a body longer than declared
-	}
-	return readBody(r.Body, handleBuf(q.h, size))
+	return q.s.readBody(r.Body, q.h)
 }
 
 // decodeGET takes the DNS message out of a GET request's raw query into
@@ -221,18 +232,26 @@ func handleBuf(h nm.Handle, n int) []byte {
 	return h.Buf[:n]
 }
 
-// readBody reads a POST body of at most MaxSize bytes into buf, growing it.
-func readBody(body io.Reader, buf []byte) ([]byte, int) {
-	n := 0
+// readBody reads a POST body of at most MaxSize bytes into h's buffer,
+// which grows with the bytes read (counted toward the listener's cap
+// while the body is read).
+func (s *httpServer) readBody(body io.Reader, h nm.Handle) ([]byte, int) {
+	n, charged := 0, 0
+	defer func() { s.unchargeBody(&charged, charged) }()
+	buf := growBody(h, 512, 0)
 	for {
 		if n == len(buf) {
 			if n > MaxSize {
 				return nil, http.StatusRequestEntityTooLarge
 			}
-			buf = append(buf, make([]byte, min(len(buf), MaxSize+1-len(buf)))...)
+			buf = growBody(h, n+1, n)
 		}
 		m, err := body.Read(buf[n:])
 		n += m
+		if m > 0 && !s.chargeBody(&charged, m) {
+			h.Shard().Counters(nm.HTTP).TooLarge.Add(1)
+			return nil, http.StatusRequestEntityTooLarge
+		}
 		switch {
 		case n > MaxSize:
 			return nil, http.StatusRequestEntityTooLarge
@@ -260,22 +279,33 @@ func isMessageTypeValue(v string) bool {
 	return strings.EqualFold(strings.TrimSpace(t), ContentType)
 }
 
-var contentType = []string{ContentType}
+var (
+	contentType     = []string{ContentType}
+	connectionClose = []string{"close"}
+)
 
 // wait waits for the reply and writes it, or gives up when the handle goes
 // without one (the stream is reset), the stream ends, or the listener
-// closes.
+// closes. The handler, not the sender, waits for the peer, within the
+// write timeout.
 func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *nm.Counters) {
 	select {
 	case rep := <-q.reply:
 		h := w.Header()
 		h["Content-Type"] = contentType
 		h["Cache-Control"] = cacheHeader(rep.b)
+		rc := q.s.writeDeadline(w)
 		w.WriteHeader(http.StatusOK)
 		_, err := w.Write(rep.b)
+		if err == nil {
+			err = rc.Flush()
+		}
 		if err != nil {
 			stats.SendFailed.Add(1)
-			err = nm.ErrCanceled
+			err = mapWriteErr(err)
+			if errors.Is(err, nm.ErrTimedOut) {
+				stats.WriteTimeouts.Add(1)
+			}
 		} else {
 			stats.Sent.Add(1)
 		}
@@ -305,17 +335,29 @@ func (q *httpRequest) finish(err error) {
 	}
 }
 
-// complete reports a reply's outcome to its sender.
+// complete reports a reply's outcome to its sender, if it asked for it
+// (SendAsync).
 func (q *httpRequest) complete(rep httpReply, err error) {
-	if !rep.async {
-		rep.done <- err
-		return
+	if rep.done != nil {
+		q.s.m.Complete(rep.done, err)
 	}
-	q.s.m.Complete(rep.done, err)
 }
 
-// submit hands a reply to the handler; only the first one is taken.
-func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
+// writeDeadline sets the write timeout on w's connection for what is
+// written next, and returns w's controller.
+func (s *httpServer) writeDeadline(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	var deadline time.Time // none
+	if s.write > 0 {
+		deadline = time.Now().Add(s.write)
+	}
+	rc.SetWriteDeadline(deadline)
+	return rc
+}
+
+// submit hands a reply to the handler; only the first one is taken. b is
+// copied unless owned (SendAsync's b is the caller's until done).
+func (q *httpRequest) submit(b []byte, done chan<- error, owned bool) error {
 	switch {
 	case len(b) < HeaderLen:
 		return nm.ErrBadMessage
@@ -331,20 +373,21 @@ func (q *httpRequest) submit(b []byte, done chan<- error, async bool) error {
 		return q.err
 	}
 	q.state = reqReplied
-	q.reply <- httpReply{b: b, done: done, async: async}
+	if !owned {
+		q.copy = append(q.copy[:0], b...)
+		b = q.copy
+	}
+	q.reply <- httpReply{b: b, done: done}
 	return nil
 }
 
-// Send implements nm.Socket: the reply ends the stream; it returns when
-// the reply is written.
-func (q *httpRequest) Send(h nm.Handle, b []byte) error {
-	if err := q.submit(b, q.sent, false); err != nil {
-		return err
-	}
-	return <-q.sent
-}
+// Send implements nm.Socket: the reply is handed to the request's handler,
+// which writes it and ends the stream; Send does not wait for the peer,
+// and b may be reused at once.
+func (q *httpRequest) Send(h nm.Handle, b []byte) error { return q.submit(b, nil, false) }
 
-// SendAsync implements nm.Socket.
+// SendAsync implements nm.Socket: done gets the outcome once the handler
+// wrote the reply or failed to.
 func (q *httpRequest) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 	return q.submit(b, done, true)
 }

@@ -24,6 +24,11 @@ const (
 	DefaultMaxStreams     = 100
 	DefaultMaxHeaderBytes = 64 << 10
 	DefaultMaxURI         = 16 << 10
+	DefaultMaxOutput      = 256 << 10
+	DefaultMaxBodyBytes   = 256 << 10
+	// DefaultMaxListenerBodyBytes is HTTPConfig.MaxListenerBodyBytes's
+	// default.
+	DefaultMaxListenerBodyBytes = 32 << 20
 )
 
 // HTTPConfig configures a DNS over HTTPS listener. The zero value is ready
@@ -54,10 +59,34 @@ type HTTPConfig struct {
 	// "http/1.1" (or none), in cleartext when its first bytes are not the
 	// HTTP/2 preface. Off: only HTTP/2 is served.
 	HTTP1 bool
+	// MaxOutput caps the bytes an HTTP/2 connection holds for its peer:
+	// replies (those the peer's flow-control window holds back too), error
+	// statuses, resets and control frames, written or not yet. A connection
+	// past it is cut off (its socket closed): counted Floods when the
+	// output was provoked by the peer's frames (resets, statuses, ACKs),
+	// OutputFull when a reply passed it, which then fails with
+	// nm.ErrOutputFull, as do the replies in progress. If zero,
+	// DefaultMaxOutput (256 KiB).
+	MaxOutput int
+	// MaxBodyBytes caps the request body bytes one connection buffers in
+	// bodies not complete yet (HTTP/2 streams; over HTTP/1.1 a body is at
+	// most 65535 bytes anyway). A stream whose body would pass it is
+	// answered 413, counted TooLarge. Bodies take memory as their bytes
+	// arrive, never from a declared content-length. If zero,
+	// DefaultMaxBodyBytes (256 KiB).
+	MaxBodyBytes int
+	// MaxListenerBodyBytes caps the same over all the listener's
+	// connections, HTTP/1.1 included; past it, 413, counted TooLarge. If
+	// zero, DefaultMaxListenerBodyBytes (32 MiB).
+	MaxListenerBodyBytes int
 	// Queue is the capacity of each endpoint's request channel; when it is
-	// full, requests wait (their streams are not answered meanwhile). If
-	// zero, 1024 per shard.
+	// full (the consumers fall behind), a request is answered ShedStatus at
+	// once, counted Shed: no connection waits for a consumer. If zero, 1024
+	// per shard.
 	Queue int
+	// ShedStatus is the HTTP status (400-599) that answers a request whose
+	// endpoint's channel is full. If zero, 503 (Service Unavailable).
+	ShedStatus int
 }
 
 func (c *HTTPConfig) maxStreams() int {
@@ -79,6 +108,34 @@ func (c *HTTPConfig) maxHeaderBytes() int {
 		return c.MaxHeaderBytes
 	}
 	return DefaultMaxHeaderBytes
+}
+
+func (c *HTTPConfig) maxOutput() int {
+	if c.MaxOutput > 0 {
+		return c.MaxOutput
+	}
+	return DefaultMaxOutput
+}
+
+func (c *HTTPConfig) maxBodyBytes() int {
+	if c.MaxBodyBytes > 0 {
+		return c.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+func (c *HTTPConfig) maxListenerBodyBytes() int {
+	if c.MaxListenerBodyBytes > 0 {
+		return c.MaxListenerBodyBytes
+	}
+	return DefaultMaxListenerBodyBytes
+}
+
+func (c *HTTPConfig) shedStatus() int {
+	if c.ShedStatus >= 400 && c.ShedStatus <= 599 {
+		return c.ShedStatus
+	}
+	return http.StatusServiceUnavailable
 }
 
 func (c *HTTPConfig) maxURI() int {
@@ -147,7 +204,10 @@ func listenHTTP(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 		eps.end()
 		return nil, err
 	}
+	l := &HTTPListener{s: s}
+	s.undrain = m.TrackDrain(l.Shutdown)
 	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
+		s.undrain()
 		s.sl.Close()
 		eps.end()
 		return nil, err
@@ -158,7 +218,7 @@ func listenHTTP(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Co
 			return nil, err
 		}
 	}
-	return &HTTPListener{s: s}, nil
+	return l, nil
 }
 
 // Addr returns the address the listener is bound to.
@@ -206,21 +266,36 @@ type httpServer struct {
 	sl      *stream.Listener
 	base    *http.Server // HTTP/1.1
 	eps     atomic.Pointer[Endpoints]
+	body    atomic.Int64  // body bytes buffered in bodies not complete yet, all connections
 	initial time.Duration // bounds the first request and each body; 0: none
 	idle    time.Duration // bounds the time a connection has no request open; 0: none
+	write   time.Duration // bounds each HTTP/1.1 response's write; 0: none
 	reqs    sync.Pool     // *httpRequest, each with its handle
 	h1conns chan net.Conn
+	// h1closed is closed (once, h1once) by the HTTP/1.1 listener's Close,
+	// which net/http's Shutdown calls: Accept returns.
+	h1closed chan struct{}
+	h1once   sync.Once
 	// stop is closed by close: handlers waiting for a reply give up.
 	stop    chan struct{}
 	untrack func()
+	undrain func() // unregisters the listener from the manager's Shutdown
+
+	// draining is set by drain: HTTP/2 connections send GOAWAY, take no
+	// new stream and end once none is open.
+	draining atomic.Bool
 
 	mu     sync.Mutex
-	closed bool // guarded by mu
+	closed bool                 // guarded by mu
+	conns  map[*h2conn]struct{} // the HTTP/2 connections being served; guarded by mu
+	// gone, set by waitConns, is closed by untrackConn when the last
+	// HTTP/2 connection ends; guarded by mu.
+	gone chan struct{}
 }
 
 func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
-	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, stop: make(chan struct{}), h1conns: make(chan net.Conn)}
+	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn), h1closed: make(chan struct{})}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
@@ -243,6 +318,7 @@ func (s *httpServer) close() error {
 	s.sl.Close()
 	s.eps.Load().end()
 	s.untrack()
+	s.undrain()
 	return nil
 }
 

@@ -103,11 +103,12 @@ func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.
 	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
 		return nil, err
 	}
+	s.undrain = m.TrackDrain(s.shutdown) // before Track: close may run from then on
 	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
+		s.undrain()
 		s.sl.Close()
 		return nil, err
 	}
-	s.undrain = m.TrackDrain(s.shutdown)
 	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close, shutdown: s.shutdown}, nil
 }
 

@@ -169,11 +169,12 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 		}
 		l.socks = append(l.socks, s)
 	}
+	l.undrain = m.onShutdown(l.Shutdown) // before Track: Close may run from then on
 	if l.untrack, err = m.Track(func() { l.Close() }); err != nil {
+		l.undrain()
 		transportClose(conns)
 		return nil, err
 	}
-	l.undrain = m.onShutdown(l.Shutdown)
 	l.running.Store(int32(len(l.socks)))
 	for _, s := range l.socks {
 		s.stats.Opened.Add(1)
