@@ -2,6 +2,7 @@ package dnsmsg
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -260,10 +261,10 @@ func (st *h2stream) submit(b []byte, done chan<- error, owned bool) error {
 		return nm.ErrClosed
 	case st.state != stWaiting:
 		c.mu.Unlock()
-		return st.err
+		return closedBy(st.err)
 	case c.broken != nil:
 		c.mu.Unlock()
-		return c.broken
+		return closedBy(c.broken)
 	}
 	st.replied = true
 	c.releaseSlotLocked(st)
@@ -352,4 +353,13 @@ func (st *h2stream) abandon() {
 	}
 	c.closeLocked(st, nm.ErrClosed)
 	c.mu.Unlock()
+}
+
+// closedBy is the error of a reply to a conversation that has ended: it
+// matches nm.ErrClosed, as on every transport, and the reason it ended.
+func closedBy(reason error) error {
+	if reason == nil || errors.Is(reason, nm.ErrClosed) {
+		return nm.ErrClosed
+	}
+	return fmt.Errorf("%w (%w)", nm.ErrClosed, reason)
 }

@@ -370,7 +370,7 @@ func (q *httpRequest) submit(b []byte, done chan<- error, owned bool) error {
 	case reqReplied:
 		return nm.ErrClosed
 	case reqDone:
-		return q.err
+		return closedBy(q.err)
 	}
 	q.state = reqReplied
 	if !owned {

@@ -45,10 +45,7 @@ func newRawServer(t *testing.T, m *nm.Manager, kind string) *rawServer {
 		s.reqs, s.closer = l.Requests(), func() { l.Close() }
 		s.a, s.b = dialKind(t, m, kind, l.Addr().String()), dialKind(t, m, kind, l.Addr().String())
 	}
-	t.Cleanup(func() {
-		s.closer()
-		nmtest.Drain(t, s.reqs, nmtest.Timeout)
-	})
+	t.Cleanup(s.closer)
 	return s
 }
 
@@ -133,16 +130,15 @@ func TestHandleMisuseAfterReuse(t *testing.T) {
 // A reply after the listener closed fails at once with the same sentinel
 // on every transport: nm.ErrClosed.
 func TestSendAfterCloseSameError(t *testing.T) {
-	for _, kind := range []string{"udp", "tcp", "dot"} {
+	for _, kind := range handlerKinds {
 		t.Run(kind, func(t *testing.T) {
 			m := nmtest.Manager(t, 1)
-			l := listenKind(t, m, kind)
-			c := dialKind(t, m, kind, l.Addr().String())
-			c.Send(pack(t, query("late.example")))
-			ev := nmtest.Next(t, l.Requests(), nmtest.Timeout)
+			s := newRawServer(t, m, kind)
+			s.a.Send(pack(t, query("late.example")))
+			ev := nmtest.Next(t, s.reqs, nmtest.Timeout)
 			defer ev.Handle.Detach()
-			l.Close()
-			nmtest.ExpectFinal(t, l.Requests(), 0, nm.ErrCanceled)
+			s.closer()
+			nmtest.ExpectFinal(t, s.reqs, 0, nm.ErrCanceled)
 			deadline := time.Now().Add(nmtest.Timeout)
 			var err error
 			for err == nil && time.Now().Before(deadline) {
