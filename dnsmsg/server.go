@@ -52,6 +52,8 @@ type ServerConfig struct {
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
 	Ordered bool
+	// QUIC configures DNS over QUIC listeners (see QUICConfig).
+	QUIC QUICConfig
 }
 
 func (c *ServerConfig) maxInFlight() int {

@@ -11,10 +11,11 @@ const (
 	TCP
 	TLS
 	HTTP
+	QUIC // DNS over QUIC
 	numTransports
 )
 
-var transportNames = [numTransports]string{"udp", "tcp", "tls", "http"}
+var transportNames = [numTransports]string{"udp", "tcp", "tls", "http", "quic"}
 
 func (t Transport) String() string {
 	if t < 0 || t >= numTransports {

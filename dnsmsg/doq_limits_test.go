@@ -1,0 +1,175 @@
+package dnsmsg_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+
+	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm/nmtest"
+)
+
+// A stream that sends one byte and stalls is reset at the stream timeout,
+// counted; the connection goes on.
+func TestDoQStalledStreamTimesOut(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{StreamTimeout: 50 * time.Millisecond}})
+	wait := echoServer(t, l, asReply)
+	qc := dialRaw(t, l, nil)
+	str := openWrite(t, qc, []byte{0}, false)
+	_, err := readReply(t, str)
+	wantStreamReset(t, err, dnsmsg.DoQRequestCancelled)
+	if st := quicStats(m); st.Dropped != 1 {
+		t.Errorf("Dropped = %d; want 1", st.Dropped)
+	}
+	if r := rawExchange(t, qc, doqQuery("after.example.")); !dnsmsg.IsResponse(r) {
+		t.Errorf("reply %x; want a response", r)
+	}
+	l.Close()
+	wait()
+}
+
+// A stream announcing 65535 bytes and sending a few is bounded by the
+// stream timeout too, and delivers nothing.
+func TestDoQAnnouncedLengthNotTrusted(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{StreamTimeout: 50 * time.Millisecond}})
+	qc := dialRaw(t, l, nil)
+	str := openWrite(t, qc, []byte{0xff, 0xff, 1, 2, 3}, false)
+	_, err := readReply(t, str)
+	wantStreamReset(t, err, dnsmsg.DoQRequestCancelled)
+	if r := closeAndDrain(t, l); len(r.Data) != 0 {
+		t.Errorf("%d requests delivered; want none", len(r.Data))
+	}
+}
+
+// A client that never gives credit for its reply does not hold the
+// server's Send: it returns at once, and the stream is reset at the write
+// timeout, counted.
+func TestDoQSendDoesNotWaitForClient(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{WriteTimeout: 50 * time.Millisecond, NoPadding: true}})
+	// quic-go's smallest stream window is far below the reply's size.
+	qc := dialRaw(t, l, &quic.Config{InitialStreamReceiveWindow: 1000, MaxStreamReceiveWindow: 1000})
+	str := openWrite(t, qc, frame(doqQuery("big.example.")), true)
+	ev := nmtest.Next(t, l.Requests(), doqBound)
+	big := make([]byte, 20000)
+	copy(big, asReply(ev.Data)[0])
+	start := time.Now()
+	if err := ev.Handle.Send(big); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Send took %v; want it not to wait for the client", d)
+	}
+	ev.Handle.Detach()
+	pollStat(t, "WriteTimeouts", func() int64 { return quicStats(m).WriteTimeouts }, 1)
+	_ = str
+	closeAndDrain(t, l)
+}
+
+// Replies with an OPT record are padded to a multiple of 468 bytes (RFC
+// 8467); replies without one are not.
+func TestDoQPadding(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{})
+	wait := echoServer(t, l, asReply)
+	qc := dialRaw(t, l, nil)
+	r := rawExchange(t, qc, ednsQuery("padded.example."))
+	if len(r)%468 != 0 {
+		t.Errorf("EDNS reply of %d bytes; want a multiple of 468", len(r))
+	}
+	msg, err := dnsmsg.Parse(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := msg.IsEdns0()
+	if opt == nil || len(opt.Option) != 1 || opt.Option[0].Option() != dns.EDNS0PADDING {
+		t.Errorf("reply OPT %v; want one padding option", opt)
+	}
+	plain := doqQuery("plain.example.")
+	if r := rawExchange(t, qc, plain); len(r) != len(plain) {
+		t.Errorf("reply without EDNS of %d bytes; want %d (not padded)", len(r), len(plain))
+	}
+	l.Close()
+	wait()
+}
+
+// Connections from one address over MaxConnsPerAddr are ended with
+// DOQ_EXCESSIVE_LOAD and counted; those within it go on.
+func TestDoQConnsPerAddr(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{MaxConnsPerAddr: 1}})
+	wait := echoServer(t, l, asReply)
+	first := dialRaw(t, l, nil)
+	rawExchange(t, first, doqQuery("first.example."))
+	second := dialRaw(t, l, nil)
+	wantClosedWith(t, second, dnsmsg.DoQExcessiveLoad)
+	if st := quicStats(m); st.Refused != 1 {
+		t.Errorf("Refused = %d; want 1", st.Refused)
+	}
+	if r := rawExchange(t, first, doqQuery("still.example.")); !dnsmsg.IsResponse(r) {
+		t.Errorf("reply %x; want a response", r)
+	}
+	l.Close()
+	wait()
+}
+
+// Connections over the listener's MaxConns are ended with
+// DOQ_EXCESSIVE_LOAD.
+func TestDoQMaxConns(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{MaxConns: 1}})
+	wait := echoServer(t, l, asReply)
+	first := dialRaw(t, l, nil)
+	rawExchange(t, first, doqQuery("first.example."))
+	wantClosedWith(t, dialRaw(t, l, nil), dnsmsg.DoQExcessiveLoad)
+	l.Close()
+	wait()
+}
+
+// Under load (RetryAbove reached) handshakes go through QUIC Retry, and
+// still succeed.
+func TestDoQRetryUnderLoad(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{RetryAbove: 1}})
+	wait := echoServer(t, l, asReply)
+	first := dialRaw(t, l, nil)
+	rawExchange(t, first, doqQuery("first.example."))
+	second := dialRaw(t, l, nil)
+	if r := rawExchange(t, second, doqQuery("retried.example.")); !dnsmsg.IsResponse(r) {
+		t.Errorf("reply %x; want a response", r)
+	}
+	l.Close()
+	wait()
+}
+
+// Shutdown lets a slow answer go out, then closes the connection with
+// DOQ_NO_ERROR.
+func TestDoQShutdownDrains(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{})
+	qc := dialRaw(t, l, nil)
+	q := doqQuery("slow.example.")
+	str := openWrite(t, qc, frame(q), true)
+	ev := nmtest.Next(t, l.Requests(), doqBound)
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(context.Background()) }()
+	if err := ev.Handle.Send(asReply(ev.Data)[0]); err != nil {
+		t.Fatal(err)
+	}
+	ev.Handle.Detach()
+	r, err := readReply(t, str)
+	if err != nil || !bytes.Equal(r, asReply(q)[0]) {
+		t.Errorf("slow reply %x, %v; want it", r, err)
+	}
+	wantClosedWith(t, qc, dnsmsg.DoQNoError)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+	nmtest.Drain(t, l.Requests(), doqBound)
+}
