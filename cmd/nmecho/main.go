@@ -21,6 +21,7 @@ func main() {
 	flag.StringVar(&o.TCP, "tcp", "127.0.0.1:5300", "DNS over TCP `address` (empty: off)")
 	flag.StringVar(&o.DoT, "dot", "127.0.0.1:8530", "DNS over TLS `address` (empty: off)")
 	flag.StringVar(&o.DoH, "doh", "127.0.0.1:8443", "DNS over HTTPS `address` (empty: off)")
+	flag.StringVar(&o.DoQ, "doq", "127.0.0.1:8853", "DNS over QUIC `address` (empty: off; PROXY v2 is not defined for QUIC)")
 	flag.StringVar(&o.Echo, "echo", "", "raw TCP echo `address` (empty: off)")
 	flag.StringVar(&o.TLSEcho, "tls-echo", "", "raw TLS echo `address` (empty: off)")
 	flag.StringVar(&o.CertFile, "cert", "", "TLS certificate PEM `file` (default: self-signed for localhost)")
