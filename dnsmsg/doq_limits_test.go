@@ -3,6 +3,7 @@ package dnsmsg_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -172,4 +173,46 @@ func TestDoQShutdownDrains(t *testing.T) {
 		t.Errorf("Shutdown = %v; want nil", err)
 	}
 	nmtest.Drain(t, l.Requests(), doqBound)
+}
+
+// With Allow0RTT a resumed client's query in 0-RTT data is answered; the
+// opcodes other than QUERY and NOTIFY wait for the handshake, and are
+// answered too.
+func TestDoQ0RTT(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		m := newManager(t, 1)
+		l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{Allow0RTT: allow}})
+		wait := echoServer(t, l, asReply)
+		tc := doqClientTLS()
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		first := dialRaw0(t, l, tc)
+		rawExchange(t, first, doqQuery("first.example.")) // the ticket came meanwhile
+		first.CloseWithError(0, "")
+		second := dialRaw0(t, l, tc)
+		update := doqQuery("update.example.")
+		update[2] |= 5 << 3 // opcode UPDATE
+		for _, q := range [][]byte{doqQuery("early.example."), update} {
+			if r := rawExchange(t, second, q); !bytes.Equal(r, asReply(q)[0]) {
+				t.Errorf("reply %x; want %x", r, asReply(q)[0])
+			}
+		}
+		if used := second.ConnectionState().Used0RTT; used != allow {
+			t.Errorf("Allow0RTT %v: Used0RTT = %v", allow, used)
+		}
+		l.Close()
+		wait()
+	}
+}
+
+// dialRaw0 dials with 0-RTT when tc holds a session for the server.
+func dialRaw0(t *testing.T, l *dnsmsg.Listener, tc *tls.Config) *quic.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), doqBound)
+	defer cancel()
+	qc, err := quic.DialAddrEarly(ctx, l.Addr().String(), tc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return qc
 }
