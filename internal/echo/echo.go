@@ -296,7 +296,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo"} {
+	for _, name := range []string{"udp", "tcp", "dot", "doh", "doq", "echo", "tls-echo"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
 			if name == "doh" {
