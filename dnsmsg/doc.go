@@ -148,10 +148,14 @@
 // The PROXY protocol is not defined for QUIC: ServerConfig.Proxy does not
 // apply to DoQ listeners.
 //
-// Connections are bound to the shard whose socket received their first
-// packet; the kernel spreads packets over the sockets by address, so with
-// more than one shard a client whose address changes (NAT rebinding,
-// migration) may lose its connection.
+// A connection belongs to the shard whose socket received its first
+// packet (the kernel's hash of the addresses). On Linux its connection IDs
+// carry the shard's number, and a classic BPF program attached to the
+// SO_REUSEPORT group (SO_ATTACH_REUSEPORT_CBPF) steers short-header and
+// Handshake packets to the socket of the shard that owns the ID, falling
+// back to the kernel's hash for Initial and 0-RTT packets; so a client
+// whose address changes (NAT rebinding, migration) keeps its connection.
+// Elsewhere, with more than one shard, such a client may lose it.
 //
 // # Clients
 //

@@ -106,11 +106,15 @@ func newDoQServer(m *nm.Manager, cfg ServerConfig) *doqServer {
 func (s *doqServer) start(socks []*net.UDPConn, tlsConf *tls.Config) error {
 	s.socks = socks
 	qc := s.cfg.quic()
+	steered := attachSteering(socks)
 	for i, sock := range socks {
 		tr := &quic.Transport{
 			Conn:                sock,
 			ConnContext:         s.admit,
 			VerifySourceAddress: s.verifySource,
+		}
+		if steered {
+			tr.ConnectionIDGenerator = shardCIDs{shard: byte(i)}
 		}
 		s.trs = append(s.trs, tr)
 		ln, err := s.listen(tr, tlsConf, qc)
