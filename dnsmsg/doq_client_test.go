@@ -2,6 +2,7 @@ package dnsmsg_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"sync"
 	"testing"
@@ -126,4 +127,28 @@ func TestDoQClientStreamReset(t *testing.T) {
 		t.Errorf("Exchange = %v; want a *RequestError", err)
 	}
 	closeAndDrain(t, l)
+}
+
+// A resumed client whose 0-RTT data the server rejects (a session from
+// another server) sends its queries again after the handshake.
+func TestDoQClient0RTTRejected(t *testing.T) {
+	m := newManager(t, 1)
+	cfg := dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{Allow0RTT: true}}
+	tc := clientTLS.Clone()
+	tc.ClientSessionCache = tls.NewLRUClientSessionCache(4) // keyed by ServerName: shared by both servers
+	for i := range 2 {
+		l := listenQUIC(t, m, cfg)
+		wait := echoServer(t, l, asReply)
+		c, err := dnsmsg.DialQUIC(context.Background(), m, l.Addr().String(), tc, dnsmsg.ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := query("resumed.example.")
+		if r, err := c.Exchange(context.Background(), q); err != nil || r.Id != q.Id {
+			t.Errorf("server %d: Exchange = %v, %v; want the reply", i, r, err)
+		}
+		c.Close()
+		l.Close()
+		wait()
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -70,6 +71,10 @@ type doqClient struct {
 	// slots holds a token per query in flight: the in-flight bound.
 	slots   chan struct{}
 	untrack func()
+	// rejectOnce moves the connection past a 0-RTT rejection once;
+	// rejectErr is its outcome, read after rejectOnce.Do.
+	rejectOnce sync.Once
+	rejectErr  error
 
 	mu      sync.Mutex
 	closing bool  // guarded by mu
@@ -186,10 +191,14 @@ func (t *doqClient) done() {
 }
 
 // query sends the framed query q on a new stream and delivers its reply,
-// with the query's ID id put back.
+// with the query's ID id put back. A query the server refused as 0-RTT
+// data is sent again once the handshake is over.
 func (t *doqClient) query(q []byte, id uint16) {
 	defer t.done()
 	msg, err := t.exchange(q)
+	if errors.Is(err, quic.Err0RTTRejected) && t.after0RTT() {
+		msg, err = t.exchange(q)
+	}
 	<-t.slots
 	switch {
 	case err == nil:
@@ -201,6 +210,15 @@ func (t *doqClient) query(q []byte, id uint16) {
 		t.stats.Dropped.Add(1)
 		t.deliver(nm.Event{Handle: t.h, Err: &RequestError{ID: id, Err: err}})
 	}
+}
+
+// after0RTT makes the connection usable after the server rejected its
+// 0-RTT data (once for all queries); false if it ended meanwhile.
+func (t *doqClient) after0RTT() bool {
+	t.rejectOnce.Do(func() {
+		_, t.rejectErr = t.qc.NextConnection(t.ctx)
+	})
+	return t.rejectErr == nil
 }
 
 // exchange runs one stream: the query, its FIN, the reply and its FIN.
@@ -232,10 +250,10 @@ func (t *doqClient) exchange(q []byte) ([]byte, error) {
 		err = nm.ErrBadMessage
 	}
 	if err != nil {
-		str.CancelRead(quic.StreamErrorCode(DoQProtocolError))
 		if isDoQProtocolError(err) {
 			t.qc.CloseWithError(DoQProtocolError, err.Error())
 		}
+		str.CancelRead(quic.StreamErrorCode(DoQRequestCancelled))
 		return nil, mapDoQError(err)
 	}
 	return buf[2:], nil

@@ -139,6 +139,9 @@ func (d *doqStream) writeSlow(out []byte, done chan<- error) {
 
 // mapDoQError maps quic-go's errors to the library's sentinels.
 func mapDoQError(err error) error {
+	if errors.Is(err, quic.Err0RTTRejected) {
+		return err // the client sends its query again
+	}
 	var se *quic.StreamError
 	if errors.As(err, &se) {
 		return errors.Join(nm.ErrConnReset, err)
