@@ -135,7 +135,10 @@
 // and per client address (over them: DOQ_EXCESSIVE_LOAD, counted Refused;
 // far over: refused before the handshake), Retry (address validation)
 // above RetryAbove connections, an idle timeout, and a stream timeout
-// that resets a stream whose query does not come whole in time. Stream
+// that resets a stream whose query does not come whole in time; a request
+// left unanswered past ServerConfig.RequestTimeout (10 s) has its stream
+// reset with DOQ_INTERNAL_ERROR and gives its place back (counted
+// Expired; a late Send fails with nm.ErrTimedOut). Stream
 // buffers grow with the bytes received, never with the length announced.
 // When the request channel is full a query is answered REFUSED (counted
 // Shed): a QUIC client is never pushed back through its whole connection.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -54,6 +55,10 @@ type quicListener interface {
 type doqServer struct {
 	m   *nm.Manager
 	cfg QUICConfig
+	// requestTimeout bounds how long a delivered request may hold its
+	// stream's place unanswered (ServerConfig.RequestTimeout); zero: no
+	// bound.
+	requestTimeout time.Duration
 	// ch carries the requests. Senders: the stream readers, without
 	// waiting (a full channel sheds the request with REFUSED, counted
 	// Shed); the finisher, after every reader has ended, sends the final
@@ -90,12 +95,13 @@ type doqServer struct {
 
 func newDoQServer(m *nm.Manager, cfg ServerConfig) *doqServer {
 	s := &doqServer{
-		m:       m,
-		cfg:     cfg.QUIC,
-		ch:      make(chan nm.Event, cfg.queue(m)),
-		handles: nm.HandlePool{Max: cfg.queue(m)},
-		live:    make(map[*doqConn]struct{}),
-		perAddr: make(map[netip.Addr]int),
+		m:              m,
+		cfg:            cfg.QUIC,
+		requestTimeout: max(cfg.requestTimeout(), 0),
+		ch:             make(chan nm.Event, cfg.queue(m)),
+		handles:        nm.HandlePool{Max: cfg.queue(m)},
+		live:           make(map[*doqConn]struct{}),
+		perAddr:        make(map[netip.Addr]int),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
@@ -215,4 +217,28 @@ func dialRaw0(t *testing.T, l *dnsmsg.Listener, tc *tls.Config) *quic.Conn {
 	}
 	t.Cleanup(func() { qc.CloseWithError(0, "") })
 	return qc
+}
+
+// A request left unanswered past the request timeout has its stream reset
+// and gives its place back (counted Expired); its late Send fails.
+func TestDoQRequestTimeout(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{RequestTimeout: 50 * time.Millisecond, QUIC: dnsmsg.QUICConfig{MaxStreams: 1}})
+	qc := dialRaw(t, l, nil)
+	reqs := holdRequests(l)
+	str := openWrite(t, qc, frame(doqQuery("stuck.example.")), true)
+	stuck := nmtest.Next(t, reqs, doqBound)
+	_, err := readReply(t, str)
+	wantStreamReset(t, err, dnsmsg.DoQInternalError)
+	openWrite(t, qc, frame(doqQuery("next.example.")), true) // the place came back
+	next := nmtest.Next(t, reqs, doqBound)
+	if st := quicStats(m); st.Expired != 1 {
+		t.Errorf("Expired = %d; want 1", st.Expired)
+	}
+	if err := stuck.Handle.Send(asReply(stuck.Data)[0]); !errors.Is(err, nm.ErrTimedOut) {
+		t.Errorf("late Send = %v; want nm.ErrTimedOut", err)
+	}
+	stuck.Handle.Detach()
+	next.Handle.Detach()
+	closeAndDrain(t, l)
 }

@@ -189,6 +189,9 @@ func (c *doqConn) waitHandshake(msg []byte) bool {
 func (c *doqConn) deliver(d *doqStream, rh nm.Handle) {
 	ev := nm.Event{Handle: rh, Data: rh.Buf[2:]}
 	d.watch(rh)
+	if t := c.s.requestTimeout; t > 0 {
+		d.expiry = time.AfterFunc(t, d.expire)
+	}
 	c.shard.Enter()
 	select {
 	case c.s.ch <- ev:

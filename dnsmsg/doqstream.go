@@ -32,6 +32,31 @@ type doqStream struct {
 	// stopWatch stops the watch on the stream's cancellation by the
 	// client.
 	stopWatch func() bool
+	// expired is set when the request timeout reclaimed the place: a late
+	// Send fails with nm.ErrTimedOut.
+	expired atomic.Bool
+	// expiry reclaims the stream's place if its request stays unanswered
+	// past ServerConfig.RequestTimeout; nil when there is none.
+	expiry *time.Timer
+}
+
+// expire reclaims the place of a request left unanswered past the request
+// timeout: its stream is reset with DOQ_INTERNAL_ERROR (unless answered
+// already), so that a leaked or stuck request cannot hold its connection's
+// stream credit, or a drain, for good. Its handle stays valid for its
+// holder; a late Send fails with nm.ErrTimedOut.
+func (d *doqStream) expire() {
+	if d.freed.Load() {
+		return
+	}
+	d.expired.Store(true)
+	if !d.replied.Swap(true) {
+		// QUIC gives a stream's credit back once the stream is over.
+		d.str.CancelWrite(quic.StreamErrorCode(DoQInternalError))
+	}
+	d.c.stats.Expired.Add(1)
+	d.c.s.m.Logger().Debug("dnsmsg: DoQ request unanswered past the request timeout; its place is reclaimed", "peer", d.c.peer)
+	d.free()
 }
 
 // watch frees the stream's place as soon as the client cancels it
@@ -75,6 +100,9 @@ func (d *doqStream) send(rh nm.Handle, b []byte, done chan<- error) error {
 	case len(b) > MaxSize:
 		return nm.ErrTooLarge
 	case d.replied.Swap(true):
+		if d.expired.Load() {
+			return nm.ErrTimedOut
+		}
 		return errReplied
 	}
 	out := d.frame(rh, b)
@@ -172,6 +200,9 @@ func (d *doqStream) Released(rh nm.Handle) {
 		d.c.stats.Dropped.Add(1)
 	}
 	d.stopWatch()
+	if d.expiry != nil {
+		d.expiry.Stop()
+	}
 	d.free()
 	d.c.s.handles.Put(rh)
 }
