@@ -242,3 +242,21 @@ func TestDoQRequestTimeout(t *testing.T) {
 	next.Handle.Detach()
 	closeAndDrain(t, l)
 }
+
+// When the request channel is full a query is answered REFUSED at once
+// (counted Shed): a QUIC client is not pushed back.
+func TestDoQShedsWhenQueueFull(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{Queue: 1})
+	qc := dialRaw(t, l, nil)
+	openWrite(t, qc, frame(doqQuery("queued.example.")), true) // fills the channel
+	pollStat(t, "requests queued", func() int64 { return int64(len(l.Requests())) }, 1)
+	r := rawExchange(t, qc, doqQuery("shed.example."))
+	if msg, err := dnsmsg.Parse(r); err != nil || msg.Rcode != dns.RcodeRefused || msg.Id != 0 {
+		t.Errorf("reply %v, %v; want REFUSED with ID 0", msg, err)
+	}
+	if st := quicStats(m); st.Shed != 1 {
+		t.Errorf("Shed = %d; want 1", st.Shed)
+	}
+	closeAndDrain(t, l)
+}

@@ -52,7 +52,7 @@ type QUICConfig struct {
 	// RetryAbove switches address validation (QUIC Retry) on while the
 	// listener has at least that many connections, so that a flood of
 	// spoofed handshakes costs a stateless packet each. If zero,
-	// MaxConns/2; nm.NoTimeout (any negative value): always.
+	// MaxConns/2; if negative, always.
 	RetryAbove int
 	// IdleTimeout ends a connection with no traffic (QUIC max_idle_timeout).
 	// If zero, DefaultQUICIdleTimeout; nm.NoTimeout: 24 hours, QUIC's
