@@ -6,8 +6,10 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
@@ -150,5 +152,34 @@ func TestDoQClient0RTTRejected(t *testing.T) {
 		c.Close()
 		l.Close()
 		wait()
+	}
+}
+
+// A client's cancellation of its stream (STOP_SENDING) ends the request's
+// Context, so that a handler stops working for nobody.
+func TestDoQCancelEndsRequestContext(t *testing.T) {
+	m := newManager(t, 1)
+	l := listenQUIC(t, m, dnsmsg.ServerConfig{})
+	started, ended := make(chan struct{}), make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- dnsmsg.Serve(context.Background(), l.Requests(), dnsmsg.HandlerFunc(func(r *dnsmsg.Request) {
+			close(started)
+			<-r.Context().Done()
+			close(ended)
+		}), dnsmsg.ServeConfig{Workers: 1})
+	}()
+	qc := dialRaw(t, l, nil)
+	str := openWrite(t, qc, frame(doqQuery("cancelled.example.")), true)
+	<-started
+	str.CancelRead(quic.StreamErrorCode(dnsmsg.DoQRequestCancelled))
+	select {
+	case <-ended:
+	case <-time.After(doqBound):
+		t.Fatal("the request's Context did not end after the client's STOP_SENDING")
+	}
+	l.Close()
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v", err)
 	}
 }
