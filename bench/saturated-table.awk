@@ -45,7 +45,7 @@ function ratio(a, b) { return (a == "" || a == "-" || b == "-" || b == 0) ? "-" 
 }
 
 END {
-	label["udp"] = "UDP"; label["tcp"] = "TCP"; label["dot"] = "DoT"; label["doh"] = "DoH"
+	label["udp"] = "UDP"; label["tcp"] = "TCP"; label["dot"] = "DoT"; label["doh"] = "DoH"; label["doq"] = "DoQ"
 	ns = split(servers, sv, " ")
 	nt = split(transports, tv, " ")
 	for (t = 1; t <= nt; t++) {

@@ -11,7 +11,9 @@
 # The peers are described in bench/servers.sh.
 #
 # usage: bench/saturated.sh [seconds] [runs] [transport...]
-#   defaults: 5 seconds, 3 runs, udp tcp dot doh.
+#   defaults: 5 seconds, 3 runs, udp tcp dot doh doq. DoQ (nmecho and
+#   CoreDNS only) is loaded by bench/doqperf with CLIENTS connections
+#   and OUTSTANDING/CLIENTS streams in flight each.
 #   SERVERS="nmecho ref named dnsdist coredns reflector" picks the servers;
 #   QUOTA=25 (percent of one CPU), CLIENTS=8 and OUTSTANDING=200 (dnsperf
 #   -c and -q), PORT=5410 (UDP and TCP; DoT PORT+1, DoH PORT+2),
@@ -23,13 +25,13 @@ source bench/servers.sh
 secs=${1:-5}
 runs=${2:-3}
 shift $(($# > 2 ? 2 : $#))
-transports=${*:-udp tcp dot doh}
+transports=${*:-udp tcp dot doh doq}
 quota=${QUOTA:-25}
 clients=${CLIENTS:-8}
 outstanding=${OUTSTANDING:-200}
 method=${DOH_METHOD:-GET}
 port=${PORT:-5410}
-dotport=$((port + 1)) dohport=$((port + 2))
+dotport=$((port + 1)) dohport=$((port + 2)) doqport=$((port + 3))
 for tool in dnsperf dig openssl taskset go; do
 	command -v $tool >/dev/null || { echo "$tool not installed" >&2; exit 1; }
 done
@@ -119,8 +121,13 @@ nmecho_per_call() {
 measure() {
 	local out=$tmp/perf.out cpu0 cpu1 per
 	cpu0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-	taskset -c 0 timeout $((secs + 30)) dnsperf -m "$1" -O "doh-method=$method" -s 127.0.0.1 -p "$(server_port "$1")" \
-		-d testdata/queries.txt -c "$clients" -q "$outstanding" -l "$secs" >"$out" 2>&1 || true
+	if [[ $1 == doq ]]; then
+		taskset -c 0 timeout $((secs + 30)) "$tmp/doqperf" -s "127.0.0.1:$(server_port doq)" -f testdata/queries.txt \
+			-c "$clients" -q $((outstanding / clients)) -d "${secs}s" >"$out" 2>&1 || true
+	else
+		taskset -c 0 timeout $((secs + 30)) dnsperf -m "$1" -O "doh-method=$method" -s 127.0.0.1 -p "$(server_port "$1")" \
+			-d testdata/queries.txt -c "$clients" -q "$outstanding" -l "$secs" >"$out" 2>&1 || true
+	fi
 	cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 	per="n/a n/a"
 	[[ $2 == nmecho ]] && per=$(nmecho_per_call)

@@ -13,7 +13,11 @@
 #              coredns in $BENCH_CACHE or PATH; skipped if absent
 #   reflector  bench/reflector, C recvmmsg/sendmmsg, UDP only
 #
-# The caller sets tmp (a scratch directory), port, dotport and dohport,
+# DNS over QUIC (doq) is served by nmecho and CoreDNS (quic://) only, and
+# loaded by bench/doqperf, as dnsperf cannot.
+#
+# The caller sets tmp (a scratch directory), port, dotport and dohport
+# (doqport defaults to dohport + 1),
 # and the array launch (the command prefix that pins or limits a server);
 # servers_setup once, then server_start NAME MODE / server_stop.
 
@@ -44,13 +48,17 @@ server_missing() {
 
 # server_serves NAME MODE succeeds if NAME has a listener for MODE.
 server_serves() {
-	[[ $1 != reflector || $2 == udp ]]
+	case "$2" in
+	doq) [[ $1 == nmecho || $1 == coredns ]] ;;
+	*) [[ $1 != reflector || $2 == udp ]] ;;
+	esac
 }
 
 # servers_setup builds the servers and writes their configurations in $tmp.
 servers_setup() {
 	go build -o "$tmp/nmecho" ./cmd/nmecho
 	go build -o "$tmp/refserver" ./bench/refserver
+	go build -o "$tmp/doqperf" ./bench/doqperf
 	if [[ -z $(server_missing reflector) ]]; then
 		cc -O2 -o "$tmp/reflector" bench/reflector/reflector.c
 	fi
@@ -108,7 +116,7 @@ CONF
 }
 
 # coredns_config: the whoami plugin on UDP and TCP, DoT (tls://) and DoH
-# (https://, path /dns-query), no logging.
+# (https://, path /dns-query), DoQ (quic://), no logging.
 coredns_config() {
 	cat >"$tmp/Corefile" <<CONF
 .:$port {
@@ -125,12 +133,17 @@ https://.:$dohport {
 	tls $tmp/cert.pem $tmp/key.pem
 	whoami
 }
+quic://.:${doqport:-$((dohport + 1))} {
+	bind 127.0.0.1
+	tls $tmp/cert.pem $tmp/key.pem
+	whoami
+}
 CONF
 }
 
 # server_cmd NAME sets the array cmd to the command line that runs NAME.
 server_cmd() {
-	local listen=(-udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport")
+	local listen=(-udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport" -doq "127.0.0.1:${doqport:-$((dohport + 1))}")
 	case "$1" in
 	nmecho) cmd=(env GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -report 500ms "${listen[@]}") ;;
 	ref) cmd=(env GOMAXPROCS=1 "$tmp/refserver" "${listen[@]}") ;;
@@ -148,12 +161,18 @@ server_port() {
 	udp | tcp) echo "$port" ;;
 	dot) echo "$dotport" ;;
 	doh) echo "$dohport" ;;
+	doq) echo "${doqport:-$((dohport + 1))}" ;;
 	esac
 }
 
 # server_ready MODE succeeds once the server answers a query over MODE.
 server_ready() {
 	local how=()
+	if [[ $1 == doq ]]; then
+		"$tmp/doqperf" -s "127.0.0.1:$(server_port doq)" -c 1 -q 1 -d 200ms -t 1s -f testdata/queries.txt 2>/dev/null |
+			grep -q 'Queries completed: [1-9]'
+		return
+	fi
 	case "$1" in
 	tcp) how=(+tcp) ;;
 	dot) how=(+tls) ;;

@@ -105,6 +105,66 @@
 // (a POST of another content type), 431 (headers over
 // HTTPConfig.MaxHeaderBytes).
 //
+// # DNS over QUIC
+//
+// ListenQUIC serves DNS over QUIC (RFC 9250, ALPN "doq") on
+// github.com/quic-go/quic-go, with a QUIC transport per shard over
+// SO_REUSEPORT sockets; DialQUIC is its client. Each query is a
+// client-initiated bidirectional stream carrying one message with its
+// 2-byte length prefix and a FIN; the reply goes back on the same stream
+// with its FIN, in any order across streams. Requests arrive on Requests
+// like every other transport's (Request.Transport is nm.QUIC), with
+// message ID 0 as the client sent it; the reply keeps ID 0 (the server
+// forces it). DialQUIC's Conn sends each query on a stream of its own
+// with ID 0 on the wire and gives the reply the query's ID back; a stream
+// the server resets yields a *RequestError for that query.
+//
+// RFC 9250's rules end the connection with DOQ_PROTOCOL_ERROR (counted
+// Dropped): a message ID other than 0, a second message or a FIN before
+// the message on a stream, a zero length, a response, an edns-tcp-keepalive
+// option, a unidirectional stream. A request released without a reply, or
+// Closed, resets its stream with DOQ_INTERNAL_ERROR, not the connection.
+// A client that cancels its stream (STOP_SENDING, DOQ_REQUEST_CANCELLED)
+// ends the request's Context and gives its place back at once; its Send
+// then fails with nm.ErrConnReset. One Send per request: a second fails.
+//
+// Send never waits: the reply is queued in the stream at once when the
+// client's flow control allows, else written by a goroutine of its own
+// within QUICConfig.WriteTimeout, past which the stream is reset (counted
+// WriteTimeouts). Replies with an OPT record are padded to a multiple of
+// 468 bytes (RFC 8467 block padding), unless QUICConfig.NoPadding.
+//
+// Limits are in QUICConfig: queries in flight per connection through
+// QUIC's stream credit (a stream's credit goes back when its request is
+// released, with RequireStreamCreditRelease), connections per listener
+// and per client address (over them: DOQ_EXCESSIVE_LOAD, counted Refused;
+// far over: refused before the handshake), Retry (address validation)
+// above RetryAbove connections, an idle timeout, and a stream timeout
+// that resets a stream whose query does not come whole in time; a request
+// left unanswered past ServerConfig.RequestTimeout (10 s) has its stream
+// reset with DOQ_INTERNAL_ERROR and gives its place back (counted
+// Expired; a late Send fails with nm.ErrTimedOut). Stream
+// buffers grow with the bytes received, never with the length announced.
+// When the request channel is full a query is answered REFUSED (counted
+// Shed): a QUIC client is never pushed back through its whole connection.
+// With QUICConfig.Allow0RTT the listener takes 0-RTT data; only QUERY and
+// NOTIFY messages are delivered before the handshake completes, others
+// wait for it. Shutdown stops taking connections and streams, lets the
+// streams taken be answered, then closes each connection with
+// DOQ_NO_ERROR.
+//
+// The PROXY protocol is not defined for QUIC: ServerConfig.Proxy does not
+// apply to DoQ listeners.
+//
+// A connection belongs to the shard whose socket received its first
+// packet (the kernel's hash of the addresses). On Linux its connection IDs
+// carry the shard's number, and a classic BPF program attached to the
+// SO_REUSEPORT group (SO_ATTACH_REUSEPORT_CBPF) steers short-header and
+// Handshake packets to the socket of the shard that owns the ID, falling
+// back to the kernel's hash for Initial and 0-RTT packets; so a client
+// whose address changes (NAT rebinding, migration) keeps its connection.
+// Elsewhere, with more than one shard, such a client may lose it.
+//
 // # Clients
 //
 // A Client is what most programs want: safe for concurrent use by any

@@ -144,12 +144,15 @@ func transportOf(h nm.Handle) nm.Transport {
 		return nm.TCP
 	case *h2stream, *httpRequest:
 		return nm.HTTP
+	case *doqStream:
+		return nm.QUIC
 	}
 	return nm.UDP
 }
 
 // Transport returns the transport the request came over: nm.UDP, nm.TCP,
-// nm.TLS (DNS over TLS) or nm.HTTP (DNS over HTTPS).
+// nm.TLS (DNS over TLS), nm.HTTP (DNS over HTTPS) or nm.QUIC (DNS over
+// QUIC).
 func (r *Request) Transport() nm.Transport { return r.transport }
 
 // LocalAddr returns the address the client sent the request to (as a PROXY

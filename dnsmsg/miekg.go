@@ -97,6 +97,8 @@ func networkName(t nm.Transport) string {
 		return "tcp-tls"
 	case nm.HTTP:
 		return "https"
+	case nm.QUIC:
+		return "quic"
 	}
 	return "udp"
 }

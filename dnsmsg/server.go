@@ -70,6 +70,8 @@ type ServerConfig struct {
 	// request of a connection is delivered only after the handle of the one
 	// before is released (MaxInFlight is then 1).
 	Ordered bool
+	// QUIC configures DNS over QUIC listeners (see QUICConfig).
+	QUIC QUICConfig
 }
 
 // stream returns the configuration of a TCP or TLS listener: Stream,

@@ -262,6 +262,8 @@ func dialBenchClient(kind, addr string) (func() error, error) {
 			return nil, err
 		}
 		return lc.exchange, nil
+	case "doq":
+		return dialDoQBenchClient(addr, q)
 	}
 	return nil, errors.New("unknown kind " + kind)
 }

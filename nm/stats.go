@@ -11,10 +11,11 @@ const (
 	TCP
 	TLS
 	HTTP
+	QUIC // DNS over QUIC
 	numTransports
 )
 
-var transportNames = [numTransports]string{"udp", "tcp", "tls", "http"}
+var transportNames = [numTransports]string{"udp", "tcp", "tls", "http", "quic"}
 
 // Transports returns every transport counted, in order.
 func Transports() []Transport {

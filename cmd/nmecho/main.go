@@ -25,6 +25,7 @@ func main() {
 	flag.StringVar(&o.TCP, "tcp", "127.0.0.1:5300", "DNS over TCP `address` (empty: off; wildcards as -udp)")
 	flag.StringVar(&o.DoT, "dot", "127.0.0.1:8530", "DNS over TLS `address` (empty: off)")
 	flag.StringVar(&o.DoH, "doh", "127.0.0.1:8443", "DNS over HTTPS `address` (empty: off)")
+	flag.StringVar(&o.DoQ, "doq", "127.0.0.1:8853", "DNS over QUIC `address` (empty: off; PROXY v2 is not defined for QUIC)")
 	flag.StringVar(&o.Echo, "echo", "", "raw TCP echo `address` (empty: off)")
 	flag.StringVar(&o.TLSEcho, "tls-echo", "", "raw TLS echo `address` (empty: off)")
 	flag.StringVar(&o.CertFile, "cert", "", "TLS certificate PEM `file` (default: self-signed for localhost)")
@@ -74,7 +75,7 @@ func main() {
 func onlyPassed(o *echo.Options) {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, addr := range map[string]*string{"udp": &o.UDP, "tcp": &o.TCP, "dot": &o.DoT, "doh": &o.DoH} {
+	for name, addr := range map[string]*string{"udp": &o.UDP, "tcp": &o.TCP, "dot": &o.DoT, "doh": &o.DoH, "doq": &o.DoQ} {
 		if _, passed := o.Sockets[name]; !passed && !set[name] {
 			*addr = ""
 		}

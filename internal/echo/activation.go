@@ -15,13 +15,13 @@ import (
 const listenFDsStart = 3
 
 // names are the listeners a passed socket can be named after.
-var names = []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo"}
+var names = []string{"udp", "tcp", "dot", "doh", "doq", "echo", "tls-echo"}
 
 // Activated returns the sockets passed to this process by socket
 // activation (systemd's LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES, see
 // sd_listen_fds(3)), by listener name, and unsets those variables so that
 // child processes do not take them. A socket named after a listener
-// ("udp", "tcp", "dot", "doh", "echo", "tls-echo"; FileDescriptorName= in
+// ("udp", "tcp", "dot", "doh", "doq", "echo", "tls-echo"; FileDescriptorName= in
 // the socket unit) serves that listener; any other serves "udp" if it is a
 // datagram socket and "tcp" if it is a listening stream socket. It returns
 // nil when no sockets were passed to this process.

@@ -30,6 +30,7 @@ import (
 // Options says where to listen. An empty address turns that listener off.
 type Options struct {
 	UDP, TCP, DoT, DoH string // DNS listeners
+	DoQ                string // DNS over QUIC listener
 	Echo, TLSEcho      string // raw stream echo listeners
 	CertFile, KeyFile  string // PEM files; both empty: a self-signed localhost certificate
 	Workers            int    // shards; zero: one per CPU
@@ -122,6 +123,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}},
 		{"dot", o.DoT, func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
 			return dnsmsg.ListenTLS(ctx, m, o.DoT, tlsConf, cfg)
+		}},
+		{"doq", o.DoQ, func(cfg dnsmsg.ServerConfig) (*dnsmsg.Listener, error) {
+			return dnsmsg.ListenQUIC(ctx, m, o.DoQ, tlsConf, cfg)
 		}},
 	} {
 		sc, passed := o.Sockets[x.name]
@@ -333,7 +337,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range []string{"udp", "tcp", "dot", "doh", "echo", "tls-echo", "metrics"} {
+	for _, name := range []string{"udp", "tcp", "dot", "doh", "doq", "echo", "tls-echo", "metrics"} {
 		if a, ok := s.addrs[name]; ok {
 			fmt.Fprintf(out, "nmecho: %s on %s\n", name, a)
 			if name == "doh" {
@@ -367,7 +371,7 @@ func Run(ctx context.Context, o Options, out io.Writer) error {
 func Summary(st nm.Stats) string {
 	var b strings.Builder
 	b.WriteString("nmecho: stopped;")
-	for t := nm.UDP; t <= nm.HTTP; t++ {
+	for t := nm.UDP; t <= nm.QUIC; t++ {
 		c := st.Of(t)
 		if c.Opened == 0 && c.BindFailed == 0 && c.Received == 0 {
 			continue

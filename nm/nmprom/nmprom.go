@@ -6,7 +6,7 @@
 //	reg.MustRegister(nmprom.NewCollector(m, nmprom.Options{}))
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
-// Every series carries a transport label (udp, tcp, tls, http). Counters
+// Every series carries a transport label (udp, tcp, tls, http, quic). Counters
 // follow Prometheus conventions: names end in _total, in base units.
 // Values are read from the manager's live counters at each scrape
 // (Manager.Stats): collecting costs the library nothing between scrapes.

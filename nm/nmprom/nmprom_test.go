@@ -41,18 +41,21 @@ func TestCollectorAfterLoad(t *testing.T) {
 # HELP netmgr_messages_received_total Messages received (DNS messages on DNS listeners and clients).
 # TYPE netmgr_messages_received_total counter
 netmgr_messages_received_total{server="test",transport="http"} 0
+netmgr_messages_received_total{server="test",transport="quic"} 0
 netmgr_messages_received_total{server="test",transport="tcp"} 0
 netmgr_messages_received_total{server="test",transport="tls"} 0
 netmgr_messages_received_total{server="test",transport="udp"} 10
 # HELP netmgr_sockets_open Sockets open now.
 # TYPE netmgr_sockets_open gauge
 netmgr_sockets_open{server="test",transport="http"} 0
+netmgr_sockets_open{server="test",transport="quic"} 0
 netmgr_sockets_open{server="test",transport="tcp"} 0
 netmgr_sockets_open{server="test",transport="tls"} 0
 netmgr_sockets_open{server="test",transport="udp"} 2
 # HELP netmgr_shard_messages_sent_total Messages sent, by shard.
 # TYPE netmgr_shard_messages_sent_total counter
 netmgr_shard_messages_sent_total{server="test",shard="0",transport="http"} 0
+netmgr_shard_messages_sent_total{server="test",shard="0",transport="quic"} 0
 netmgr_shard_messages_sent_total{server="test",shard="0",transport="tcp"} 0
 netmgr_shard_messages_sent_total{server="test",shard="0",transport="tls"} 0
 netmgr_shard_messages_sent_total{server="test",shard="0",transport="udp"} 10
