@@ -63,6 +63,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDoHGet$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzMinTTL$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzDoHConn$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzDoQFrame$$' -fuzztime $(FUZZTIME) ./dnsmsg
+	$(GO) test -run '^$$' -fuzz '^FuzzDoQPad$$' -fuzztime $(FUZZTIME) ./dnsmsg
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxyproto
 
 clean:
