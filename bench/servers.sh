@@ -143,9 +143,9 @@ CONF
 
 # server_cmd NAME sets the array cmd to the command line that runs NAME.
 server_cmd() {
-	local listen=(-udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport" -doq "127.0.0.1:${doqport:-$((dohport + 1))}")
+	local listen=(-udp "127.0.0.1:$port" -tcp "127.0.0.1:$port" -dot "127.0.0.1:$dotport" -doh "127.0.0.1:$dohport")
 	case "$1" in
-	nmecho) cmd=(env GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -report 500ms "${listen[@]}") ;;
+	nmecho) cmd=(env GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -report 500ms "${listen[@]}" -doq "127.0.0.1:${doqport:-$((dohport + 1))}") ;;
 	ref) cmd=(env GOMAXPROCS=1 "$tmp/refserver" "${listen[@]}") ;;
 	named) cmd=("$(command -v named || echo /usr/sbin/named)" -g -n 1 -c "$tmp/named.conf") ;;
 	dnsdist) cmd=(dnsdist --supervised --disable-syslog -C "$tmp/dnsdist.conf") ;;
