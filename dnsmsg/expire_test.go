@@ -75,3 +75,39 @@ func streamTimeouts(d time.Duration) (c stream.Config) {
 	c.Timeouts.Idle = d
 	return c
 }
+
+// Replies to requests that wait together for their consumer leave
+// together: one consumer answering 64 pipelined requests in turn makes a
+// few writes, not 64.
+func TestStreamRepliesBatched(t *testing.T) {
+	forStreams(t, func(t *testing.T, k skind) {
+		const n = 64
+		m := nmtest.Manager(t, 1)
+		l := k.listen(t, m, dnsmsg.ServerConfig{MaxInFlight: n})
+		c := k.dial(t, m, l, dnsmsg.ClientConfig{ReadTimeout: nmtest.Timeout})
+		for i := range n {
+			if err := c.Send(queryID(t, "batch.example", uint16(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(nmtest.Timeout)
+		for m.Stats().Of(k.stat).Received < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // polling a counter, bounded above
+		}
+		before := m.Stats().Of(k.stat).Writes
+		for range n {
+			ev := nmtest.Next(t, l.Requests(), nmtest.Timeout)
+			if err := ev.Handle.Send(asReply(ev.Data)[0]); err != nil {
+				t.Fatal(err)
+			}
+			ev.Handle.Detach()
+		}
+		for range n {
+			nmtest.NextErr(t, c.Read(), nil)
+		}
+		st := m.Stats().Of(k.stat)
+		if writes := st.Writes - before; writes > n/4 {
+			t.Errorf("%d replies in %d writes; want at most %d", n, writes, n/4)
+		}
+	})
+}

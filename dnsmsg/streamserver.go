@@ -410,6 +410,11 @@ func (c *streamConn) Send(rh nm.Handle, b []byte) error {
 	if err := prefix(&p, b); err != nil {
 		return err
 	}
+	if len(c.s.ch) > 0 {
+		// More requests wait for a consumer, so more replies follow: this
+		// one leaves with them, in one write, when the consumers pause.
+		return stream.SendPrefixedBatched(c.h, p[:], b)
+	}
 	return stream.SendPrefixed(c.h, p[:], b)
 }
 

@@ -57,6 +57,20 @@ func SendPrefixed(h nm.Handle, prefix, b []byte) error {
 	return c.send(h, prefix, b, nil)
 }
 
+// SendPrefixedBatched is SendPrefixed for a message that more messages
+// are about to follow (a server whose requests are waiting for their
+// consumer): it is copied into the output and left for the connection's
+// writer goroutine, which writes what has gathered meanwhile in one
+// writev (TLS: one record per 16 KiB), instead of a system call of its
+// own. It never waits for the peer.
+func SendPrefixedBatched(h nm.Handle, prefix, b []byte) error {
+	c, ok := h.Socket().(*conn)
+	if !ok || len(prefix) > maxPrefix {
+		return nm.ErrNotSupported
+	}
+	return c.sendLater(h, prefix, b, nil, true)
+}
+
 // SendPrefixedAsync is SendAsync of prefix and b as one message, as
 // SendPrefixed; b is not copied and must not change until done receives.
 func SendPrefixedAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
@@ -72,6 +86,13 @@ func SendPrefixedAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
 // queued as it is and done gets the outcome from the writer goroutine,
 // never from the caller's stack.
 func (c *conn) send(h nm.Handle, prefix, b []byte, done chan<- error) error {
+	return c.sendLater(h, prefix, b, done, false)
+}
+
+// sendLater is send; with later, a copied message waits for the writer
+// goroutine even when nobody writes, so that it leaves with the messages
+// sent after it.
+func (c *conn) sendLater(h nm.Handle, prefix, b []byte, done chan<- error, later bool) error {
 	size := len(prefix) + len(b)
 	c.wmu.Lock()
 	if err := c.roomFor(size); err != nil {
@@ -83,7 +104,7 @@ func (c *conn) send(h nm.Handle, prefix, b []byte, done chan<- error) error {
 		return err
 	}
 	c.unsent += size
-	if done == nil && !c.writing {
+	if done == nil && !c.writing && !later {
 		c.writing = true
 		c.wmu.Unlock()
 		return c.sendNow(h, prefix, b)
