@@ -1,7 +1,6 @@
 package dnsmsg_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -29,19 +28,7 @@ func newRawServer(t *testing.T, m *nm.Manager, kind string) *rawServer {
 		s.reqs, s.closer = requests(l), func() { l.Close() }
 		s.a, s.b = hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{}), hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{})
 	default:
-		var l *dnsmsg.Listener
-		var err error
-		switch kind {
-		case "udp":
-			l, err = dnsmsg.ListenUDP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
-		case "tcp":
-			l, err = dnsmsg.ListenTCP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
-		case "dot":
-			l, err = dnsmsg.ListenTLS(context.Background(), m, "127.0.0.1:0", serverTLS, dnsmsg.ServerConfig{})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := listenKind(t, m, kind)
 		s.reqs, s.closer = l.Requests(), func() { l.Close() }
 		s.a, s.b = dialKind(t, m, kind, l.Addr().String()), dialKind(t, m, kind, l.Addr().String())
 	}

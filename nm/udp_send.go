@@ -352,23 +352,18 @@ func (q *replyQueue) readerBusy() (poked bool) {
 // readerGone is called when the reader has stopped for a drain while the
 // socket stays open: from now on every Send flushes, and what is queued is
 // written.
-func (q *replyQueue) readerGone() {
-	q.mu.Lock()
-	q.gone, q.idle = true, true
-	if q.flushing || len(q.pending) == 0 {
-		q.mu.Unlock()
-		return
-	}
-	q.flushing = true
-	q.mu.Unlock()
-	q.flush(false)
-}
+func (q *replyQueue) readerGone() { q.stop(false) }
 
 // close is called when the reader has stopped on a closed socket: later
 // Sends fail at once, and what is queued is written (and fails, counted).
-func (q *replyQueue) close() {
+func (q *replyQueue) close() { q.stop(true) }
+
+// stop marks the reader gone (and the socket closed, if closed) and
+// writes what is queued, unless a flusher runs, which writes it.
+func (q *replyQueue) stop(closed bool) {
 	q.mu.Lock()
-	q.closed, q.idle = true, true
+	q.gone, q.idle = true, true
+	q.closed = q.closed || closed
 	if q.flushing || len(q.pending) == 0 {
 		q.mu.Unlock()
 		return
