@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,11 +59,7 @@ func heapPeak() (stop func() uint64) {
 // are buffered in w (flush to send).
 func dialSlowReader(t testing.TB, addr string) (*rawH2, *bufio.Writer) {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
+	d := net.Dialer{Control: smallRcvBuf}
 	conf := clientTLS.Clone()
 	conf.NextProtos = []string{"h2"}
 	tc, err := tls.DialWithDialer(&d, "tcp", addr, conf)
@@ -358,11 +353,7 @@ func TestDoHHTTP1ClientThatNeverReads(t *testing.T) {
 	wait := nmtest.Serve(t, requests(l), bigReply(60000)) // 150 of them overflow the kernel buffers
 	defer func() { l.Close(); wait() }()
 	addr := l.Addr().String()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
+	d := net.Dialer{Control: smallRcvBuf}
 	conf := clientTLS.Clone()
 	conf.NextProtos = []string{"http/1.1"}
 	tc, err := tls.DialWithDialer(&d, "tcp", addr, conf)

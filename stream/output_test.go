@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,13 +17,7 @@ import (
 // and then reads nothing: a peer that never takes what it is sent.
 func deafPeer(t *testing.T, k kind, l *stream.Listener) net.Conn {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		rc.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return err
-	}}
+	d := net.Dialer{Control: smallRcvBuf}
 	c, err := d.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
