@@ -84,7 +84,7 @@ type h2stream struct {
 	charged    int    // body bytes counted in c.body and the listener's (until the body ends)
 	msg        []byte // the request, once complete
 	recvWindow int32
-	deadline   time.Time // the body must be complete by then
+	deadline   time.Time // stBody: the body must be complete by then; stWaiting: the reply given (the request timeout)
 
 	// Guarded by c.mu.
 	state      h2state
@@ -377,7 +377,7 @@ func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
 	t := s.cfg.Stream.Resolved()
 	c.write = t.Write
 	c.tick = 0
-	for _, d := range []time.Duration{t.Initial, t.Idle, t.Write} {
+	for _, d := range []time.Duration{t.Initial, t.Idle, t.Write, s.cfg.requestTimeout()} {
 		if d > 0 && (c.tick == 0 || d/4 < c.tick) {
 			c.tick = max(d/4, time.Millisecond)
 		}
@@ -882,6 +882,10 @@ func (c *h2conn) deliverReady() {
 		}
 		c.inFlight++
 		st.state, st.slot, st.owned = stWaiting, true, false
+		st.deadline = time.Time{}
+		if d := c.s.cfg.requestTimeout(); d > 0 {
+			st.deadline = time.Now().Add(d) // the request timeout
+		}
 		c.mu.Unlock()
 		c.deliver(st)
 	}
@@ -1181,6 +1185,13 @@ func (c *h2conn) onTick(now time.Time) bool {
 		switch {
 		case st.state == stBody && !st.deadline.IsZero() && now.After(st.deadline):
 			c.respondLocked(st, http.StatusRequestTimeout)
+		case st.state == stWaiting && !st.replied && !st.deadline.IsZero() && now.After(st.deadline):
+			// Delivered and left unanswered: its place comes back.
+			c.stats.Expired.Add(1)
+			c.rstLocked(st.id, http2.ErrCodeInternal)
+			if d, ok := c.closeLocked(st, nm.ErrTimedOut); ok {
+				late = append(late, d)
+			}
 		case st.blocked && c.write > 0 && now.Sub(st.since) > c.write:
 			c.stats.WriteTimeouts.Add(1)
 			c.rstLocked(st.id, http2.ErrCodeCancel)

@@ -87,6 +87,13 @@ type HTTPConfig struct {
 	// ShedStatus is the HTTP status (400-599) that answers a request whose
 	// endpoint's channel is full. If zero, 503 (Service Unavailable).
 	ShedStatus int
+	// RequestTimeout bounds how long a delivered HTTP/2 request may stay
+	// unanswered: past it, its stream is reset (INTERNAL_ERROR), its place
+	// in MaxInFlight comes back, and it no longer keeps the connection from
+	// its idle timeout; counted Expired. Its handle stays valid for its
+	// holder, whose late reply fails with nm.ErrClosed. If zero,
+	// DefaultRequestTimeout (10 s); nm.NoTimeout: no bound.
+	RequestTimeout time.Duration
 }
 
 func (c *HTTPConfig) maxStreams() int {
@@ -129,6 +136,13 @@ func (c *HTTPConfig) maxListenerBodyBytes() int {
 		return c.MaxListenerBodyBytes
 	}
 	return DefaultMaxListenerBodyBytes
+}
+
+func (c *HTTPConfig) requestTimeout() time.Duration {
+	if c.RequestTimeout == 0 {
+		return DefaultRequestTimeout
+	}
+	return max(c.RequestTimeout, 0)
 }
 
 func (c *HTTPConfig) shedStatus() int {

@@ -1,6 +1,8 @@
 package dnsmsg_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -110,4 +112,30 @@ func TestStreamRepliesBatched(t *testing.T) {
 			t.Errorf("%d replies in %d writes; want at most %d", n, writes, n/4)
 		}
 	})
+}
+
+// A DoH request delivered and left unanswered past the request timeout
+// has its stream reset and its place given back, counted; a late reply
+// fails with nm.ErrClosed.
+func TestDoHLeakedRequestExpires(t *testing.T) {
+	m := nmtest.Manager(t, 1)
+	l := hkinds[1].listen(t, m, dnsmsg.HTTPConfig{RequestTimeout: 50 * time.Millisecond})
+	c := hkinds[1].dial(t, m, l, dnsmsg.ClientConfig{ReadTimeout: nmtest.Timeout})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exchange(context.Background(), query("leak.example"))
+		errc <- err
+	}()
+	ev := nmtest.Next(t, requests(l), nmtest.Timeout) // never answered
+	if err := <-errc; err == nil {
+		t.Fatal("the query left unanswered got a reply")
+	}
+	if got := m.Stats().Of(nm.HTTP).Expired; got != 1 {
+		t.Errorf("Expired = %d; want 1", got)
+	}
+	if err := ev.Handle.Send(asReply(ev.Data)[0]); !errors.Is(err, nm.ErrClosed) {
+		t.Errorf("late reply: %v; want nm.ErrClosed", err)
+	}
+	ev.Handle.Detach()
+	l.Close()
 }
