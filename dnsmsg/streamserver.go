@@ -74,6 +74,10 @@ type streamServer struct {
 	conns    map[*streamConn]struct{} // guarded by mu
 	closed   bool                     // guarded by mu
 	draining bool                     // Shutdown started; guarded by mu
+	// stopping mirrors draining for the readers, which look at it before
+	// each delivery: no request read after Shutdown began is delivered,
+	// even before its connection's own drain has begun.
+	stopping atomic.Bool
 	// drained is closed, once draining, when the last connection has
 	// ended; made by the first Shutdown. Guarded by mu.
 	drained chan struct{}
@@ -125,6 +129,7 @@ func (s *streamServer) shutdown(ctx context.Context) error {
 	first := !s.draining
 	if first {
 		s.draining = true
+		s.stopping.Store(true)
 		s.drained = make(chan struct{})
 		if len(s.conns) == 0 {
 			close(s.drained)
@@ -226,6 +231,10 @@ type streamConn struct {
 	pending   pending // requests in flight, for the request timeout
 }
 
+// isDraining reports whether requests must no longer be delivered: the
+// connection or its listener drains.
+func (c *streamConn) isDraining() bool { return c.draining.Load() || c.s.stopping.Load() }
+
 // drain stops delivering requests; the connection ends once those
 // delivered are released.
 func (c *streamConn) drain() {
@@ -296,7 +305,7 @@ func (c *streamConn) frames() error {
 			c.stats.Dropped.Add(1)
 			continue
 		}
-		if c.draining.Load() {
+		if c.isDraining() {
 			c.asm.Clear() // the client asks again on another connection
 			return nil
 		}
@@ -341,7 +350,7 @@ func (c *streamConn) deliver(msg []byte) bool {
 		return c.shed(msg)
 	}
 	rh := c.request(msg)
-	if c.draining.Load() {
+	if c.isDraining() {
 		// Shutdown began after Data looked: whichever of drain and this
 		// release sees inFlight reach zero ends the connection.
 		rh.Detach()
