@@ -217,7 +217,7 @@ func TestClientResetAndClose(t *testing.T) {
 // a truncated reply is asked again over TCP.
 func TestClientUDPFaults(t *testing.T) {
 	m := nmtest.Manager(t, 1)
-	tcp := fakeTCP(t, func(c net.Conn) {
+	answerTCP := func(c net.Conn) {
 		for {
 			q, err := readFrameErr(c)
 			if err != nil {
@@ -225,12 +225,17 @@ func TestClientUDPFaults(t *testing.T) {
 			}
 			writeFrame(c, answerWire(t, q, dnsmsg.ID(q), false))
 		}
-	})
-	_, port, _ := net.SplitHostPort(tcp.addr)
-	// The UDP upstream on the TCP upstream's port, for the TC retry.
-	pc, err := net.ListenPacket("udp", "127.0.0.1:"+port)
-	if err != nil {
-		t.Skipf("UDP port %s taken: %v", port, err)
+	}
+	// The UDP upstream on the TCP upstream's port, for the TC retry: a
+	// port whose UDP side another socket holds is passed over.
+	var pc net.PacketConn
+	for try := 0; pc == nil; try++ {
+		tcp := fakeTCP(t, answerTCP)
+		_, port, _ := net.SplitHostPort(tcp.addr)
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:"+port); err != nil && try == 10 {
+			t.Fatalf("no port free for both TCP and UDP in 10 tries: %v", err)
+		}
 	}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { pc.Close(); wg.Wait() })
