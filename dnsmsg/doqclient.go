@@ -165,7 +165,13 @@ func (t *doqClient) Send(h nm.Handle, b []byte) error {
 	binary.BigEndian.PutUint16(q, uint16(len(b)))
 	copy(q[2:], b)
 	q[2], q[3] = 0, 0
-	go t.query(q, ID(b))
+	id := ID(b)
+	if err := t.m.Go(func() { t.query(q, id) }); err != nil {
+		// The manager is closing: the query goroutine never ran.
+		<-t.slots
+		t.done()
+		return err
+	}
 	return nil
 }
 
