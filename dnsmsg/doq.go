@@ -287,7 +287,11 @@ func (s *doqServer) close() error {
 	}
 	s.teardown()
 	s.wg.Done() // the listener's own count
-	go s.finish()
+	if s.m.Go(s.finish) != nil {
+		// The manager is closing: its Close waits here for the goroutines
+		// of the listener, so that none outlives it.
+		s.finish()
+	}
 	return nil
 }
 

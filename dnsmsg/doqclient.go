@@ -99,13 +99,17 @@ func newDoQClient(m *nm.Manager, qc *quic.Conn, cfg ClientConfig) (*doqClient, e
 	t.stats.Opened.Add(1)
 	t.stats.Active.Add(1)
 	t.h = nm.NewHandle(shard, t, transport.AddrPort(qc.LocalAddr()), transport.AddrPort(qc.RemoteAddr()))
-	go func() { // the connection's end ends the Conn
+	watch := func() { // the connection's end ends the Conn
 		select {
 		case <-qc.Context().Done():
 			t.shutdown(nm.MapError(context.Cause(qc.Context())))
 		case <-t.ctx.Done():
 		}
-	}()
+	}
+	if err := m.Go(watch); err != nil {
+		t.shutdown(err)
+		return nil, err
+	}
 	return t, nil
 }
 

@@ -109,7 +109,12 @@ func (d *doqStream) send(rh nm.Handle, b []byte, done chan<- error) error {
 	err := d.str.TryWriteAll(out)
 	if errors.Is(err, quic.ErrWouldBlock) {
 		out = bytes.Clone(out) // rh.Buf goes back to the pool at release
-		go d.writeSlow(out, done)
+		// On a goroutine the manager waits for, bounded by the write timeout.
+		if err := d.c.s.m.Go(func() { d.writeSlow(out, done) }); err != nil {
+			d.str.CancelWrite(quic.StreamErrorCode(DoQInternalError))
+			d.c.stats.SendFailed.Add(1)
+			return err
+		}
 		return nil
 	}
 	if err != nil {
