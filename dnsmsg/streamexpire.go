@@ -86,10 +86,6 @@ func (c *streamConn) expire() {
 	for n < len(p.reqs) && now-p.reqs[n].at >= int64(timeout) {
 		n++
 	}
-	expired := make([]nm.Handle, n)
-	for i := range n {
-		expired[i] = p.reqs[i].h
-	}
 	p.reqs = append(p.reqs[:0], p.reqs[n:]...)
 	clear(p.reqs[len(p.reqs) : len(p.reqs)+n])
 	p.armed = len(p.reqs) > 0 && !p.ended
@@ -97,7 +93,7 @@ func (c *streamConn) expire() {
 		p.timer.Reset(time.Duration(p.reqs[0].at + int64(timeout) - now))
 	}
 	p.mu.Unlock()
-	for range expired {
+	for range n {
 		c.stats.Expired.Add(1)
 		c.s.m.Logger().Debug("dnsmsg: request unanswered past the request timeout; its place is reclaimed",
 			"peer", c.h.PeerAddr(), "timeout", timeout)
