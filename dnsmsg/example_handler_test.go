@@ -44,7 +44,7 @@ func ExampleServe() {
 	if err != nil {
 		panic(err)
 	}
-	tcp, err := dnsmsg.ListenTCP(ctx, m, udp.Addr().String(), dnsmsg.ServerConfig{})
+	tcp, err := dnsmsg.ListenTCP(ctx, m, "127.0.0.1:0", dnsmsg.ServerConfig{})
 	if err != nil {
 		panic(err)
 	}
@@ -55,7 +55,11 @@ func ExampleServe() {
 		q := new(dns.Msg)
 		q.SetQuestion(name, dns.TypeA)
 		for _, c := range []*dns.Client{{Net: "udp"}, {Net: "tcp"}} {
-			r, _, err := c.Exchange(q, udp.Addr().String())
+			addr := udp.Addr().String()
+			if c.Net == "tcp" {
+				addr = tcp.Addr().String()
+			}
+			r, _, err := c.Exchange(q, addr)
 			if err != nil {
 				panic(err)
 			}
@@ -91,7 +95,7 @@ func ExampleMiekgHandler() {
 	if err != nil {
 		panic(err)
 	}
-	tcp, err := dnsmsg.ListenTCP(ctx, m, udp.Addr().String(), dnsmsg.ServerConfig{})
+	tcp, err := dnsmsg.ListenTCP(ctx, m, "127.0.0.1:0", dnsmsg.ServerConfig{})
 	if err != nil {
 		panic(err)
 	}
@@ -101,7 +105,11 @@ func ExampleMiekgHandler() {
 	q := new(dns.Msg)
 	q.SetQuestion("www.example.org.", dns.TypeTXT)
 	for _, c := range []*dns.Client{{Net: "udp", Timeout: 5 * time.Second}, {Net: "tcp", Timeout: 5 * time.Second}} {
-		r, _, err := c.Exchange(q, udp.Addr().String())
+		addr := udp.Addr().String()
+		if c.Net == "tcp" {
+			addr = tcp.Addr().String()
+		}
+		r, _, err := c.Exchange(q, addr)
 		if err != nil {
 			panic(err)
 		}

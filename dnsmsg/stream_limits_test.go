@@ -242,13 +242,24 @@ func isTimeout(err error) bool {
 
 func TestExchangeRetriesTruncatedOverTCP(t *testing.T) {
 	m := newManager(t, 1)
-	tl, err := dnsmsg.ListenTCP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ul, err := dnsmsg.ListenUDP(context.Background(), m, tl.Addr().String(), dnsmsg.ServerConfig{})
-	if err != nil {
-		t.Skipf("UDP port %v taken: %v", tl.Addr(), err)
+	// The UDP side needs the TCP listener's port; another socket may hold
+	// it for UDP, so take another port until both are free.
+	var tl *dnsmsg.Listener
+	var ul *dnsmsg.Listener
+	for try := 0; ul == nil; try++ {
+		var err error
+		tl, err = dnsmsg.ListenTCP(context.Background(), m, "127.0.0.1:0", dnsmsg.ServerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ul, err = dnsmsg.ListenUDP(context.Background(), m, tl.Addr().String(), dnsmsg.ServerConfig{})
+		if err != nil {
+			if try == 20 {
+				t.Fatalf("no port free for both UDP and TCP after %d tries: %v", try, err)
+			}
+			tl.Close()
+			ul = nil
+		}
 	}
 	waitU := echoServer(t, ul, func(req []byte) [][]byte {
 		q, _ := dnsmsg.Parse(req)
