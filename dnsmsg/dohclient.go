@@ -16,7 +16,7 @@ import (
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // RequestError reports, on a DoH client Conn, a query whose HTTP request

@@ -13,7 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/nm"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // ListenQUIC serves DNS over QUIC (DoQ, RFC 9250) on addr: one query per

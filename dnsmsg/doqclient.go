@@ -10,7 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/nm"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // doqSessions is the TLS session cache of DoQ clients whose tls.Config

@@ -10,7 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/nm"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // doqConn is one QUIC connection of a DoQ listener. Its loop goroutine

@@ -4,7 +4,7 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // Shard is one worker of a Manager. Every socket and handle belongs to one

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/proxyproto"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // Defaults of UDPConfig.

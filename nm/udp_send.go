@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // Replies of a UDP listener socket.

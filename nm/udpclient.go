@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // clientQueue is the capacity of a client handle's event channel. Each Read

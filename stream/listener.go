@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/nm"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // acceptQueue is the capacity of a listener's channel of new connections;

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // A Server takes whole connections from a listener whose Config.Serve is

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rainbowduck/netmgr/nm/nmprom"
-	"github.com/rainbowduck/netmgr/transport"
+	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // startMetrics serves the manager's statistics for Prometheus on
