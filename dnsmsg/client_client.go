@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -148,7 +149,7 @@ func (c *Client) upstream(s string) (*upstream, error) {
 		return nil, err
 	}
 	u := &upstream{c: c, t: t, health: newHealth(&c.cfg, func(fails int, backoff time.Duration) {
-		c.m.Logger().Warn("dnsmsg: upstream down", "upstream", s, "failures", fails, "backoff", backoff)
+		c.core().Logger().Warn("dnsmsg: upstream down", "upstream", s, "failures", fails, "backoff", backoff)
 	})}
 	switch t.kind {
 	case upUDP:
@@ -245,9 +246,9 @@ func (u *upstream) dialStream(tlsConf *tls.Config) func(context.Context) (pooled
 		cfg.Consume = nil
 		var h nm.Handle
 		var err error
-		kind := nm.TCP
+		kind := core.TCP
 		if tlsConf != nil {
-			kind = nm.TLS
+			kind = core.TLS
 			h, err = stream.DialTLS(ctx, u.c.m, u.t.addr, tlsConf, cfg)
 		} else {
 			h, err = stream.Dial(ctx, u.c.m, u.t.addr, cfg)
@@ -255,6 +256,8 @@ func (u *upstream) dialStream(tlsConf *tls.Config) func(context.Context) (pooled
 		if err != nil {
 			return nil, err
 		}
-		return newPipe(u.c.m, h, kind, u.c.maxInFlight())
+		return newPipe(u.c.core(), h, kind, u.c.maxInFlight())
 	}
 }
+
+func (c *Client) core() *core.Manager { return (*core.Manager)(c.m) }

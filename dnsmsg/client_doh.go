@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"golang.org/x/net/http2"
 
 	"github.com/rainbowduck/netmgr/nm"
@@ -26,7 +28,7 @@ type dohConn struct {
 	cc    *http2.ClientConn
 	url   *url.URL
 	get   bool
-	stats *nm.Counters
+	stats *core.Counters
 	// slots holds a token per query in flight, the in-flight bound (the
 	// server's SETTINGS bound it too); a caller waits for room within its
 	// context.
@@ -42,7 +44,7 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 	if u.t.url.Scheme == "https" {
 		tlsConf = u.c.tlsConfig(http2.NextProtoTLS)
 	}
-	shard := u.c.m.NextShard()
+	shard := u.c.core().NextShard()
 	nc, err := stream.DialConn(ctx, shard, u.t.addr, tlsConf, u.c.cfg.stream())
 	if err != nil {
 		return nil, err
@@ -60,10 +62,10 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 		cc:    cc,
 		url:   u.t.url,
 		get:   u.c.cfg.HTTPGet,
-		stats: shard.Counters(nm.HTTP),
+		stats: shard.Counters(core.HTTP),
 		slots: make(chan struct{}, u.c.maxInFlight()),
 	}
-	if d.untrack, err = u.c.m.Track(d.close); err != nil {
+	if d.untrack, err = u.c.core().Track(d.close); err != nil {
 		cc.Close()
 		return nil, err
 	}

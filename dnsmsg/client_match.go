@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -55,13 +57,13 @@ func ctxError(ctx context.Context) error {
 }
 
 // connError maps an error that ended a connection to the library's
-// sentinels: nm.MapError's, io.ErrUnexpectedEOF as nm.ErrEOF, and
+// sentinels: the error mapping's, io.ErrUnexpectedEOF as nm.ErrEOF, and
 // anything else as nm.ErrConnReset, the original kept wrapped.
 func connError(err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: %w", nm.ErrEOF, err)
 	}
-	err = nm.MapError(err)
+	err = core.MapError(err)
 	for _, s := range []error{nm.ErrEOF, nm.ErrConnReset, nm.ErrCanceled, nm.ErrTimedOut,
 		nm.ErrConnRefused, nm.ErrTooLarge, nm.ErrBadMessage, nm.ErrShuttingDown, nm.ErrOutputFull} {
 		if errors.Is(err, s) {

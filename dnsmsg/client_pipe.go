@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -19,9 +21,9 @@ import (
 // and one reader goroutine hands each reply to the caller waiting for its
 // ID.
 type pipe struct {
-	m     *nm.Manager
+	m     *core.Manager
 	h     nm.Handle // the connection; the reader detaches it when it ends
-	stats *nm.Counters
+	stats *core.Counters
 	// slots holds a token per query in flight: the in-flight bound. A
 	// caller waits for room, within its context; the token goes back when
 	// the query is over, answered or not.
@@ -50,11 +52,11 @@ type result struct {
 	err error
 }
 
-func newPipe(m *nm.Manager, h nm.Handle, kind nm.Transport, maxInFlight int) (*pipe, error) {
+func newPipe(m *core.Manager, h nm.Handle, kind core.Transport, maxInFlight int) (*pipe, error) {
 	p := &pipe{
 		m:       m,
 		h:       h,
-		stats:   h.Shard().Counters(kind),
+		stats:   core.Handle(h).Shard().Counters(kind),
 		slots:   make(chan struct{}, maxInFlight),
 		done:    make(chan struct{}),
 		waiters: make(map[uint16]*waiter),

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
@@ -59,16 +61,16 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 	if err != nil {
 		return nil, err
 	}
-	x := &transfer{h: h, ctx: ctx, id: q.Id, query: wire, ch: make(chan nm.Event, transferQueue), done: c.m.Done()}
-	x.stats = h.Shard().Counters(nm.TCP)
+	x := &transfer{h: h, ctx: ctx, id: q.Id, query: wire, ch: make(chan nm.Event, transferQueue), done: c.core().Done()}
+	x.stats = core.Handle(h).Shard().Counters(core.TCP)
 	if u.t.kind == upTLS {
-		x.stats = h.Shard().Counters(nm.TLS)
+		x.stats = core.Handle(h).Shard().Counters(core.TLS)
 	}
 	if len(q.Question) > 0 {
 		x.state.qtype = q.Question[0].Qtype
 	}
 	binary.BigEndian.PutUint16(wire, uint16(rand.Uint32()))
-	if err := c.m.Go(x.run); err != nil {
+	if err := c.core().Go(x.run); err != nil {
 		h.Detach()
 		return nil, err
 	}
@@ -94,7 +96,7 @@ type transfer struct {
 	id    uint16 // the caller's ID
 	query []byte // as sent, with its wire ID
 	state xfrState
-	stats *nm.Counters
+	stats *core.Counters
 	// ch carries the messages then the final event. Sender: run, which
 	// closes it; it waits for room (bounded by ctx): see transferQueue.
 	ch   chan nm.Event
@@ -121,9 +123,9 @@ func (x *transfer) finish(ev nm.Event) {
 	case x.ch <- ev:
 		close(x.ch)
 	case <-x.ctx.Done():
-		nm.Finalize(x.ch, ev, false, nil)
+		core.Finalize(x.ch, ev, nil)
 	case <-x.done:
-		nm.Finalize(x.ch, ev, false, nil)
+		core.Finalize(x.ch, ev, nil)
 	}
 }
 
@@ -135,7 +137,7 @@ func (x *transfer) exchange() error {
 		return err
 	}
 	if err := stream.SendPrefixed(x.h, pfx[:], x.query); err != nil {
-		return nm.MapError(err)
+		return core.MapError(err)
 	}
 	a := newAssembler(MaxSize)
 	defer a.Clear()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -25,20 +27,20 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, MaxSize); return &b 
 // with that ID and q's question. Others are dropped and counted. Replies
 // longer than ClientConfig.MaxUDPSize are dropped too.
 func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
-	stats := u.c.m.NextShard().Counters(nm.UDP)
+	stats := u.c.core().NextShard().Counters(core.UDP)
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "udp", u.t.addr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctxError(ctx)
 		}
-		return nil, nm.MapError(err)
+		return nil, core.MapError(err)
 	}
 	defer nc.Close()
 	unblock := func() { nc.SetDeadline(time.Now()) }
 	stop := context.AfterFunc(ctx, unblock)
 	defer stop()
-	stopM := context.AfterFunc(u.c.m.Context(), unblock)
+	stopM := context.AfterFunc(u.c.core().Context(), unblock)
 	defer stopM()
 	wire := bytes.Clone(q)
 	binary.BigEndian.PutUint16(wire, uint16(rand.Uint32()))
@@ -54,7 +56,7 @@ func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
 
 // readUDP reads datagrams on nc until the reply to sent comes, which it
 // returns with the caller's id.
-func (u *upstream) readUDP(ctx context.Context, nc net.Conn, sent []byte, id uint16, stats *nm.Counters) ([]byte, error) {
+func (u *upstream) readUDP(ctx context.Context, nc net.Conn, sent []byte, id uint16, stats *core.Counters) ([]byte, error) {
 	bp := udpBufs.Get().(*[]byte)
 	defer udpBufs.Put(bp)
 	limit := u.c.cfg.MaxUDPSize
@@ -85,8 +87,8 @@ func (u *upstream) udpError(ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return ctxError(ctx)
-	case u.c.m.Closing():
+	case u.c.core().Closing():
 		return nm.ErrShuttingDown
 	}
-	return nm.MapError(err)
+	return core.MapError(err)
 }

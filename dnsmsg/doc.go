@@ -238,7 +238,7 @@
 //
 // The limits of a TCP or TLS listener, next to BIND 9's and CoreDNS's
 // (CoreDNS serves TCP with miekg/dns); "-" is no such limit that we know
-// of. Each cut-off is counted by reason in nm.Counters.
+// of. Each cut-off is counted by reason in nm.Totals.
 //
 //	limit (field; counter)                  default     BIND 9                  CoreDNS
 //	requests in flight per connection       23          23                      1 (answered in turn)

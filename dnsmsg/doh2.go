@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -70,7 +72,7 @@ const (
 // h2stream is one request: its stream's state and its handle's socket.
 type h2stream struct {
 	c    *h2conn
-	h    nm.Handle
+	h    core.Handle
 	id   uint32
 	refs atomic.Int32 // the connection's and the handle's; the last puts it back
 
@@ -113,7 +115,7 @@ type h2conn struct {
 	hc    *httpConn
 	nc    net.Conn
 	isTLS bool
-	stats *nm.Counters
+	stats *core.Counters
 	write time.Duration // write timeout; 0: none
 	tick  time.Duration // period of the timeout checks; 0: none
 
@@ -373,7 +375,7 @@ func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
 	c.dec = hpack.NewDecoder(4096, c.emit)
 	c.wfr = http2.NewFramer((*h2sink)(c), nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
-	c.stats = hc.shard.Counters(nm.HTTP)
+	c.stats = hc.shard.Counters(core.HTTP)
 	t := s.cfg.Stream.Resolved()
 	c.write = t.Write
 	c.tick = 0
@@ -839,7 +841,7 @@ func (c *h2conn) endBody(st *h2stream) {
 	case st.n == 0:
 		c.refuse(st, http.StatusBadRequest)
 	default:
-		c.dispatch(st, st.h.Buf[:st.n])
+		c.dispatch(st, (*st.h.Buf())[:st.n])
 	}
 }
 
@@ -897,7 +899,7 @@ func (c *h2conn) deliverReady() {
 // ShedStatus when the channel is full (counted Shed), 503 when the
 // endpoints were replaced or the listener closes.
 func (c *h2conn) deliver(st *h2stream) {
-	ok, full := st.ep.offer(c.hc.shard, nm.Event{Handle: st.h, Data: st.msg})
+	ok, full := st.ep.offer(c.hc.shard, nm.Event{Handle: nm.Handle(st.h), Data: st.msg})
 	if ok {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -35,7 +36,7 @@ func FuzzDoHConn(f *testing.F) {
 	cfg.Stream.Timeouts.Initial = time.Second
 	cfg.Stream.Timeouts.Idle = time.Second
 	cfg.Stream.Timeouts.Write = time.Second
-	s := newHTTPServer(m, cfg)
+	s := newHTTPServer((*core.Manager)(m), cfg)
 	eps, err := NewEndpoints(16)
 	if err != nil {
 		f.Fatal(err)
@@ -58,7 +59,7 @@ func FuzzDoHConn(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		client, server := net.Pipe()
-		hc := &httpConn{shard: m.NextShard()}
+		hc := &httpConn{shard: (*core.Manager)(m).NextShard()}
 		drained := make(chan struct{})
 		go func() { io.Copy(io.Discard, client); close(drained) }()
 		go func() {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -214,7 +216,7 @@ func (c *h2conn) newStreamLocked(id uint32) *h2stream {
 	st, _ := h2streamPool.Get().(*h2stream)
 	if st == nil {
 		st = &h2stream{}
-		st.h = nm.NewHandle(hc.shard, st, hc.realLocal, hc.realPeer)
+		st.h = core.NewHandle(hc.shard, st, hc.realLocal, hc.realPeer)
 	} else {
 		st.h.Reuse(hc.shard, st, hc.realLocal, hc.realPeer)
 	}
@@ -232,9 +234,9 @@ func (c *h2conn) newStreamLocked(id uint32) *h2stream {
 func (st *h2stream) unref() {
 	if st.refs.Add(-1) == 0 {
 		st.c, st.ep = nil, nil
-		if cap(st.h.Buf) > 4096 {
-			putBody(st.h.Buf)
-			st.h.Buf = nil
+		if cap(*st.h.Buf()) > 4096 {
+			putBody(*st.h.Buf())
+			(*st.h.Buf()) = nil
 		}
 		if cap(st.copy) > 4096 {
 			st.copy = nil
@@ -306,31 +308,31 @@ func lengthText(n int) string {
 	return strconv.Itoa(n)
 }
 
-// Send implements nm.Socket: the reply is queued for the stream, which it
+// Send implements socket: the reply is queued for the stream, which it
 // ends, and Send returns without waiting for the peer; b may be reused at
 // once. A reply the peer does not take fails later, unseen (SendAsync
 // reports it).
-func (st *h2stream) Send(h nm.Handle, b []byte) error { return st.submit(b, nil, false) }
+func (st *h2stream) Send(h core.Handle, b []byte) error { return st.submit(b, nil, false) }
 
-// SendAsync implements nm.Socket: done gets the outcome once the reply is
+// SendAsync implements socket: done gets the outcome once the reply is
 // written or has failed, from the connection's writer.
-func (st *h2stream) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+func (st *h2stream) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	return st.submit(b, done, true)
 }
 
-// Read implements nm.Socket: a request handle is not read.
-func (st *h2stream) Read(h nm.Handle) <-chan nm.Event { return notReadable() }
+// Read implements socket: a request handle is not read.
+func (st *h2stream) Read(h core.Handle) <-chan nm.Event { return notReadable() }
 
-// ReadStop implements nm.Socket.
-func (st *h2stream) ReadStop(h nm.Handle) {}
+// ReadStop implements socket.
+func (st *h2stream) ReadStop(h core.Handle) {}
 
-// Close implements nm.Socket: the stream is reset, unless a reply was
+// Close implements socket: the stream is reset, unless a reply was
 // sent.
-func (st *h2stream) Close(h nm.Handle) { st.abandon() }
+func (st *h2stream) Close(h core.Handle) { st.abandon() }
 
-// Released implements nm.Socket: a request released without a reply has
+// Released implements socket: a request released without a reply has
 // its stream reset.
-func (st *h2stream) Released(h nm.Handle) {
+func (st *h2stream) Released(h core.Handle) {
 	st.abandon()
 	if r, ok := h.Data().(nm.Resetter); ok {
 		r.Reset()

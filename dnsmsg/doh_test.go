@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
@@ -98,7 +100,7 @@ func TestDoHThousandRequestsEveryShard(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := 0; i < conns; i++ {
 			c := k.dial(t, m, l, dnsmsg.ClientConfig{})
-			if got := c.Handle().Shard().ID(); got != i%workers {
+			if got := core.Handle(c.Handle()).Shard().ID(); got != i%workers {
 				t.Errorf("client %d on shard %d", i, got)
 			}
 			wg.Go(func() { pipeline(t, c, perConn) })
@@ -118,7 +120,7 @@ func TestDoHThousandRequestsEveryShard(t *testing.T) {
 			t.Errorf("accepted %d connections; want %d", st.Accepted, conns)
 		}
 		for i := 0; i < workers; i++ {
-			if st := m.Shard(i).Stats().Of(nm.HTTP); st.Sent < 2*perConn {
+			if st := m.ShardStats(i).Of(nm.HTTP); st.Sent < 2*perConn {
 				t.Errorf("shard %d sent %d; want at least %d", i, st.Sent, 2*perConn)
 			}
 		}

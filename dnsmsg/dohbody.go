@@ -3,7 +3,7 @@ package dnsmsg
 import (
 	"sync"
 
-	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
 // Request bodies grow with the bytes that arrive, never with a length
@@ -30,20 +30,20 @@ func bodyClass(n int) int {
 
 // growBody gives h's buffer room for n bytes (n <= 64 KiB), keeping its
 // first keep bytes, and returns all of it.
-func growBody(h nm.Handle, n, keep int) []byte {
-	if cap(h.Buf) >= n {
-		h.Buf = h.Buf[:cap(h.Buf)]
-		return h.Buf
+func growBody(h core.Handle, n, keep int) []byte {
+	if cap(*h.Buf()) >= n {
+		(*h.Buf()) = (*h.Buf())[:cap(*h.Buf())]
+		return (*h.Buf())
 	}
 	i := bodyClass(n)
 	b, _ := bodyPools[i].Get().([]byte)
 	if b == nil {
 		b = make([]byte, bodyClasses[i])
 	}
-	copy(b, h.Buf[:keep])
-	putBody(h.Buf)
-	h.Buf = b[:cap(b)]
-	return h.Buf
+	copy(b, (*h.Buf())[:keep])
+	putBody(*h.Buf())
+	(*h.Buf()) = b[:cap(b)]
+	return (*h.Buf())
 }
 
 // putBody gives a large body buffer back to its pool.

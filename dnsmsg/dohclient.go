@@ -12,11 +12,13 @@ import (
 	"net/url"
 	"sync"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"golang.org/x/net/http2"
 
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // RequestError reports, on a DoH client Conn, a query whose HTTP request
@@ -51,7 +53,8 @@ const DefaultHTTPInFlight = 100
 // is a stream of its own, so many may be in flight, and each Read yields
 // one reply, nm.ErrTimedOut, or a *RequestError for a query the server
 // refused.
-func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+func DialHTTPS(ctx context.Context, um *nm.Manager, uri string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	m := (*core.Manager)(um)
 	u, addr, err := ParseURI(uri)
 	if err != nil {
 		return nil, err
@@ -83,7 +86,7 @@ func DialHTTPS(ctx context.Context, m *nm.Manager, uri string, tlsConf *tls.Conf
 		return nil, err
 	}
 	w.watch(t)
-	c, err := newStreamClient(m, t.h, nm.HTTP, &msgQueue{}, cfg)
+	c, err := newStreamClient(m, nm.Handle(t.h), core.HTTP, &msgQueue{}, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -145,12 +148,12 @@ func (t *httpTransport) lost(err error) {
 // Send is an HTTP/2 request on a goroutine of its own, whose reply (or
 // *RequestError) comes on the handle's channel.
 type httpTransport struct {
-	m     *nm.Manager
-	h     nm.Handle
+	m     *core.Manager
+	h     core.Handle
 	cc    *http2.ClientConn
 	u     *url.URL
 	get   bool
-	stats *nm.Counters
+	stats *core.Counters
 	ctx   context.Context // canceled by shutdown: requests give up
 	stop  context.CancelFunc
 	// ch carries replies and request errors, then the final event.
@@ -168,7 +171,7 @@ type httpTransport struct {
 	active  int   // request goroutines running; guarded by mu
 }
 
-func newHTTPTransport(shard *nm.Shard, nc net.Conn, u *url.URL, cfg ClientConfig) (*httpTransport, error) {
+func newHTTPTransport(shard *core.Shard, nc net.Conn, u *url.URL, cfg ClientConfig) (*httpTransport, error) {
 	m := shard.Manager()
 	tr := &http2.Transport{AllowHTTP: true}
 	cc, err := tr.NewClientConn(nc)
@@ -184,7 +187,7 @@ func newHTTPTransport(shard *nm.Shard, nc net.Conn, u *url.URL, cfg ClientConfig
 		cc:    cc,
 		u:     u,
 		get:   cfg.HTTPGet,
-		stats: shard.Counters(nm.HTTP),
+		stats: shard.Counters(core.HTTP),
 		ch:    make(chan nm.Event, clientQueue),
 		slots: make(chan struct{}, inFlight),
 	}
@@ -195,7 +198,7 @@ func newHTTPTransport(shard *nm.Shard, nc net.Conn, u *url.URL, cfg ClientConfig
 	}
 	t.stats.Opened.Add(1)
 	t.stats.Active.Add(1)
-	t.h = nm.NewHandle(shard, t, transport.AddrPort(nc.LocalAddr()), transport.AddrPort(nc.RemoteAddr()))
+	t.h = core.NewHandle(shard, t, transport.AddrPort(nc.LocalAddr()), transport.AddrPort(nc.RemoteAddr()))
 	return t, nil
 }
 
@@ -226,12 +229,12 @@ func (t *httpTransport) finish() {
 	if reason == nil {
 		reason = nm.ErrCanceled
 	}
-	nm.Finalize(t.ch, nm.Event{Handle: t.h, Err: reason}, false, nil)
+	core.Finalize(t.ch, nm.Event{Handle: nm.Handle(t.h), Err: reason}, nil)
 }
 
-// Send implements nm.Socket: it starts the request for the query b (a
+// Send implements socket: it starts the request for the query b (a
 // copy of it) and returns; it waits only for the in-flight bound.
-func (t *httpTransport) Send(h nm.Handle, b []byte) error {
+func (t *httpTransport) Send(h core.Handle, b []byte) error {
 	return t.sendContext(context.Background(), b)
 }
 
@@ -264,9 +267,9 @@ func (t *httpTransport) sendContext(ctx context.Context, b []byte) error {
 	return nil
 }
 
-// SendAsync implements nm.Socket: done gets the outcome of starting the
+// SendAsync implements socket: done gets the outcome of starting the
 // request.
-func (t *httpTransport) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+func (t *httpTransport) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	if err := t.Send(h, b); err != nil {
 		return err
 	}
@@ -301,10 +304,10 @@ func (t *httpTransport) roundTrip(q []byte) {
 		return
 	case rerr != nil:
 		rerr.ID = id
-		t.deliver(nm.Event{Handle: t.h, Err: rerr})
+		t.deliver(nm.Event{Handle: nm.Handle(t.h), Err: rerr})
 		return
 	}
-	t.deliver(nm.Event{Handle: t.h, Data: msg})
+	t.deliver(nm.Event{Handle: nm.Handle(t.h), Data: msg})
 }
 
 // exchange sends the query q and reads its reply: a message, the reason
@@ -366,7 +369,7 @@ func readReply(resp *http.Response) ([]byte, *RequestError) {
 	msg, err := io.ReadAll(io.LimitReader(resp.Body, MaxSize+1))
 	switch {
 	case err != nil:
-		return nil, &RequestError{Status: resp.StatusCode, Err: nm.MapError(err)}
+		return nil, &RequestError{Status: resp.StatusCode, Err: core.MapError(err)}
 	case len(msg) > MaxSize:
 		return nil, &RequestError{Status: resp.StatusCode, Err: nm.ErrTooLarge}
 	case len(msg) < HeaderLen:
@@ -384,17 +387,17 @@ func (t *httpTransport) deliver(ev nm.Event) {
 	}
 }
 
-// Read implements nm.Socket: the channel of replies.
-func (t *httpTransport) Read(h nm.Handle) <-chan nm.Event { return t.ch }
+// Read implements socket: the channel of replies.
+func (t *httpTransport) Read(h core.Handle) <-chan nm.Event { return t.ch }
 
-// ReadStop implements nm.Socket; replies wait on the channel meanwhile.
-func (t *httpTransport) ReadStop(h nm.Handle) {}
+// ReadStop implements socket; replies wait on the channel meanwhile.
+func (t *httpTransport) ReadStop(h core.Handle) {}
 
-// Close implements nm.Socket.
-func (t *httpTransport) Close(h nm.Handle) { t.shutdown(nil) }
+// Close implements socket.
+func (t *httpTransport) Close(h core.Handle) { t.shutdown(nil) }
 
-// Released implements nm.Socket.
-func (t *httpTransport) Released(h nm.Handle) {
+// Released implements socket.
+func (t *httpTransport) Released(h core.Handle) {
 	t.shutdown(nil)
 	h.Free()
 }

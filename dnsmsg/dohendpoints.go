@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -90,7 +92,7 @@ type endpoint struct {
 // offer hands ev to the consumer if its channel has room, without
 // waiting (but not while the manager is paused); full reports that it had
 // none. Neither: the endpoint ended.
-func (ep *endpoint) offer(shard *nm.Shard, ev nm.Event) (ok, full bool) {
+func (ep *endpoint) offer(shard *core.Shard, ev nm.Event) (ok, full bool) {
 	ep.mu.RLock()
 	defer ep.mu.RUnlock()
 	if ep.ended {
@@ -110,5 +112,5 @@ func (ep *endpoint) end() {
 	ep.mu.Lock()
 	ep.ended = true
 	ep.mu.Unlock()
-	nm.Finalize(ep.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+	core.Finalize(ep.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
 }

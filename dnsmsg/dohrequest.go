@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -23,7 +25,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection", http.StatusInternalServerError)
 		return
 	}
-	stats := hc.shard.Counters(nm.HTTP)
+	stats := hc.shard.Counters(core.HTTP)
 	stats.Received.Add(1)
 	ep, code := s.route(len(r.RequestURI), r.URL.Path, r.Method)
 	if code != 0 {
@@ -51,7 +53,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // the stream or the listener ended: no answer
 	}
 	defer hc.release()
-	if ok, full := ep.offer(hc.shard, nm.Event{Handle: q.h, Data: msg}); !ok {
+	if ok, full := ep.offer(hc.shard, nm.Event{Handle: nm.Handle(q.h), Data: msg}); !ok {
 		q.h.Detach()
 		code := http.StatusServiceUnavailable
 		if full {
@@ -84,7 +86,7 @@ var allowed = []string{"GET, POST"}
 
 // fail answers a request that is refused with an HTTP error status; the
 // connection goes on.
-func (s *httpServer) fail(w http.ResponseWriter, code int, stats *nm.Counters) {
+func (s *httpServer) fail(w http.ResponseWriter, code int, stats *core.Counters) {
 	stats.Dropped.Add(1)
 	s.writeDeadline(w)
 	if code == http.StatusMethodNotAllowed {
@@ -117,7 +119,7 @@ func (hc *httpConn) release() { <-hc.slots }
 // handle; they meet under mu and on reply.
 type httpRequest struct {
 	s  *httpServer
-	h  nm.Handle
+	h  core.Handle
 	hc *httpConn
 	// reply carries the reply to the handler. Sender: Send or SendAsync,
 	// once (state guards it), so its one slot never makes them wait.
@@ -155,7 +157,7 @@ func (s *httpServer) request(hc *httpConn) *httpRequest {
 	q, _ := s.reqs.Get().(*httpRequest)
 	if q == nil {
 		q = &httpRequest{s: s, reply: make(chan httpReply, 1), gone: make(chan struct{}, 1)}
-		q.h = nm.NewHandle(hc.shard, q, hc.realLocal, hc.realPeer)
+		q.h = core.NewHandle(hc.shard, q, hc.realLocal, hc.realPeer)
 	} else {
 		q.h.Reuse(hc.shard, q, hc.realLocal, hc.realPeer)
 		select {
@@ -173,9 +175,9 @@ func (s *httpServer) request(hc *httpConn) *httpRequest {
 func (q *httpRequest) unref() {
 	if q.refs.Add(-1) == 0 {
 		q.hc = nil
-		if cap(q.h.Buf) > 4096 {
-			putBody(q.h.Buf)
-			q.h.Buf = nil
+		if cap(*q.h.Buf()) > 4096 {
+			putBody(*q.h.Buf())
+			(*q.h.Buf()) = nil
 		}
 		if cap(q.copy) > 4096 {
 			q.copy = nil
@@ -204,7 +206,7 @@ func (q *httpRequest) read(w http.ResponseWriter, r *http.Request, timeout time.
 
 // decodeGET takes the DNS message out of a GET request's raw query into
 // h's buffer, or returns the HTTP status that refuses it.
-func decodeGET(h nm.Handle, rawQuery string) ([]byte, int) {
+func decodeGET(h core.Handle, rawQuery string) ([]byte, int) {
 	v, err := queryParam(rawQuery)
 	if err != nil {
 		return nil, http.StatusBadRequest
@@ -222,20 +224,20 @@ func decodeGET(h nm.Handle, rawQuery string) ([]byte, int) {
 
 // handleBuf returns h's buffer with room for n bytes, keeping what it
 // holds.
-func handleBuf(h nm.Handle, n int) []byte {
-	if cap(h.Buf) < n {
+func handleBuf(h core.Handle, n int) []byte {
+	if cap(*h.Buf()) < n {
 		b := make([]byte, max(n, 512))
-		copy(b, h.Buf)
-		h.Buf = b
+		copy(b, (*h.Buf()))
+		(*h.Buf()) = b
 	}
-	h.Buf = h.Buf[:cap(h.Buf)]
-	return h.Buf[:n]
+	(*h.Buf()) = (*h.Buf())[:cap(*h.Buf())]
+	return (*h.Buf())[:n]
 }
 
 // readBody reads a POST body of at most MaxSize bytes into h's buffer,
 // which grows with the bytes read (counted toward the listener's cap
 // while the body is read).
-func (s *httpServer) readBody(body io.Reader, h nm.Handle) ([]byte, int) {
+func (s *httpServer) readBody(body io.Reader, h core.Handle) ([]byte, int) {
 	n, charged := 0, 0
 	defer func() { s.unchargeBody(&charged, charged) }()
 	buf := growBody(h, 512, 0)
@@ -249,7 +251,7 @@ func (s *httpServer) readBody(body io.Reader, h nm.Handle) ([]byte, int) {
 		m, err := body.Read(buf[n:])
 		n += m
 		if m > 0 && !s.chargeBody(&charged, m) {
-			h.Shard().Counters(nm.HTTP).TooLarge.Add(1)
+			h.Shard().Counters(core.HTTP).TooLarge.Add(1)
 			return nil, http.StatusRequestEntityTooLarge
 		}
 		switch {
@@ -288,7 +290,7 @@ var (
 // without one (the stream is reset), the stream ends, or the listener
 // closes. The handler, not the sender, waits for the peer, within the
 // write timeout.
-func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *nm.Counters) {
+func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *core.Counters) {
 	select {
 	case rep := <-q.reply:
 		h := w.Header()
@@ -381,30 +383,30 @@ func (q *httpRequest) submit(b []byte, done chan<- error, owned bool) error {
 	return nil
 }
 
-// Send implements nm.Socket: the reply is handed to the request's handler,
+// Send implements socket: the reply is handed to the request's handler,
 // which writes it and ends the stream; Send does not wait for the peer,
 // and b may be reused at once.
-func (q *httpRequest) Send(h nm.Handle, b []byte) error { return q.submit(b, nil, false) }
+func (q *httpRequest) Send(h core.Handle, b []byte) error { return q.submit(b, nil, false) }
 
-// SendAsync implements nm.Socket: done gets the outcome once the handler
+// SendAsync implements socket: done gets the outcome once the handler
 // wrote the reply or failed to.
-func (q *httpRequest) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+func (q *httpRequest) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	return q.submit(b, done, true)
 }
 
-// Read implements nm.Socket: a request handle is not read.
-func (q *httpRequest) Read(h nm.Handle) <-chan nm.Event { return notReadable() }
+// Read implements socket: a request handle is not read.
+func (q *httpRequest) Read(h core.Handle) <-chan nm.Event { return notReadable() }
 
-// ReadStop implements nm.Socket.
-func (q *httpRequest) ReadStop(h nm.Handle) {}
+// ReadStop implements socket.
+func (q *httpRequest) ReadStop(h core.Handle) {}
 
-// Close implements nm.Socket: the stream is reset, unless a reply was
+// Close implements socket: the stream is reset, unless a reply was
 // sent.
-func (q *httpRequest) Close(h nm.Handle) { q.abandon() }
+func (q *httpRequest) Close(h core.Handle) { q.abandon() }
 
-// Released implements nm.Socket: a request released without a reply has
+// Released implements socket: a request released without a reply has
 // its stream reset.
-func (q *httpRequest) Released(h nm.Handle) {
+func (q *httpRequest) Released(h core.Handle) {
 	q.abandon()
 	if r, ok := h.Data().(nm.Resetter); ok {
 		r.Reset()

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"golang.org/x/net/http2"
 
 	"github.com/rainbowduck/netmgr/nm"
@@ -159,7 +161,7 @@ func (c *HTTPConfig) maxURI() int {
 	return DefaultMaxURI
 }
 
-func (c *HTTPConfig) queue(m *nm.Manager) int {
+func (c *HTTPConfig) queue(m *core.Manager) int {
 	if c.Queue > 0 {
 		return c.Queue
 	}
@@ -178,7 +180,8 @@ type HTTPListener struct {
 // paths and their request channels; nil means one endpoint, DefaultPath.
 // If tlsConf has no NextProtos, the listener offers "h2" (and "http/1.1"
 // with cfg.HTTP1). ctx bounds the binding only.
-func ListenHTTPS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+func ListenHTTPS(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+	m := (*core.Manager)(um)
 	if tlsConf == nil {
 		return nil, errors.New("dnsmsg: ListenHTTPS needs a tls.Config")
 	}
@@ -195,11 +198,12 @@ func ListenHTTPS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.C
 // ListenHTTP serves DNS over cleartext HTTP/2 (prior knowledge, no
 // upgrade), and HTTP/1.1 if cfg.HTTP1 is set: for servers behind a proxy
 // that ends TLS.
-func ListenHTTP(ctx context.Context, m *nm.Manager, addr string, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+func ListenHTTP(ctx context.Context, um *nm.Manager, addr string, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+	m := (*core.Manager)(um)
 	return listenHTTP(ctx, m, addr, nil, eps, cfg)
 }
 
-func listenHTTP(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
+func listenHTTP(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, eps *Endpoints, cfg HTTPConfig) (*HTTPListener, error) {
 	if eps == nil {
 		var err error
 		if eps, err = NewEndpoints(cfg.queue(m)); err != nil {
@@ -275,7 +279,7 @@ func (l *HTTPListener) Close() error { return l.s.close() }
 // HTTP/1.1) connections the stream listener hands it, and turns each
 // request into a request handle on an endpoint's channel.
 type httpServer struct {
-	m       *nm.Manager
+	m       *core.Manager
 	cfg     HTTPConfig
 	sl      *stream.Listener
 	base    *http.Server // HTTP/1.1
@@ -307,7 +311,7 @@ type httpServer struct {
 	gone chan struct{}
 }
 
-func newHTTPServer(m *nm.Manager, cfg HTTPConfig) *httpServer {
+func newHTTPServer(m *core.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
 	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn), h1closed: make(chan struct{})}
 	s.base = &http.Server{
@@ -339,7 +343,7 @@ func (s *httpServer) close() error {
 // httpConn is what a DoH server knows of one connection; requests find it
 // in their context.
 type httpConn struct {
-	shard               *nm.Shard
+	shard               *core.Shard
 	local, peer         netip.AddrPort // reported: a PROXY header's, or the socket's
 	realLocal, realPeer netip.AddrPort
 	// slots holds a token per request delivered and not yet done: the

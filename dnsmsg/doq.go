@@ -10,10 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/quic-go/quic-go"
 
-	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // ListenQUIC serves DNS over QUIC (DoQ, RFC 9250) on addr: one query per
@@ -23,7 +25,8 @@ import (
 // tlsConf has no NextProtos, the listener offers ALPN "doq". cfg.QUIC
 // holds the DoQ settings; cfg.Queue sizes the channel. ctx bounds the
 // binding only. See the package documentation (DNS over QUIC).
-func ListenQUIC(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+func ListenQUIC(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+	m := (*core.Manager)(um)
 	if tlsConf == nil {
 		return nil, errors.New("dnsmsg: ListenQUIC needs a tls.Config")
 	}
@@ -53,7 +56,7 @@ type quicListener interface {
 // each over its own SO_REUSEPORT socket, and the one channel of requests
 // their connections share.
 type doqServer struct {
-	m   *nm.Manager
+	m   *core.Manager
 	cfg QUICConfig
 	// requestTimeout bounds how long a delivered request may hold its
 	// stream's place unanswered (ServerConfig.RequestTimeout); zero: no
@@ -64,7 +67,7 @@ type doqServer struct {
 	// Shed); the finisher, after every reader has ended, sends the final
 	// event and closes it.
 	ch      chan nm.Event
-	handles nm.HandlePool // released request handles, with their buffers
+	handles core.HandlePool // released request handles, with their buffers
 
 	socks []*net.UDPConn
 	trs   []*quic.Transport
@@ -93,13 +96,13 @@ type doqServer struct {
 	undrain func()
 }
 
-func newDoQServer(m *nm.Manager, cfg ServerConfig) *doqServer {
+func newDoQServer(m *core.Manager, cfg ServerConfig) *doqServer {
 	s := &doqServer{
 		m:              m,
 		cfg:            cfg.QUIC,
 		requestTimeout: max(cfg.requestTimeout(), 0),
 		ch:             make(chan nm.Event, cfg.queue(m)),
-		handles:        nm.HandlePool{Max: cfg.queue(m)},
+		handles:        core.HandlePool{Max: cfg.queue(m)},
 		live:           make(map[*doqConn]struct{}),
 		perAddr:        make(map[netip.Addr]int),
 	}
@@ -129,7 +132,7 @@ func (s *doqServer) start(socks []*net.UDPConn, tlsConf *tls.Config) error {
 			return err
 		}
 		s.lns = append(s.lns, ln)
-		s.m.Shard(i % s.m.Workers()).Counters(nm.QUIC).Opened.Add(1)
+		s.m.Shard(i % s.m.Workers()).Counters(core.QUIC).Opened.Add(1)
 	}
 	var err error
 	if s.untrack, err = s.m.Track(func() { s.close() }); err != nil {
@@ -166,7 +169,7 @@ func (s *doqServer) teardown() {
 	for i, sock := range s.socks {
 		sock.Close()
 		if i < len(s.lns) {
-			st := s.m.Shard(i % s.m.Workers()).Counters(nm.QUIC)
+			st := s.m.Shard(i % s.m.Workers()).Counters(core.QUIC)
 			st.Closed.Add(1)
 		}
 	}
@@ -215,9 +218,9 @@ func (s *doqServer) admit(ctx context.Context, ci *quic.ClientInfo) (context.Con
 }
 
 // acceptLoop takes the connections of one shard's listener.
-func (s *doqServer) acceptLoop(ln quicListener, shard *nm.Shard) {
+func (s *doqServer) acceptLoop(ln quicListener, shard *core.Shard) {
 	defer s.wg.Done()
-	stats := shard.Counters(nm.QUIC)
+	stats := shard.Counters(core.QUIC)
 	for {
 		qc, err := ln.Accept(s.ctx)
 		if err != nil {
@@ -300,7 +303,7 @@ func (s *doqServer) finish() {
 	s.wg.Wait()
 	s.untrack()
 	s.handles.Close()
-	nm.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+	core.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
 }
 
 // shutdown drains the listener: no new connection or stream is taken;

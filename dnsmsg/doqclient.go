@@ -7,10 +7,12 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/quic-go/quic-go"
 
-	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // doqSessions is the TLS session cache of DoQ clients whose tls.Config
@@ -28,7 +30,8 @@ var doqSessions = tls.NewLRUClientSessionCache(256)
 // messages as 0-RTT data (other opcodes wait for the handshake). A stream
 // the server resets ends its query's Read with a *RequestError. ctx bounds
 // the handshake.
-func DialQUIC(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+func DialQUIC(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	m := (*core.Manager)(um)
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
@@ -44,24 +47,24 @@ func DialQUIC(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Conf
 		MaxIncomingUniStreams: -1,
 	})
 	if err != nil {
-		return nil, nm.MapError(err)
+		return nil, core.MapError(err)
 	}
 	t, err := newDoQClient(m, qc, cfg)
 	if err != nil {
 		qc.CloseWithError(DoQNoError, "")
 		return nil, err
 	}
-	return newStreamClient(m, t.h, nm.QUIC, &msgQueue{}, cfg)
+	return newStreamClient(m, nm.Handle(t.h), core.QUIC, &msgQueue{}, cfg)
 }
 
 // doqClient is the socket of a DoQ client connection's handle: each Send
 // is a stream on a goroutine of its own, whose reply (or *RequestError)
 // comes on the handle's channel.
 type doqClient struct {
-	m     *nm.Manager
-	h     nm.Handle
+	m     *core.Manager
+	h     core.Handle
 	qc    *quic.Conn
-	stats *nm.Counters
+	stats *core.Counters
 	ctx   context.Context // canceled by shutdown: queries give up
 	stop  context.CancelFunc
 	// ch carries replies and query errors, then the final event. Senders:
@@ -82,12 +85,12 @@ type doqClient struct {
 	active  int   // query goroutines running; guarded by mu
 }
 
-func newDoQClient(m *nm.Manager, qc *quic.Conn, cfg ClientConfig) (*doqClient, error) {
+func newDoQClient(m *core.Manager, qc *quic.Conn, cfg ClientConfig) (*doqClient, error) {
 	shard := m.NextShard()
 	t := &doqClient{
 		m:     m,
 		qc:    qc,
-		stats: shard.Counters(nm.QUIC),
+		stats: shard.Counters(core.QUIC),
 		ch:    make(chan nm.Event, clientQueue),
 		slots: make(chan struct{}, orDefault(cfg.MaxInFlight, DefaultHTTPInFlight)),
 	}
@@ -98,11 +101,11 @@ func newDoQClient(m *nm.Manager, qc *quic.Conn, cfg ClientConfig) (*doqClient, e
 	}
 	t.stats.Opened.Add(1)
 	t.stats.Active.Add(1)
-	t.h = nm.NewHandle(shard, t, transport.AddrPort(qc.LocalAddr()), transport.AddrPort(qc.RemoteAddr()))
+	t.h = core.NewHandle(shard, t, transport.AddrPort(qc.LocalAddr()), transport.AddrPort(qc.RemoteAddr()))
 	watch := func() { // the connection's end ends the Conn
 		select {
 		case <-qc.Context().Done():
-			t.shutdown(nm.MapError(context.Cause(qc.Context())))
+			t.shutdown(core.MapError(context.Cause(qc.Context())))
 		case <-t.ctx.Done():
 		}
 	}
@@ -139,13 +142,13 @@ func (t *doqClient) finish() {
 	if reason == nil {
 		reason = nm.ErrCanceled
 	}
-	nm.Finalize(t.ch, nm.Event{Handle: t.h, Err: reason}, false, nil)
+	core.Finalize(t.ch, nm.Event{Handle: nm.Handle(t.h), Err: reason}, nil)
 }
 
-// Send implements nm.Socket: it starts the query b (a copy of it, with ID
+// Send implements socket: it starts the query b (a copy of it, with ID
 // 0) on a stream of its own and returns; it waits only for the in-flight
 // bound.
-func (t *doqClient) Send(h nm.Handle, b []byte) error {
+func (t *doqClient) Send(h core.Handle, b []byte) error {
 	switch {
 	case len(b) < HeaderLen:
 		return nm.ErrBadMessage
@@ -179,9 +182,9 @@ func (t *doqClient) Send(h nm.Handle, b []byte) error {
 	return nil
 }
 
-// SendAsync implements nm.Socket: done gets the outcome of starting the
+// SendAsync implements socket: done gets the outcome of starting the
 // query.
-func (t *doqClient) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+func (t *doqClient) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	if err := t.Send(h, b); err != nil {
 		return err
 	}
@@ -214,11 +217,11 @@ func (t *doqClient) query(q []byte, id uint16) {
 	case err == nil:
 		binary.BigEndian.PutUint16(msg, id)
 		t.stats.Received.Add(1)
-		t.deliver(nm.Event{Handle: t.h, Data: msg})
+		t.deliver(nm.Event{Handle: nm.Handle(t.h), Data: msg})
 	case t.ctx.Err() != nil:
 	default:
 		t.stats.Dropped.Add(1)
-		t.deliver(nm.Event{Handle: t.h, Err: &RequestError{ID: id, Err: err}})
+		t.deliver(nm.Event{Handle: nm.Handle(t.h), Err: &RequestError{ID: id, Err: err}})
 	}
 }
 
@@ -278,17 +281,17 @@ func (t *doqClient) deliver(ev nm.Event) {
 	}
 }
 
-// Read implements nm.Socket: the channel of replies.
-func (t *doqClient) Read(h nm.Handle) <-chan nm.Event { return t.ch }
+// Read implements socket: the channel of replies.
+func (t *doqClient) Read(h core.Handle) <-chan nm.Event { return t.ch }
 
-// ReadStop implements nm.Socket; replies wait on the channel meanwhile.
-func (t *doqClient) ReadStop(h nm.Handle) {}
+// ReadStop implements socket; replies wait on the channel meanwhile.
+func (t *doqClient) ReadStop(h core.Handle) {}
 
-// Close implements nm.Socket.
-func (t *doqClient) Close(h nm.Handle) { t.shutdown(nil) }
+// Close implements socket.
+func (t *doqClient) Close(h core.Handle) { t.shutdown(nil) }
 
-// Released implements nm.Socket.
-func (t *doqClient) Released(h nm.Handle) {
+// Released implements socket.
+func (t *doqClient) Released(h core.Handle) {
 	t.shutdown(nil)
 	h.Free()
 }

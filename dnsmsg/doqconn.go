@@ -7,10 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/quic-go/quic-go"
 
-	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // doqConn is one QUIC connection of a DoQ listener. Its loop goroutine
@@ -19,8 +21,8 @@ import (
 type doqConn struct {
 	s           *doqServer
 	qc          *quic.Conn
-	shard       *nm.Shard
-	stats       *nm.Counters
+	shard       *core.Shard
+	stats       *core.Counters
 	local, peer netip.AddrPort
 	// acceptCtx ends the stream accepting: at drain, or when the
 	// connection closes.
@@ -33,9 +35,9 @@ type doqConn struct {
 	drainOnce sync.Once
 }
 
-func newDoQConn(s *doqServer, qc *quic.Conn, shard *nm.Shard) *doqConn {
+func newDoQConn(s *doqServer, qc *quic.Conn, shard *core.Shard) *doqConn {
 	c := &doqConn{
-		s: s, qc: qc, shard: shard, stats: shard.Counters(nm.QUIC),
+		s: s, qc: qc, shard: shard, stats: shard.Counters(core.QUIC),
 		local: transport.AddrPort(qc.LocalAddr()), peer: transport.AddrPort(qc.RemoteAddr()),
 	}
 	c.acceptCtx, c.stopAccept = context.WithCancel(qc.Context())
@@ -127,8 +129,8 @@ func (c *doqConn) serveStream(str *quic.Stream) {
 	if t := c.s.cfg.streamTimeout(); t > 0 {
 		str.SetReadDeadline(time.Now().Add(t))
 	}
-	buf, err := readDoQMessage(str, rh.Buf)
-	rh.Buf = buf
+	buf, err := readDoQMessage(str, (*rh.Buf()))
+	(*rh.Buf()) = buf
 	if err == nil {
 		err = doqCheckQuery(buf[2:])
 	}
@@ -153,7 +155,7 @@ func (c *doqConn) readFailed(str *quic.Stream, err error) {
 	switch {
 	case isDoQProtocolError(err):
 		c.protocolError(err)
-	case nm.MapError(err) == nm.ErrTimedOut:
+	case core.MapError(err) == nm.ErrTimedOut:
 		c.stats.Dropped.Add(1)
 		c.s.m.Logger().Debug("dnsmsg: DoQ stream without a whole query in time", "peer", c.peer)
 	}
@@ -186,8 +188,8 @@ func (c *doqConn) waitHandshake(msg []byte) bool {
 
 // deliver hands a request to the consumer without waiting: when the
 // channel is full the request is answered REFUSED (counted Shed).
-func (c *doqConn) deliver(d *doqStream, rh nm.Handle) {
-	ev := nm.Event{Handle: rh, Data: rh.Buf[2:]}
+func (c *doqConn) deliver(d *doqStream, rh core.Handle) {
+	ev := nm.Event{Handle: nm.Handle(rh), Data: (*rh.Buf())[2:]}
 	d.watch(rh)
 	if t := c.s.requestTimeout; t > 0 {
 		d.expiry = time.AfterFunc(t, d.expire)
@@ -201,6 +203,6 @@ func (c *doqConn) deliver(d *doqStream, rh nm.Handle) {
 	}
 	c.shard.Exit()
 	c.stats.Shed.Add(1)
-	rh.Send(appendRefusal(nil, rh.Buf[2:], RcodeRefused))
+	rh.Send(appendRefusal(nil, (*rh.Buf())[2:], RcodeRefused))
 	rh.Detach()
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/quic-go/quic-go"
 
 	"github.com/rainbowduck/netmgr/nm"
@@ -61,7 +63,7 @@ func (d *doqStream) expire() {
 
 // watch frees the stream's place as soon as the client cancels it
 // (STOP_SENDING): the consumer's work for it is useless from then on.
-func (d *doqStream) watch(rh nm.Handle) {
+func (d *doqStream) watch(rh core.Handle) {
 	d.stopWatch = context.AfterFunc(d.str.Context(), func() {
 		var se *quic.StreamError
 		if errors.As(context.Cause(d.str.Context()), &se) && se.Remote {
@@ -82,18 +84,18 @@ func (d *doqStream) free() {
 	d.c.done()
 }
 
-// Send implements nm.Socket: the reply, with its length prefix and EDNS
+// Send implements socket: the reply, with its length prefix and EDNS
 // padding, is queued on the stream with its FIN, and Send returns. If the
 // client's flow control has no room for it yet, a goroutine writes it
 // within the write timeout; Send does not wait.
-func (d *doqStream) Send(rh nm.Handle, b []byte) error { return d.send(rh, b, nil) }
+func (d *doqStream) Send(rh core.Handle, b []byte) error { return d.send(rh, b, nil) }
 
-// SendAsync implements nm.Socket.
-func (d *doqStream) SendAsync(rh nm.Handle, b []byte, done chan<- error) error {
+// SendAsync implements socket.
+func (d *doqStream) SendAsync(rh core.Handle, b []byte, done chan<- error) error {
 	return d.send(rh, b, done)
 }
 
-func (d *doqStream) send(rh nm.Handle, b []byte, done chan<- error) error {
+func (d *doqStream) send(rh core.Handle, b []byte, done chan<- error) error {
 	switch {
 	case len(b) < HeaderLen:
 		return nm.ErrBadMessage
@@ -132,8 +134,8 @@ func (d *doqStream) send(rh nm.Handle, b []byte, done chan<- error) error {
 // frame returns the reply b with its length prefix, message ID 0 and
 // padding, built in the handle's buffer, after the room kept for the
 // prefix: a reply built in place over the request is copied onto itself.
-func (d *doqStream) frame(rh nm.Handle, b []byte) []byte {
-	out := rh.Buf[:2]
+func (d *doqStream) frame(rh core.Handle, b []byte) []byte {
+	out := (*rh.Buf())[:2]
 	if d.c.s.cfg.NoPadding {
 		out = append(out, b...)
 	} else {
@@ -141,7 +143,7 @@ func (d *doqStream) frame(rh nm.Handle, b []byte) []byte {
 	}
 	binary.BigEndian.PutUint16(out, uint16(len(out)-2))
 	out[2], out[3] = 0, 0 // RFC 9250 4.2.1
-	rh.Buf = out
+	(*rh.Buf()) = out
 	return out
 }
 
@@ -156,7 +158,7 @@ func (d *doqStream) writeSlow(out []byte, done chan<- error) {
 		d.str.Close()
 		d.c.stats.Sent.Add(1)
 	} else {
-		if nm.MapError(err) == nm.ErrTimedOut {
+		if core.MapError(err) == nm.ErrTimedOut {
 			d.c.stats.WriteTimeouts.Add(1)
 			d.c.s.m.Logger().Debug("dnsmsg: DoQ client did not take its reply in time", "peer", d.c.peer)
 		} else {
@@ -179,27 +181,27 @@ func mapDoQError(err error) error {
 	if errors.As(err, &se) {
 		return errors.Join(nm.ErrConnReset, err)
 	}
-	return nm.MapError(err)
+	return core.MapError(err)
 }
 
-// Read implements nm.Socket: a request handle is not read.
-func (d *doqStream) Read(rh nm.Handle) <-chan nm.Event { return notReadable() }
+// Read implements socket: a request handle is not read.
+func (d *doqStream) Read(rh core.Handle) <-chan nm.Event { return notReadable() }
 
-// ReadStop implements nm.Socket.
-func (d *doqStream) ReadStop(rh nm.Handle) {}
+// ReadStop implements socket.
+func (d *doqStream) ReadStop(rh core.Handle) {}
 
-// Close implements nm.Socket: the request's stream is reset with
+// Close implements socket: the request's stream is reset with
 // DOQ_INTERNAL_ERROR (unless answered already); the connection goes on.
-func (d *doqStream) Close(rh nm.Handle) {
+func (d *doqStream) Close(rh core.Handle) {
 	if !d.replied.Swap(true) {
 		d.str.CancelWrite(quic.StreamErrorCode(DoQInternalError))
 	}
 }
 
-// Released implements nm.Socket: a request released unanswered resets its
+// Released implements socket: a request released unanswered resets its
 // stream with DOQ_INTERNAL_ERROR (RFC 9250 4.3: the server cannot answer),
 // not the connection; its place goes back.
-func (d *doqStream) Released(rh nm.Handle) {
+func (d *doqStream) Released(rh core.Handle) {
 	if !d.replied.Swap(true) {
 		d.str.CancelWrite(quic.StreamErrorCode(DoQInternalError))
 		d.c.stats.Dropped.Add(1)
@@ -214,4 +216,4 @@ func (d *doqStream) Released(rh nm.Handle) {
 
 // Done returns a channel closed when the client cancels the request's
 // stream (STOP_SENDING) or its reply is sent: Request.Context ends then.
-func (d *doqStream) Done(rh nm.Handle) <-chan struct{} { return d.str.Context().Done() }
+func (d *doqStream) Done(rh core.Handle) <-chan struct{} { return d.str.Context().Done() }

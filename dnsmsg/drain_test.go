@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
@@ -174,7 +176,7 @@ func TestManagerShutdown(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Shutdown = %v", err)
 	}
-	if !m.Closing() {
+	if !(*core.Manager)(m).Closing() {
 		t.Error("the manager is not closed after Shutdown")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
@@ -63,8 +65,8 @@ func TestLeakedRequestsExpire(t *testing.T) {
 		// without harm.
 		for range n {
 			h := <-leaked
-			if h.Refs() != 1 {
-				t.Errorf("a leaked handle has %d refs; want 1", h.Refs())
+			if core.Handle(h).Refs() != 1 {
+				t.Errorf("a leaked handle has %d refs; want 1", core.Handle(h).Refs())
 			}
 			h.Detach()
 		}

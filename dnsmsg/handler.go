@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -136,9 +137,9 @@ func newRequest(base context.Context, ev nm.Event) *Request {
 
 // transportOf tells which transport a request handle came from.
 func transportOf(h nm.Handle) nm.Transport {
-	switch s := h.Socket().(type) {
+	switch s := core.Handle(h).Socket().(type) {
 	case *streamConn:
-		if _, ok := stream.TLSState(s.h); ok {
+		if _, ok := stream.TLSState(nm.Handle(s.h)); ok {
 			return nm.TLS
 		}
 		return nm.TCP
@@ -223,10 +224,10 @@ func (r *Request) Context() context.Context {
 // conversationDone returns a channel closed when the conversation behind a
 // request handle ends, or nil if it has none.
 func conversationDone(h nm.Handle) <-chan struct{} {
-	if s, ok := h.Socket().(interface {
-		Done(nm.Handle) <-chan struct{}
+	if s, ok := core.Handle(h).Socket().(interface {
+		Done(core.Handle) <-chan struct{}
 	}); ok {
-		return s.Done(h)
+		return s.Done(core.Handle(h))
 	}
 	return nil
 }
@@ -326,10 +327,10 @@ func (r *Request) recoverPanic(cfg *ServeConfig) {
 	if p == nil {
 		return
 	}
-	r.h.Shard().Counters(r.transport).Panics.Add(1)
+	core.Handle(r.h).Shard().Counters(core.Transport(r.transport)).Panics.Add(1)
 	log := cfg.Logger
 	if log == nil {
-		log = r.h.Shard().Manager().Logger()
+		log = core.Handle(r.h).Shard().Manager().Logger()
 	}
 	log.Error("dnsmsg: handler panicked", "transport", r.transport, "peer", r.peer,
 		"panic", p, "stack", string(debug.Stack()))

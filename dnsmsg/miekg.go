@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/miekg/dns"
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -77,11 +78,11 @@ func (w *miekgWriter) Network() string     { return networkName(w.r.transport) }
 // ConnectionState returns the TLS state of a DNS-over-TLS request's
 // connection, and nil for other transports (dns.ConnectionStater).
 func (w *miekgWriter) ConnectionState() *tls.ConnectionState {
-	c, ok := w.r.h.Socket().(*streamConn)
+	c, ok := core.Handle(w.r.h).Socket().(*streamConn)
 	if !ok {
 		return nil
 	}
-	st, ok := stream.TLSState(c.h)
+	st, ok := stream.TLSState(nm.Handle(c.h))
 	if !ok {
 		return nil
 	}

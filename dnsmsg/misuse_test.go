@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
@@ -94,8 +96,8 @@ func TestHandleMisuseAfterReuse(t *testing.T) {
 		stale.Close() // does nothing: B's conversation goes on
 		mustPanicWith(t, "Detach on a released handle", stale.Detach)
 		mustPanicWith(t, "Attach on a released handle", func() { stale.Attach() })
-		if stale == evB.Handle || evB.Handle.Refs() != 1 {
-			t.Errorf("B's handle %v with %d refs; want a new handle with 1", evB.Handle, evB.Handle.Refs())
+		if stale == evB.Handle || core.Handle(evB.Handle).Refs() != 1 {
+			t.Errorf("B's handle %v with %d refs; want a new handle with 1", evB.Handle, core.Handle(evB.Handle).Refs())
 		}
 
 		// B gets its own answer, and only it.

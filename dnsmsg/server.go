@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
 	"github.com/rainbowduck/netmgr/stream"
@@ -115,7 +117,7 @@ func (c *ServerConfig) shed() int {
 	return RcodeRefused
 }
 
-func (c *ServerConfig) queue(m *nm.Manager) int {
+func (c *ServerConfig) queue(m *core.Manager) int {
 	if c.Queue > 0 {
 		return c.Queue
 	}
@@ -133,8 +135,9 @@ type Listener struct {
 
 // ListenUDP serves DNS over UDP on addr, with one socket per shard of m.
 // ctx bounds the binding only.
-func ListenUDP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig) (*Listener, error) {
-	l, err := nm.ListenUDP(ctx, m, addr, nm.UDPConfig{
+func ListenUDP(ctx context.Context, um *nm.Manager, addr string, cfg ServerConfig) (*Listener, error) {
+	m := (*core.Manager)(um)
+	l, err := nm.ListenUDP(ctx, (*nm.Manager)(m), addr, nm.UDPConfig{
 		MaxSize: cfg.MaxUDPSize,
 		Batch:   cfg.UDPBatch,
 		Queue:   cfg.Queue,

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/rainbowduck/netmgr/dnsmsg"
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // TestServerConfigSocket checks that ServerConfig.Socket reaches UDP and

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/dnsmsg"
 	"github.com/rainbowduck/netmgr/nm"
@@ -187,7 +189,7 @@ func TestStreamEveryShardHundredQueries(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := 0; i < workers; i++ {
 			c := k.dial(t, m, l, dnsmsg.ClientConfig{})
-			if got := c.Handle().Shard().ID(); got != i {
+			if got := core.Handle(c.Handle()).Shard().ID(); got != i {
 				t.Errorf("client %d on shard %d", i, got)
 			}
 			wg.Go(func() { pipeline(t, c, perConn) })
@@ -198,7 +200,7 @@ func TestStreamEveryShardHundredQueries(t *testing.T) {
 			t.Errorf("server saw %d requests; want %d", len(r.Data), workers*perConn)
 		}
 		for i := 0; i < workers; i++ {
-			if st := m.Shard(i).Stats().Of(k.stat); st.Sent < perConn {
+			if st := m.ShardStats(i).Of(k.stat); st.Sent < perConn {
 				t.Errorf("shard %d sent %d messages; want at least %d", i, st.Sent, perConn)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -20,14 +22,16 @@ const clientQueue = 8
 // connect timeout is cfg.Stream.Timeouts.Initial (30 seconds if zero),
 // within ctx. Queries may be pipelined: send many, then read their replies
 // in any order.
-func DialTCP(ctx context.Context, m *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
+func DialTCP(ctx context.Context, um *nm.Manager, addr string, cfg ClientConfig) (*Conn, error) {
+	m := (*core.Manager)(um)
 	return dialStream(ctx, m, addr, nil, cfg)
 }
 
 // DialTLS opens a DNS over TLS (DoT) client Conn to the server at addr. If
 // tlsConf is nil or has no NextProtos, ALPN "dot" is asked for; the server
 // name and session resumption are as stream.DialTLS does them.
-func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+func DialTLS(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+	m := (*core.Manager)(um)
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
@@ -38,32 +42,32 @@ func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Confi
 	return dialStream(ctx, m, addr, tlsConf, cfg)
 }
 
-func dialStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
+func dialStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
 	sc := cfg.stream()
 	sc.Timeouts.Read = -1 // each Read's timeout is the client's own
 	sc.Consume = nil
 	var h nm.Handle
 	var err error
 	if tlsConf != nil {
-		h, err = stream.DialTLS(ctx, m, addr, tlsConf, sc)
+		h, err = stream.DialTLS(ctx, (*nm.Manager)(m), addr, tlsConf, sc)
 	} else {
-		h, err = stream.Dial(ctx, m, addr, sc)
+		h, err = stream.Dial(ctx, (*nm.Manager)(m), addr, sc)
 	}
 	if err != nil {
 		return nil, err
 	}
-	kind := nm.TCP
+	kind := core.TCP
 	if tlsConf != nil {
-		kind = nm.TLS
+		kind = core.TLS
 	}
-	stream.SetFramed(h) // Received counts replies, not reads
+	stream.SetFramed(core.Handle(h)) // Received counts replies, not reads
 	return newStreamClient(m, h, kind, newAssembler(MaxSize), cfg)
 }
 
 // newStreamClient returns a client Conn over the connection handle h, whose
 // events replies turns into reply messages: framed bytes (an assembler),
 // or whole messages (DoH). It owns h's reference.
-func newStreamClient(m *nm.Manager, h nm.Handle, kind nm.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
+func newStreamClient(m *core.Manager, h nm.Handle, kind core.Transport, replies replyBuffer, cfg ClientConfig) (*Conn, error) {
 	conn := &Conn{timeout: cfg.readTimeout(), outstanding: make(map[uint16]int32), turn: make(chan struct{}, 1)}
 	_, framed := replies.(*assembler)
 	c := &streamClient{
@@ -72,7 +76,7 @@ func newStreamClient(m *nm.Manager, h nm.Handle, kind nm.Transport, replies repl
 		framed:  framed,
 		filter:  conn.takeReply,
 		failed:  conn.failed,
-		stats:   h.Shard().Counters(kind),
+		stats:   core.Handle(h).Shard().Counters(kind),
 		replies: replies,
 		ch:      make(chan nm.Event, clientQueue),
 		wake:    make(chan struct{}, 1),
@@ -83,13 +87,13 @@ func newStreamClient(m *nm.Manager, h nm.Handle, kind nm.Transport, replies repl
 		h.Detach()
 		return nil, err
 	}
-	c.h = nm.NewHandle(h.Shard(), c, h.LocalAddr(), h.PeerAddr())
+	c.h = core.NewHandle(core.Handle(h).Shard(), c, h.LocalAddr(), h.PeerAddr())
 	if err := m.Go(c.loop); err != nil {
 		c.untrack()
 		h.Detach()
 		return nil, err
 	}
-	conn.h = c.h
+	conn.h = nm.Handle(c.h)
 	return conn, nil
 }
 
@@ -107,13 +111,13 @@ type replyBuffer interface {
 // Read. Its loop goroutine owns the reading state; Read, ReadStop and Close
 // reach it through mu and wake.
 type streamClient struct {
-	m      *nm.Manager
-	h      nm.Handle // the client handle
-	conn   nm.Handle // the connection; the loop drops it when it ends
-	framed bool      // messages are sent and read with a length prefix
+	m      *core.Manager
+	h      core.Handle // the client handle
+	conn   nm.Handle   // the connection; the loop drops it when it ends
+	framed bool        // messages are sent and read with a length prefix
 	filter func([]byte) bool
 	failed func(id uint16) // a query failed (DoH: a *RequestError)
-	stats  *nm.Counters
+	stats  *core.Counters
 	// Owned by the loop.
 	replies replyBuffer
 	reqErrs []*RequestError // failed queries not yet delivered
@@ -147,8 +151,8 @@ func (c *streamClient) signal() {
 	}
 }
 
-// Send implements nm.Socket: the query goes out with its length prefix.
-func (c *streamClient) Send(h nm.Handle, b []byte) error {
+// Send implements socket: the query goes out with its length prefix.
+func (c *streamClient) Send(h core.Handle, b []byte) error {
 	if !c.framed {
 		return c.conn.Send(b)
 	}
@@ -156,11 +160,11 @@ func (c *streamClient) Send(h nm.Handle, b []byte) error {
 	if err := prefix(&p, b); err != nil {
 		return err
 	}
-	return stream.SendPrefixed(c.conn, p[:], b)
+	return stream.SendPrefixed(nm.Handle(c.conn), p[:], b)
 }
 
-// SendAsync implements nm.Socket.
-func (c *streamClient) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+// SendAsync implements socket.
+func (c *streamClient) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	if !c.framed {
 		return c.conn.SendAsync(b, done)
 	}
@@ -168,11 +172,11 @@ func (c *streamClient) SendAsync(h nm.Handle, b []byte, done chan<- error) error
 	if err := prefix(&p, b); err != nil {
 		return err
 	}
-	return stream.SendPrefixedAsync(c.conn, p[:], b, done)
+	return stream.SendPrefixedAsync(nm.Handle(c.conn), p[:], b, done)
 }
 
-// Read implements nm.Socket: it arms one read.
-func (c *streamClient) Read(h nm.Handle) <-chan nm.Event {
+// Read implements socket: it arms one read.
+func (c *streamClient) Read(h core.Handle) <-chan nm.Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
@@ -186,16 +190,16 @@ func (c *streamClient) Read(h nm.Handle) <-chan nm.Event {
 	return c.ch
 }
 
-// ReadStop implements nm.Socket: the armed read is dropped; a reply that
+// ReadStop implements socket: the armed read is dropped; a reply that
 // comes meanwhile waits for the next Read.
-func (c *streamClient) ReadStop(h nm.Handle) {
+func (c *streamClient) ReadStop(h core.Handle) {
 	c.mu.Lock()
 	c.armed = false
 	c.mu.Unlock()
 	c.signal()
 }
 
-func (c *streamClient) SetReadTimeout(h nm.Handle, d time.Duration) {
+func (c *streamClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
 	c.mu.Unlock()
@@ -203,17 +207,17 @@ func (c *streamClient) SetReadTimeout(h nm.Handle, d time.Duration) {
 
 // SetTimeouts sets the read timeout from t.Read: zero keeps the one in
 // force, nm.NoTimeout (negative) removes it.
-func (c *streamClient) SetTimeouts(h nm.Handle, t nm.Timeouts) {
+func (c *streamClient) SetTimeouts(h core.Handle, t nm.Timeouts) {
 	if t.Read != 0 {
 		c.SetReadTimeout(h, max(t.Read, 0))
 	}
 }
 
-// Close implements nm.Socket.
-func (c *streamClient) Close(h nm.Handle) { c.shutdown() }
+// Close implements socket.
+func (c *streamClient) Close(h core.Handle) { c.shutdown() }
 
-// Released implements nm.Socket: a client handle goes with its connection.
-func (c *streamClient) Released(h nm.Handle) {
+// Released implements socket: a client handle goes with its connection.
+func (c *streamClient) Released(h core.Handle) {
 	c.shutdown()
 	h.Free()
 }
@@ -244,7 +248,7 @@ func (c *streamClient) loop() {
 			re := c.reqErrs[0]
 			c.reqErrs = c.reqErrs[1:]
 			c.failed(re.ID)
-			if !c.deliver(nm.Event{Handle: c.h, Err: re}) {
+			if !c.deliver(nm.Event{Handle: nm.Handle(c.h), Err: re}) {
 				c.finish(nil)
 				return
 			}
@@ -256,7 +260,7 @@ func (c *streamClient) loop() {
 			c.finish(err)
 			return
 		case msg != nil:
-			if !c.deliver(nm.Event{Handle: c.h, Data: msg}) {
+			if !c.deliver(nm.Event{Handle: nm.Handle(c.h), Data: msg}) {
 				c.finish(nil)
 				return
 			}
@@ -314,7 +318,7 @@ func (c *streamClient) deliver(ev nm.Event) bool {
 	c.mu.Lock()
 	c.armed = false
 	c.mu.Unlock()
-	for !c.h.Shard().Deliver(c.ch, ev, c.wake) {
+	for !core.Deliver(c.h.Shard(), c.ch, ev, c.wake) {
 		c.mu.Lock()
 		closing := c.closing
 		c.mu.Unlock()
@@ -331,7 +335,7 @@ func (c *streamClient) timedOut(deadline time.Time) {
 	expired := c.armed && c.deadline.Equal(deadline) && !time.Now().Before(deadline)
 	c.mu.Unlock()
 	if expired {
-		c.deliver(nm.Event{Handle: c.h, Err: nm.ErrTimedOut})
+		c.deliver(nm.Event{Handle: nm.Handle(c.h), Err: nm.ErrTimedOut})
 	}
 }
 
@@ -352,7 +356,7 @@ func (c *streamClient) finish(err error) {
 			err = nm.ErrCanceled
 		}
 	}
-	nm.Finalize(c.ch, nm.Event{Handle: c.h, Err: err}, false, nil)
+	core.Finalize(c.ch, nm.Event{Handle: nm.Handle(c.h), Err: err}, nil)
 }
 
 func (c *streamClient) end() {

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
 // DefaultRequestTimeout is how long a request delivered on a TCP or TLS
@@ -30,12 +30,12 @@ type pending struct {
 }
 
 type pendingReq struct {
-	h  nm.Handle
+	h  core.Handle
 	at int64 // monotonic time of the delivery
 }
 
 // track notes a request just delivered.
-func (c *streamConn) track(rh nm.Handle) {
+func (c *streamConn) track(rh core.Handle) {
 	timeout := c.s.requestTimeout
 	if timeout <= 0 {
 		return
@@ -58,7 +58,7 @@ func (c *streamConn) track(rh nm.Handle) {
 
 // untrack forgets a request being released; false if it had expired (its
 // place was reclaimed already).
-func (c *streamConn) untrack(rh nm.Handle) bool {
+func (c *streamConn) untrack(rh core.Handle) bool {
 	if c.s.requestTimeout <= 0 {
 		return true
 	}

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
 )
@@ -30,13 +32,15 @@ const ALPN = "dot"
 // preceded by its length as 2 bytes, big-endian. Requests from every
 // connection arrive on Requests, as UDP ones do. ctx bounds the binding
 // only.
-func ListenTCP(ctx context.Context, m *nm.Manager, addr string, cfg ServerConfig) (*Listener, error) {
+func ListenTCP(ctx context.Context, um *nm.Manager, addr string, cfg ServerConfig) (*Listener, error) {
+	m := (*core.Manager)(um)
 	return listenStream(ctx, m, addr, nil, cfg)
 }
 
 // ListenTLS serves DNS over TLS (DoT, RFC 7858) on addr. If tlsConf has no
 // NextProtos, the listener offers ALPN "dot".
-func ListenTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+func ListenTLS(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+	m := (*core.Manager)(um)
 	if tlsConf == nil {
 		return nil, errors.New("dnsmsg: ListenTLS needs a tls.Config")
 	}
@@ -50,7 +54,7 @@ func ListenTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Con
 // streamServer is the DNS side of a TCP or TLS listener: the framing of
 // every connection, and the one channel of requests they share.
 type streamServer struct {
-	m        *nm.Manager
+	m        *core.Manager
 	sl       *stream.Listener
 	inFlight int32
 	// requestTimeout bounds how long a delivered request may stay
@@ -68,7 +72,7 @@ type streamServer struct {
 	ch chan nm.Event
 	// handles keeps the state of released request handles, with their
 	// buffers.
-	handles nm.HandlePool
+	handles core.HandlePool
 
 	mu       sync.Mutex
 	conns    map[*streamConn]struct{} // guarded by mu
@@ -86,13 +90,13 @@ type streamServer struct {
 	undrain func()
 }
 
-func listenStream(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
+func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
 	s := &streamServer{
 		m:              m,
 		inFlight:       int32(cfg.maxInFlight()),
 		requestTimeout: cfg.requestTimeout(),
 		ch:             make(chan nm.Event, cfg.queue(m)),
-		handles:        nm.HandlePool{Max: cfg.queue(m)},
+		handles:        core.HandlePool{Max: cfg.queue(m)},
 		conns:          make(map[*streamConn]struct{}),
 		refs:           1,
 	}
@@ -188,15 +192,15 @@ func (s *streamServer) unref() {
 	if last {
 		s.untrack()
 		s.handles.Close()
-		nm.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+		core.Finalize(s.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
 	}
 }
 
 // consume takes a new connection (stream.Config.Consume).
-func (s *streamServer) consume(h nm.Handle, stop <-chan struct{}) stream.Consumer {
-	kind := nm.TCP
-	if _, ok := stream.TLSState(h); ok {
-		kind = nm.TLS
+func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) stream.Consumer {
+	kind := core.TCP
+	if _, ok := stream.TLSState(nm.Handle(h)); ok {
+		kind = core.TLS
 	}
 	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
 	c.asm.init(MaxSize, &s.buffered)
@@ -212,12 +216,12 @@ func (s *streamServer) consume(h nm.Handle, stop <-chan struct{}) stream.Consume
 
 // streamConn is one TCP or TLS connection of a streamServer. Its reader
 // goroutine (the stream connection's) calls Data and Final; its requests'
-// handles are bound to it, so it is their nm.Socket too.
+// handles are bound to it, so it is their socket too.
 type streamConn struct {
 	s     *streamServer
-	h     nm.Handle // the connection; our reference goes at Final
+	h     core.Handle // the connection; our reference goes at Final
 	stop  <-chan struct{}
-	stats *nm.Counters
+	stats *core.Counters
 	asm   assembler // owned by the reader goroutine
 	// slot (buffer 1, non-blocking sends) tells the reader, waiting at the
 	// in-flight bound, that a request was released. The reader makes it
@@ -257,7 +261,7 @@ const drainLinger = 500 * time.Millisecond
 // client closes its side, or after drainLinger.
 func (c *streamConn) drained() {
 	c.drainOnce.Do(func() {
-		stream.CloseWrite(c.h)
+		stream.CloseWrite(nm.Handle(c.h))
 		time.AfterFunc(drainLinger, c.h.Close)
 	})
 }
@@ -356,7 +360,7 @@ func (c *streamConn) deliver(msg []byte) bool {
 		rh.Detach()
 		return false
 	}
-	ev := nm.Event{Handle: rh, Data: rh.Buf[2 : 2+len(msg)]}
+	ev := nm.Event{Handle: nm.Handle(rh), Data: (*rh.Buf())[2 : 2+len(msg)]}
 	shard.Enter() // no event while the manager is paused
 	select {
 	case c.s.ch <- ev:
@@ -376,20 +380,20 @@ func (c *streamConn) shed(msg []byte) bool {
 	r := appendRefusal(buf[:0], msg, c.s.shed)
 	var p [2]byte
 	binary.BigEndian.PutUint16(p[:], uint16(len(r)))
-	return stream.SendPrefixed(c.h, p[:], r) == nil
+	return stream.SendPrefixed(nm.Handle(c.h), p[:], r) == nil
 }
 
 // request returns a handle for a request: a copy of msg after room for the
 // reply's length prefix, holding a reference to the connection.
-func (c *streamConn) request(msg []byte) nm.Handle {
+func (c *streamConn) request(msg []byte) core.Handle {
 	rh := c.s.handles.Get()
 	rh.Reuse(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
 	rh.SetProxied(c.h.LocalAddr(), c.h.PeerAddr())
-	if cap(rh.Buf) < 2+len(msg) {
-		rh.Buf = make([]byte, 2+max(len(msg), 510))
+	if cap(*rh.Buf()) < 2+len(msg) {
+		(*rh.Buf()) = make([]byte, 2+max(len(msg), 510))
 	}
-	rh.Buf = rh.Buf[:2+len(msg)]
-	copy(rh.Buf[2:], msg)
+	(*rh.Buf()) = (*rh.Buf())[:2+len(msg)]
+	copy((*rh.Buf())[2:], msg)
 	c.h.Attach()
 	if c.inFlight.Add(1) == 1 {
 		stream.SetBusy(c.h, 1)
@@ -412,9 +416,9 @@ func (c *streamConn) Final(err error) {
 	c.s.unref()
 }
 
-// Send implements nm.Socket for request handles: the reply goes out with
+// Send implements socket for request handles: the reply goes out with
 // its length prefix, in one write.
-func (c *streamConn) Send(rh nm.Handle, b []byte) error {
+func (c *streamConn) Send(rh core.Handle, b []byte) error {
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
@@ -422,18 +426,18 @@ func (c *streamConn) Send(rh nm.Handle, b []byte) error {
 	if len(c.s.ch) > 0 {
 		// More requests wait for a consumer, so more replies follow: this
 		// one leaves with them, in one write, when the consumers pause.
-		return stream.SendPrefixedBatched(c.h, p[:], b)
+		return stream.SendPrefixedBatched(nm.Handle(c.h), p[:], b)
 	}
-	return stream.SendPrefixed(c.h, p[:], b)
+	return stream.SendPrefixed(nm.Handle(c.h), p[:], b)
 }
 
-// SendAsync implements nm.Socket for request handles.
-func (c *streamConn) SendAsync(rh nm.Handle, b []byte, done chan<- error) error {
+// SendAsync implements socket for request handles.
+func (c *streamConn) SendAsync(rh core.Handle, b []byte, done chan<- error) error {
 	var p [2]byte
 	if err := prefix(&p, b); err != nil {
 		return err
 	}
-	return stream.SendPrefixedAsync(c.h, p[:], b, done)
+	return stream.SendPrefixedAsync(nm.Handle(c.h), p[:], b, done)
 }
 
 // prefix writes the length prefix of a message b.
@@ -448,18 +452,18 @@ func prefix(p *[2]byte, b []byte) error {
 	return nil
 }
 
-// Read implements nm.Socket: a request handle is not read; its request
+// Read implements socket: a request handle is not read; its request
 // came with it.
-func (c *streamConn) Read(rh nm.Handle) <-chan nm.Event { return notReadable() }
+func (c *streamConn) Read(rh core.Handle) <-chan nm.Event { return notReadable() }
 
-// ReadStop implements nm.Socket.
-func (c *streamConn) ReadStop(rh nm.Handle) {}
+// ReadStop implements socket.
+func (c *streamConn) ReadStop(rh core.Handle) {}
 
-// Close implements nm.Socket: closing a request closes its connection.
-func (c *streamConn) Close(rh nm.Handle) { c.h.Close() }
+// Close implements socket: closing a request closes its connection.
+func (c *streamConn) Close(rh core.Handle) { c.h.Close() }
 
-// Released implements nm.Socket: the request is answered (or given up).
-func (c *streamConn) Released(rh nm.Handle) {
+// Released implements socket: the request is answered (or given up).
+func (c *streamConn) Released(rh core.Handle) {
 	c.s.handles.Put(rh)
 	if c.untrack(rh) {
 		c.releaseSlot()
@@ -481,10 +485,10 @@ func (c *streamConn) releaseSlot() {
 
 // SetKeepalive marks the request's connection as kept alive (EDNS
 // tcp-keepalive): its idle timeout becomes the keepalive timeout.
-func (c *streamConn) SetKeepalive(rh nm.Handle, on bool) { c.h.SetKeepalive(on) }
+func (c *streamConn) SetKeepalive(rh core.Handle, on bool) { nm.Handle(c.h).SetKeepalive(on) }
 
 // SetTimeouts replaces the timeouts of the request's connection.
-func (c *streamConn) SetTimeouts(rh nm.Handle, t nm.Timeouts) { c.h.SetTimeouts(t) }
+func (c *streamConn) SetTimeouts(rh core.Handle, t nm.Timeouts) { nm.Handle(c.h).SetTimeouts(t) }
 
 // notReadable returns a channel holding one final nm.ErrNotSupported event.
 func notReadable() <-chan nm.Event {
@@ -498,17 +502,25 @@ func notReadable() <-chan nm.Event {
 // the value to advertise in an EDNS tcp-keepalive option (RFC 7828), and
 // false for requests that did not come over TCP or TLS.
 func KeepaliveTimeout(rh nm.Handle) (time.Duration, bool) {
-	c, ok := rh.Socket().(*streamConn)
+	c, ok := core.Handle(rh).Socket().(*streamConn)
 	if !ok {
 		return 0, false
 	}
-	return stream.Timeouts(c.h).Keepalive, true
+	return stream.Timeouts(nm.Handle(c.h)).Keepalive, true
 }
 
 // listenStreamOrTLS listens with TLS when tlsConf is set, else with TCP.
-func listenStreamOrTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, sc stream.Config) (*stream.Listener, error) {
+func listenStreamOrTLS(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, sc stream.Config) (*stream.Listener, error) {
 	if tlsConf != nil {
-		return stream.ListenTLS(ctx, m, addr, tlsConf, sc)
+		return stream.ListenTLS(ctx, (*nm.Manager)(m), addr, tlsConf, sc)
 	}
-	return stream.Listen(ctx, m, addr, sc)
+	return stream.Listen(ctx, (*nm.Manager)(m), addr, sc)
+}
+
+// detachRequest releases the reference a request event carries, for the
+// events dropped when a listener's channel is finalized.
+func detachRequest(ev nm.Event) {
+	if ev.Err == nil && !ev.Handle.IsZero() {
+		ev.Handle.Detach()
+	}
 }

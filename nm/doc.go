@@ -11,10 +11,30 @@
 // gets its own listening socket (SO_REUSEPORT, SO_REUSEPORT_LB) and the
 // kernel spreads the traffic over them; elsewhere, and for sockets given
 // by the caller (SocketConfig.PacketConns, Listeners) when there are fewer
-// than shards, the shards share the sockets (see package transport). Each shard has a job loop (Shard.Post), the
-// reader goroutines of its listening sockets, pools, and counters. With
-// Config.LockThreads or Config.Pin, a shard's long-lived goroutines are
-// locked to OS threads, pinned to the shard's CPU.
+// than shards, the shards share the sockets (see Platforms). Each shard has
+// a job loop, the reader goroutines of its listening sockets, pools, and
+// counters (Manager.ShardStats). With Config.LockThreads or Config.Pin, a
+// shard's long-lived goroutines are locked to OS threads, pinned to the
+// shard's CPU.
+//
+// # Platforms
+//
+// What each system gets:
+//
+//   - Linux: one socket per shard with SO_REUSEPORT (the kernel spreads
+//     datagrams and connections by a hash of the peer's address); recvmmsg
+//     and sendmmsg batches; destination and source addresses per datagram
+//     (replies leave from the address the client asked); threads pinned to
+//     CPUs.
+//   - FreeBSD: one socket per shard with SO_REUSEPORT_LB; datagrams one per
+//     system call; no destination address: replies on a wildcard socket
+//     leave from the address the kernel chooses, so bind each address
+//     rather than a wildcard.
+//   - macOS, OpenBSD, NetBSD, DragonFly: one socket shared by the shards
+//     (SO_REUSEPORT there is not relied on to balance); otherwise as
+//     FreeBSD. SharePort sets SO_REUSEPORT.
+//   - Windows and others: one socket shared by the shards, datagrams one
+//     at a time, no destination address; SharePort is refused.
 //
 // # Events
 //
@@ -83,7 +103,7 @@
 // # Limits
 //
 // UDP listeners never wait for a slow consumer: when a listener's queue is
-// full, datagrams are dropped and counted (Counters.Dropped). Datagrams
+// full, datagrams are dropped and counted (Totals.Dropped). Datagrams
 // larger than UDPConfig.MaxSize, or refused by UDPConfig.Filter, are dropped
 // and counted too.
 //

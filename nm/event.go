@@ -25,37 +25,3 @@ type Event struct {
 	// Err is nil for data events and the reason for the final event.
 	Err error
 }
-
-// Finalize delivers the final event ev on ch and closes ch, without ever
-// blocking: if ch is full, the oldest queued events are dropped to make room
-// (and their handles detached when detach is set, for events that carried a
-// reference), and dropped, if not nil, is called for each. The caller must
-// be the only sender left on ch. For transports.
-func Finalize(ch chan Event, ev Event, detach bool, dropped func()) {
-	finalize(ch, ev, detach, dropped)
-}
-
-// finalize delivers the final event ev on ch and closes ch. It never blocks:
-// if ch is full, the oldest queued events are dropped to make room (their
-// handles detached when detach is set: the events carried a reference). It must be called by the only remaining sender,
-// after every other send on ch has finished.
-func finalize(ch chan Event, ev Event, detach bool, dropped func()) {
-	for {
-		select {
-		case ch <- ev:
-			close(ch)
-			return
-		default:
-		}
-		select {
-		case old := <-ch:
-			if detach && !old.Handle.IsZero() && old.Err == nil {
-				old.Handle.Detach()
-			}
-			if dropped != nil {
-				dropped()
-			}
-		default:
-		}
-	}
-}

@@ -1,44 +1,16 @@
 package nm
 
 import (
-	"io"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
-// Socket is what a Handle asks of the socket it is bound to. Transports
-// implement it (package nm for UDP, package stream for TCP and TLS); users
-// of the library never call it directly.
-type Socket interface {
-	// Send hands a copy of b to h's output and returns without waiting
-	// for the peer; the caller may reuse b at once.
-	Send(h Handle, b []byte) error
-	// SendAsync queues b itself for h and returns at once. Unless it
-	// returns an error, done receives exactly one value, from the shard,
-	// when b was written or failed.
-	SendAsync(h Handle, b []byte, done chan<- error) error
-	// Read starts reading and returns h's event channel.
-	Read(h Handle) <-chan Event
-	// ReadStop pauses reading.
-	ReadStop(h Handle)
-	// Close shuts h's conversation down; its final event comes later, from
-	// the shard.
-	Close(h Handle)
-	// Released is called when h's last reference is detached. The socket
-	// may put h back in its pool (see Handle.Reuse) or free it.
-	Released(h Handle)
-}
-
-// Resetter is implemented by handle user values that want to be reset when
-// their handle is released to its pool.
-type Resetter interface{ Reset() }
-
 // Handle is one conversation: a TCP or TLS connection, a (UDP socket, peer)
-// pair, or one DoH stream. It is bound to one socket and one shard for its
-// whole life. Handle is a small value: copies refer to the same
-// conversation. The zero Handle refers to none.
+// pair, one DoH stream or one DoQ stream. It is bound to one socket and one
+// shard for its whole life. Handle is a small value: copies refer to the
+// same conversation. The zero Handle refers to none.
 //
 // Handles are reference counted: the last Detach ends the conversation.
 // Sockets reuse the state behind released handles for new conversations,
@@ -49,217 +21,61 @@ type Resetter interface{ Reset() }
 // value, Data returns nil, and Attach, Detach and SetData panic. A reply
 // can never reach a peer it was not meant for. Methods are safe for
 // concurrent use.
-type Handle struct {
-	*conv
-	gen uint32
-}
+type Handle core.Handle
 
-// conv is the state behind handles, reused by sockets across
-// conversations.
-type conv struct {
-	sock  Socket
-	shard *Shard
-	// state packs the generation (high 32 bits) and the reference count
-	// (low 32 bits), so that a handle's generation and its references are
-	// checked and changed in one atomic step.
-	state atomic.Uint64
-	local netip.AddrPort // as reported: a PROXY header's, or the socket's
-	peer  netip.AddrPort
-	// realLocal and realPeer are the socket's own addresses.
-	realLocal, realPeer netip.AddrPort
-	ifindex             int // interface a UDP request arrived on; 0 if unknown
+func (h Handle) core() core.Handle { return core.Handle(h) }
 
-	dataMu sync.Mutex
-	data   any
-
-	// Buf is scratch space owned by the handle's socket, kept when the
-	// state is reused: sockets read into it. Only the socket touches it.
-	Buf []byte
-}
-
-func pack(gen, refs uint32) uint64        { return uint64(gen)<<32 | uint64(refs) }
-func unpack(st uint64) (gen, refs uint32) { return uint32(st >> 32), uint32(st) }
-
-// NewHandle returns a handle with one reference, for socket implementations.
-func NewHandle(s *Shard, sock Socket, local, peer netip.AddrPort) Handle {
-	h := Handle{conv: &conv{}}
-	h.Reuse(s, sock, local, peer)
-	return h
-}
-
-// Reuse readies the state behind a released handle for a new conversation
-// with one reference and a new generation, keeping its user value and Buf;
-// h becomes the new conversation's handle. For socket implementations.
-func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
-	c := h.conv
-	c.shard, c.sock, c.local, c.peer = s, sock, local, peer
-	c.realLocal, c.realPeer = local, peer
-	c.ifindex = 0
-	gen, _ := unpack(c.state.Load())
-	gen++
-	c.state.Store(pack(gen, 1))
-	h.gen = gen
-}
+// Resetter is implemented by handle user values that want to be reset when
+// their handle is released to its pool.
+type Resetter interface{ Reset() }
 
 // IsZero reports whether h is the zero Handle.
-func (h Handle) IsZero() bool { return h.conv == nil }
-
-// acquire takes a reference for the length of one call; false if h was
-// released.
-func (h Handle) acquire() bool {
-	if h.conv == nil {
-		return false
-	}
-	for {
-		st := h.state.Load()
-		gen, refs := unpack(st)
-		if gen != h.gen || refs == 0 {
-			return false
-		}
-		if h.state.CompareAndSwap(st, st+1) {
-			return true
-		}
-	}
-}
+func (h Handle) IsZero() bool { return h.core().IsZero() }
 
 // Attach adds a reference and returns h. It panics if h was released.
-func (h Handle) Attach() Handle {
-	if !h.acquire() {
-		panic("nm: Attach on a released handle")
-	}
-	return h
-}
+func (h Handle) Attach() Handle { return Handle(h.core().Attach()) }
 
 // Detach drops a reference; the last one releases the handle. It panics if
 // h was released (more Detach than Attach, or a Detach after the handle's
 // state was reused).
-func (h Handle) Detach() {
-	if h.conv == nil {
-		panic("nm: Detach on the zero Handle")
-	}
-	for {
-		st := h.state.Load()
-		gen, refs := unpack(st)
-		if gen != h.gen || refs == 0 {
-			panic("nm: Detach on a released handle (more Detach than Attach)")
-		}
-		if h.state.CompareAndSwap(st, st-1) {
-			if refs == 1 {
-				h.resetData()
-				h.sock.Released(h)
-			}
-			return
-		}
-	}
-}
-
-// Refs returns the number of references, 0 once h was released; for tests
-// and debugging.
-func (h Handle) Refs() int {
-	if h.conv == nil {
-		return 0
-	}
-	gen, refs := unpack(h.state.Load())
-	if gen != h.gen {
-		return 0
-	}
-	return int(refs)
-}
-
-// Shard returns the shard the handle belongs to.
-func (h Handle) Shard() *Shard { return h.shard }
+func (h Handle) Detach() { h.core().Detach() }
 
 // LocalAddr returns the local address of the conversation: the
 // destination a PROXY header gave, or else the socket's. It returns the
 // zero value once h was released.
-func (h Handle) LocalAddr() netip.AddrPort {
-	if !h.acquire() {
-		return netip.AddrPort{}
-	}
-	defer h.Detach()
-	return h.local
-}
+func (h Handle) LocalAddr() netip.AddrPort { return h.core().LocalAddr() }
 
 // PeerAddr returns the peer's address: the source a PROXY header gave (the
 // client behind a load balancer), or else the socket's. It returns the
 // zero value once h was released.
-func (h Handle) PeerAddr() netip.AddrPort {
-	if !h.acquire() {
-		return netip.AddrPort{}
-	}
-	defer h.Detach()
-	return h.peer
-}
+func (h Handle) PeerAddr() netip.AddrPort { return h.core().PeerAddr() }
 
 // InterfaceIndex returns the index of the network interface a UDP request
 // arrived on, or 0 if unknown (other transports, platforms that do not
 // report it, or once h was released).
-func (h Handle) InterfaceIndex() int {
-	if !h.acquire() {
-		return 0
-	}
-	defer h.Detach()
-	return h.ifindex
-}
+func (h Handle) InterfaceIndex() int { return h.core().InterfaceIndex() }
 
 // RealLocalAddr returns the socket's own local address (for a UDP request,
 // the address the datagram was sent to: where the reply leaves from; the
 // zero value once h was released).
-func (h Handle) RealLocalAddr() netip.AddrPort {
-	if !h.acquire() {
-		return netip.AddrPort{}
-	}
-	defer h.Detach()
-	return h.realLocal
-}
+func (h Handle) RealLocalAddr() netip.AddrPort { return h.core().RealLocalAddr() }
 
 // RealPeerAddr returns the socket's own peer address: with PROXY, the load
 // balancer's (the zero value once h was released).
-func (h Handle) RealPeerAddr() netip.AddrPort {
-	if !h.acquire() {
-		return netip.AddrPort{}
-	}
-	defer h.Detach()
-	return h.realPeer
-}
-
-// SetProxied sets the addresses LocalAddr and PeerAddr report, as a PROXY
-// header gave them; the real ones stay. For socket implementations, before
-// the handle is handed out.
-func (h Handle) SetProxied(local, peer netip.AddrPort) { h.local, h.peer = local, peer }
+func (h Handle) RealPeerAddr() netip.AddrPort { return h.core().RealPeerAddr() }
 
 // SetData sets the handle's user value. When the handle is released, the
-// value's Reset method, if it has one, is called, and the value stays with
-// the handle's state for its next conversation; when the state is freed for
-// good, the value's Close method, if it has one, is called. SetData panics
-// if h was released.
-func (h Handle) SetData(v any) {
-	if !h.acquire() {
-		panic("nm: SetData on a released handle")
-	}
-	defer h.Detach()
-	h.dataMu.Lock()
-	h.data = v
-	h.dataMu.Unlock()
-}
+// value's Reset method (Resetter), if it has one, is called, and the value
+// stays with the handle's state for its next conversation; when the state
+// is freed for good, the value's Close method, if it has one, is called.
+// SetData panics if h was released.
+func (h Handle) SetData(v any) { h.core().SetData(v) }
 
 // Data returns the handle's user value, or nil (also once h was released).
-func (h Handle) Data() any {
-	if !h.acquire() {
-		return nil
-	}
-	defer h.Detach()
-	return h.loadData()
-}
-
-func (c *conv) loadData() any {
-	c.dataMu.Lock()
-	defer c.dataMu.Unlock()
-	return c.data
-}
+func (h Handle) Data() any { return h.core().Data() }
 
 // Send hands b to the conversation's output and returns: it never waits
-// for the peer, whatever the peer does (SPEC: one conversation never holds
+// for the peer, whatever the peer does (one conversation never holds
 // another). b is copied and may be reused at once. Sends on one handle go
 // out in the order they were made, batched with the replies ready at the
 // same time. Send fails at once on a closed conversation (ErrClosed or
@@ -267,15 +83,9 @@ func (c *conv) loadData() any {
 // (ErrOutputFull: a peer that does not read; on streams the conversation
 // then ends), and once h was released (ErrReleased). A nil error means the
 // bytes were queued, not that they were written: a write that fails later
-// is counted (Counters.SendFailed, WriteTimeouts) and ends the
+// is counted (Totals.SendFailed, WriteTimeouts) and ends the
 // conversation; use SendAsync to learn each outcome.
-func (h Handle) Send(b []byte) error {
-	if !h.acquire() {
-		return ErrReleased
-	}
-	defer h.Detach()
-	return h.sock.Send(h, b)
-}
+func (h Handle) Send(b []byte) error { return h.core().Send(b) }
 
 // SendAsync queues b itself (no copy) after the sends before it and
 // returns at once; b must not be modified until the send completes. If
@@ -288,11 +98,12 @@ func (h Handle) Send(b []byte) error {
 // error (a closed handle, a full output, ErrReleased), done receives
 // nothing.
 func (h Handle) SendAsync(b []byte, done chan<- error) error {
-	if !h.acquire() {
-		return ErrReleased
-	}
-	defer h.Detach()
-	return h.sock.SendAsync(h, b, done)
+	return h.core().SendAsync(b, done)
+}
+
+// reader is what every socket implements besides core.Socket.
+type reader interface {
+	Read(h core.Handle) <-chan Event
 }
 
 // Read starts reading and returns the handle's event channel; calling it
@@ -300,12 +111,25 @@ func (h Handle) SendAsync(b []byte, done chan<- error) error {
 // Once h was released, Read returns a channel whose only event is
 // ErrReleased.
 func (h Handle) Read() <-chan Event {
-	if !h.acquire() {
+	c := h.core()
+	sock := c.Hold()
+	if sock == nil {
 		return released
 	}
-	defer h.Detach()
-	return h.sock.Read(h)
+	defer c.Detach()
+	if r, ok := sock.(reader); ok {
+		return r.Read(c)
+	}
+	return unreadable
 }
+
+// unreadable is the event channel of handles whose socket cannot read.
+var unreadable = func() chan Event {
+	ch := make(chan Event, 1)
+	ch <- Event{Err: ErrNotSupported}
+	close(ch)
+	return ch
+}()
 
 // released is the event channel of released handles.
 var released = func() chan Event {
@@ -317,22 +141,12 @@ var released = func() chan Event {
 
 // ReadStop pauses reading: no data event is delivered after it returns
 // until Read is called again.
-func (h Handle) ReadStop() {
-	if h.acquire() {
-		defer h.Detach()
-		h.sock.ReadStop(h)
-	}
-}
+func (h Handle) ReadStop() { h.core().ReadStop() }
 
 // Close shuts the conversation down without waiting for the references to
 // go; its final event, if it was read, comes from the shard. It does
 // nothing once h was released.
-func (h Handle) Close() {
-	if h.acquire() {
-		defer h.Detach()
-		h.sock.Close(h)
-	}
-}
+func (h Handle) Close() { h.core().Close() }
 
 // NoTimeout, as the value of any timeout setting of the library, means no
 // timeout at all. Zero means the setting's default (or, in SetTimeouts,
@@ -362,9 +176,12 @@ type Timeouts struct {
 // SetTimeouts replaces the handle's timeouts, on sockets that have them;
 // the others ignore it.
 func (h Handle) SetTimeouts(t Timeouts) {
-	if s, ok := h.socket().(interface{ SetTimeouts(Handle, Timeouts) }); ok && h.acquire() {
-		defer h.Detach()
-		s.SetTimeouts(h, t)
+	c := h.core()
+	if sock := c.Hold(); sock != nil {
+		defer c.Detach()
+		if s, ok := sock.(interface{ SetTimeouts(core.Handle, Timeouts) }); ok {
+			s.SetTimeouts(c, t)
+		}
 	}
 }
 
@@ -372,11 +189,14 @@ func (h Handle) SetTimeouts(t Timeouts) {
 // means the handle's default, which for nm's own UDP clients is none;
 // NoTimeout means none. Other handles ignore it.
 func (h Handle) SetReadTimeout(d time.Duration) {
-	if s, ok := h.socket().(interface {
-		SetReadTimeout(Handle, time.Duration)
-	}); ok && h.acquire() {
-		defer h.Detach()
-		s.SetReadTimeout(h, d)
+	c := h.core()
+	if sock := c.Hold(); sock != nil {
+		defer c.Detach()
+		if s, ok := sock.(interface {
+			SetReadTimeout(core.Handle, time.Duration)
+		}); ok {
+			s.SetReadTimeout(c, d)
+		}
 	}
 }
 
@@ -384,94 +204,11 @@ func (h Handle) SetReadTimeout(d time.Duration) {
 // its idle timeout becomes the keepalive timeout. Handles without timeouts
 // ignore it.
 func (h Handle) SetKeepalive(on bool) {
-	if s, ok := h.socket().(interface{ SetKeepalive(Handle, bool) }); ok && h.acquire() {
-		defer h.Detach()
-		s.SetKeepalive(h, on)
-	}
-}
-
-// socket returns the socket, or nil for the zero Handle.
-func (h Handle) socket() Socket {
-	if h.conv == nil {
-		return nil
-	}
-	return h.sock
-}
-
-// resetData calls the user value's Reset hook when the handle is released.
-func (c *conv) resetData() {
-	if r, ok := c.loadData().(Resetter); ok {
-		r.Reset()
-	}
-}
-
-// Socket returns the socket the handle is bound to, for transports.
-func (h Handle) Socket() Socket { return h.socket() }
-
-// Free calls the user value's Close hook and drops the value: for socket
-// implementations, when a released handle's state is freed for good.
-func (h Handle) Free() { h.free() }
-
-// free calls the user value's Close hook when the state is freed for good.
-func (c *conv) free() {
-	if cl, ok := c.loadData().(io.Closer); ok {
-		cl.Close()
-	}
-	c.dataMu.Lock()
-	c.data = nil
-	c.dataMu.Unlock()
-}
-
-// HandlePool keeps the state of released handles of one socket for reuse,
-// with its user value and Buf. For socket implementations. Its methods are
-// safe for concurrent use.
-type HandlePool struct {
-	mu     sync.Mutex
-	free   []*conv // guarded by mu
-	closed bool    // guarded by mu; released handles are freed for good
-	// Max bounds how many released handles the pool keeps; past it they
-	// are freed. If zero, 1024.
-	Max int
-}
-
-// Get returns a released handle to Reuse: a pooled one, or a new one.
-func (p *HandlePool) Get() Handle {
-	p.mu.Lock()
-	if n := len(p.free); n > 0 {
-		c := p.free[n-1]
-		p.free[n-1] = nil
-		p.free = p.free[:n-1]
-		p.mu.Unlock()
-		return Handle{conv: c}
-	}
-	p.mu.Unlock()
-	return Handle{conv: &conv{}}
-}
-
-// Put keeps the state of h, which was released, or frees it when the pool
-// is full or closed.
-func (p *HandlePool) Put(h Handle) {
-	max := p.Max
-	if max <= 0 {
-		max = 1024
-	}
-	p.mu.Lock()
-	if p.closed || len(p.free) >= max {
-		p.mu.Unlock()
-		h.free()
-		return
-	}
-	p.free = append(p.free, h.conv)
-	p.mu.Unlock()
-}
-
-// Close frees every pooled handle and makes later Puts free theirs.
-func (p *HandlePool) Close() {
-	p.mu.Lock()
-	free := p.free
-	p.free, p.closed = nil, true
-	p.mu.Unlock()
-	for _, c := range free {
-		c.free()
+	c := h.core()
+	if sock := c.Hold(); sock != nil {
+		defer c.Detach()
+		if s, ok := sock.(interface{ SetKeepalive(core.Handle, bool) }); ok {
+			s.SetKeepalive(c, on)
+		}
 	}
 }

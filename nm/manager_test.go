@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
@@ -34,14 +36,14 @@ func TestManagerDefaultsAndClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	select {
-	case <-m.Done():
+	case <-(*core.Manager)(m).Done():
 	default:
 		t.Fatal("Done not closed after Close")
 	}
 	if _, err := nm.ListenUDP(context.Background(), m, "127.0.0.1:0", nm.UDPConfig{}); !errors.Is(err, nm.ErrShuttingDown) {
 		t.Errorf("ListenUDP after Close: %v; want ErrShuttingDown", err)
 	}
-	if err := m.Shard(0).Post(func() {}); !errors.Is(err, nm.ErrShuttingDown) {
+	if err := (*core.Manager)(m).Shard(0).Post(func() {}); !errors.Is(err, nm.ErrShuttingDown) {
 		t.Errorf("Post after Close: %v; want ErrShuttingDown", err)
 	}
 	if err := m.Pause(); !errors.Is(err, nm.ErrShuttingDown) {
@@ -71,7 +73,7 @@ func TestPostRunsInOrderOnShard(t *testing.T) {
 	var got []int
 	done := make(chan struct{})
 	for i := 0; i < 100; i++ {
-		m.Shard(1).Post(func() {
+		(*core.Manager)(m).Shard(1).Post(func() {
 			got = append(got, i) // only the shard's loop touches got
 			if i == 99 {
 				close(done)
@@ -86,8 +88,8 @@ func TestPostRunsInOrderOnShard(t *testing.T) {
 	}
 	// A panicking job is contained.
 	ran := make(chan struct{})
-	m.Shard(0).Post(func() { panic("boom") })
-	m.Shard(0).Post(func() { close(ran) })
+	(*core.Manager)(m).Shard(0).Post(func() { panic("boom") })
+	(*core.Manager)(m).Shard(0).Post(func() { close(ran) })
 	<-ran
 }
 
@@ -103,7 +105,7 @@ func TestPauseResumeErrors(t *testing.T) {
 		t.Errorf("nested Pause: %v; want ErrPaused", err)
 	}
 	ran := make(chan struct{})
-	m.Shard(0).Post(func() { close(ran) })
+	(*core.Manager)(m).Shard(0).Post(func() { close(ran) })
 	select {
 	case <-ran:
 		t.Fatal("job ran while paused")
@@ -194,8 +196,8 @@ func TestHandleRefsAndUserValue(t *testing.T) {
 	u := &userValue{}
 	h.SetData(u)
 	h.Attach()
-	if h.Refs() != 2 {
-		t.Fatalf("Refs = %d; want 2", h.Refs())
+	if core.Handle(h).Refs() != 2 {
+		t.Fatalf("Refs = %d; want 2", core.Handle(h).Refs())
 	}
 	h.Detach()
 	h.Detach()
@@ -212,8 +214,8 @@ func TestHandleRefsAndUserValue(t *testing.T) {
 	if ev.Handle == h || ev.Handle.Data() != u {
 		t.Errorf("next request on %v with %v; want a new handle with the pooled value", ev.Handle, ev.Handle.Data())
 	}
-	if h.Data() != nil || h.Refs() != 0 {
-		t.Errorf("released handle after reuse: data %v, %d refs; want nil, 0", h.Data(), h.Refs())
+	if h.Data() != nil || core.Handle(h).Refs() != 0 {
+		t.Errorf("released handle after reuse: data %v, %d refs; want nil, 0", h.Data(), core.Handle(h).Refs())
 	}
 	ev.Handle.Detach()
 	l.Close()
@@ -276,10 +278,10 @@ func TestCompleteAfterShutdown(t *testing.T) {
 	m.Close()
 	done := make(chan error, 100)
 	for i := 0; i < 100; i++ {
-		m.Complete(done, nm.ErrCanceled)
+		(*core.Manager)(m).Complete(done, nm.ErrCanceled)
 	}
 	if len(done) != 100 {
 		t.Fatalf("%d of 100 outcomes delivered after shutdown; want all", len(done))
 	}
-	m.Complete(done, nm.ErrCanceled) // full: dropped, returns
+	(*core.Manager)(m).Complete(done, nm.ErrCanceled) // full: dropped, returns
 }

@@ -8,7 +8,7 @@ import (
 // SocketConfig says how a listener opens its sockets (UDPConfig.Socket,
 // stream.Config.Socket, dnsmsg.ServerConfig.Socket). The zero value binds
 // the address as written, one socket per shard where the platform spreads
-// traffic over them (see package transport), and refuses an address that
+// traffic over them (see Platforms in the package documentation), and refuses an address that
 // any other socket holds.
 //
 // Family: an IPv4 address, 0.0.0.0 included, binds IPv4 only; an IPv6

@@ -7,9 +7,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // TestUDPListenRefusesPortInUse checks that a second UDP listener on a port

@@ -11,8 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rainbowduck/netmgr/proxyproto"
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/proxyproto"
 )
 
 // Defaults of UDPConfig.
@@ -88,7 +89,7 @@ func (c *UDPConfig) replies() int {
 
 // UDPListener is a UDP server: one socket per shard bound to one address
 // (shared by the shards where the platform cannot spread traffic over
-// several, see package transport).
+// several, see Platforms).
 // Every datagram arrives as an Event on Datagrams, with a handle to reply
 // on. Its methods are safe for concurrent use.
 //
@@ -125,13 +126,13 @@ type UDPListener struct {
 
 type udpListenSocket struct {
 	l     *UDPListener
-	shard *Shard
+	shard *core.Shard
 	conn  *net.UDPConn
 	local netip.AddrPort
 	batch *transport.Batch
 	out   *replyQueue // replies, until they are written (udp_send.go)
-	pool  HandlePool
-	stats *Counters
+	pool  core.HandlePool
+	stats *core.Counters
 	// inFlight counts the requests delivered and not yet released.
 	inFlight atomic.Int64
 }
@@ -141,13 +142,14 @@ type udpListenSocket struct {
 // another socket holds addr, unless cfg.Socket.SharePort; with
 // cfg.Socket.PacketConns it serves those sockets and ignores addr.
 func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UDPListener, error) {
+	cm := m.core()
 	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {
-		m.shards[0].counters[UDP].BindFailed.Add(1)
+		cm.Shard(0).Counters(core.UDP).BindFailed.Add(1)
 		return nil, err
 	}
 	if k := len(cfg.Socket.PacketConns); k > 0 && k < m.Workers() {
-		m.log.Info("nm: shards share the UDP sockets given", "sockets", k, "shards", m.Workers(), "addr", conns[0].LocalAddr())
+		cm.Logger().Info("nm: shards share the UDP sockets given", "sockets", k, "shards", m.Workers(), "addr", conns[0].LocalAddr())
 	}
 	queue := cfg.Queue
 	if queue <= 0 {
@@ -157,9 +159,9 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	l.addr = transport.AddrPort(conns[0].LocalAddr())
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
-		s := &udpListenSocket{l: l, shard: m.shards[i%len(m.shards)], conn: c, local: transport.AddrPort(c.LocalAddr())}
+		s := &udpListenSocket{l: l, shard: cm.Shard(i % cm.Workers()), conn: c, local: transport.AddrPort(c.LocalAddr())}
 		s.pool.Max = queue
-		s.stats = &s.shard.counters[UDP]
+		s.stats = s.shard.Counters(core.UDP)
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
 			s.out, err = newReplyQueue(s, cfg.batch(), cfg.replies())
 		}
@@ -169,8 +171,8 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 		}
 		l.socks = append(l.socks, s)
 	}
-	l.undrain = m.onShutdown(l.Shutdown) // before Track: Close may run from then on
-	if l.untrack, err = m.Track(func() { l.Close() }); err != nil {
+	l.undrain = cm.TrackDrain(l.Shutdown) // before Track: Close may run from then on
+	if l.untrack, err = cm.Track(func() { l.Close() }); err != nil {
 		l.undrain()
 		transportClose(conns)
 		return nil, err
@@ -179,7 +181,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	for _, s := range l.socks {
 		s.stats.Opened.Add(1)
 		s.stats.Active.Add(1)
-		if err := m.Go(s.readLoop); err != nil {
+		if err := cm.Go(s.readLoop); err != nil {
 			s.conn.Close()
 			s.end()
 		}
@@ -264,7 +266,7 @@ func (s *udpListenSocket) readLoop() {
 				continue // a Send woke us to flush
 			}
 			s.stats.RecvFailed.Add(1)
-			s.shard.m.log.Debug("nm: udp read", "addr", s.local, "err", err)
+			s.shard.Manager().Logger().Debug("nm: udp read", "addr", s.local, "err", err)
 			continue
 		}
 		s.stats.Reads.Add(1)
@@ -273,7 +275,7 @@ func (s *udpListenSocket) readLoop() {
 			s.deliver(&s.batch.Msgs[i])
 		}
 		s.shard.Exit()
-		if !s.shard.m.cfg.LockThreads {
+		if !s.shard.Manager().LockThreads() {
 			// Let the consumers answer what was delivered before reading
 			// on: with few CPUs their replies then leave together, at the
 			// latest in the flush before the next read.
@@ -308,12 +310,13 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 	}
 	h := s.pool.Get()
 	h.Reuse(s.shard, s, dest, m.Addr)
-	h.ifindex = m.IfIndex
+	h.SetInterface(m.IfIndex)
 	h.SetProxied(local, peer)
-	h.Buf = append(h.Buf[:0], b...)
+	buf := h.Buf()
+	*buf = append((*buf)[:0], b...)
 	s.inFlight.Add(1)
 	select {
-	case s.l.ch <- Event{Handle: h, Data: h.Buf}:
+	case s.l.ch <- Event{Handle: Handle(h), Data: *buf}:
 	default:
 		s.stats.Dropped.Add(1)
 		h.Detach()
@@ -325,12 +328,12 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 // datagram is refused.
 func (s *udpListenSocket) unproxy(p *proxyproto.Policy, b []byte, local, real netip.AddrPort) ([]byte, netip.AddrPort, netip.AddrPort, bool) {
 	if !p.Allowed(real.Addr()) {
-		s.shard.m.log.Debug("nm: PROXY header from a peer not allowed", "peer", real)
+		s.shard.Manager().Logger().Debug("nm: PROXY header from a peer not allowed", "peer", real)
 		return nil, local, real, false
 	}
 	hdr, n, err := proxyproto.Parse(b)
 	if err != nil {
-		s.shard.m.log.Debug("nm: bad PROXY header", "peer", real, "err", err)
+		s.shard.Manager().Logger().Debug("nm: bad PROXY header", "peer", real, "err", err)
 		return nil, local, real, false
 	}
 	if src, dst, ok := hdr.Addresses(); ok {
@@ -351,17 +354,20 @@ func (s *udpListenSocket) end() {
 	s.stats.Closed.Add(1)
 	s.stats.Active.Add(-1)
 	if s.l.running.Add(-1) == 0 {
-		finalize(s.l.ch, Event{Err: ErrCanceled}, true, func() { s.stats.Dropped.Add(1) })
+		core.Finalize(s.l.ch, Event{Err: ErrCanceled}, func(old Event) {
+			detachRequest(old)
+			s.stats.Dropped.Add(1)
+		})
 	}
 }
 
 // Read on a request handle has nothing to read: a UDP request is one
 // datagram, already delivered.
-func (s *udpListenSocket) Read(h Handle) <-chan Event { return notSupported() }
+func (s *udpListenSocket) Read(h core.Handle) <-chan Event { return notSupported() }
 
-func (s *udpListenSocket) ReadStop(h Handle) {}
-func (s *udpListenSocket) Close(h Handle)    {}
-func (s *udpListenSocket) Released(h Handle) {
+func (s *udpListenSocket) ReadStop(h core.Handle) {}
+func (s *udpListenSocket) Close(h core.Handle)    {}
+func (s *udpListenSocket) Released(h core.Handle) {
 	s.pool.Put(h)
 	if s.inFlight.Add(-1) == 0 && s.l.draining.Load() {
 		select {
@@ -376,4 +382,12 @@ func notSupported() <-chan Event {
 	ch <- Event{Err: ErrNotSupported}
 	close(ch)
 	return ch
+}
+
+// detachRequest releases the reference a request event carries, for the
+// events dropped when a listener's channel is finalized.
+func detachRequest(ev Event) {
+	if ev.Err == nil && !ev.Handle.IsZero() {
+		ev.Handle.Detach()
+	}
 }

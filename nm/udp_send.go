@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
@@ -129,15 +130,15 @@ func (q *replyQueue) grow() {
 // It fails with ErrOutputFull, dropping b, when the socket's replies are at
 // their bound, and with ErrClosed once the listener is closed. The
 // outcome of the write is counted (Sent, SendFailed).
-func (s *udpListenSocket) Send(h Handle, b []byte) error { return s.out.send(h, b, nil) }
+func (s *udpListenSocket) Send(h core.Handle, b []byte) error { return s.out.send(h, b, nil) }
 
 // SendAsync queues b itself (not a copy) for h's peer; b must not change
 // until done receives the outcome, from the shard.
-func (s *udpListenSocket) SendAsync(h Handle, b []byte, done chan<- error) error {
+func (s *udpListenSocket) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	return s.out.send(h, b, done)
 }
 
-func (q *replyQueue) send(h Handle, b []byte, done chan<- error) error {
+func (q *replyQueue) send(h core.Handle, b []byte, done chan<- error) error {
 	if len(b) > maxDatagram {
 		q.s.stats.SendFailed.Add(1)
 		return ErrTooLarge
@@ -148,7 +149,7 @@ func (q *replyQueue) send(h Handle, b []byte, done chan<- error) error {
 		q.s.stats.SendFailed.Add(1)
 		return err
 	}
-	r := udpReply{b: b, to: h.realPeer, done: done}
+	r := udpReply{b: b, to: h.RealPeer(), done: done}
 	if q.wildcard {
 		r.from, r.ifx = replySource(h)
 	}
@@ -260,10 +261,10 @@ func (q *replyQueue) writeBatch(rs []udpReply) {
 		if m.Err == nil {
 			sent++
 		} else {
-			q.s.shard.m.log.Debug("nm: udp reply", "addr", q.s.local, "peer", r.to, "err", m.Err)
+			q.s.shard.Manager().Logger().Debug("nm: udp reply", "addr", q.s.local, "peer", r.to, "err", m.Err)
 		}
 		if r.done != nil {
-			q.done = append(q.done, completion{r.done, MapError(m.Err)})
+			q.done = append(q.done, completion{r.done, core.MapError(m.Err)})
 		}
 		m.Buf, m.Err = nil, nil
 	}
@@ -301,8 +302,8 @@ func (q *replyQueue) complete() {
 // postCompletions delivers send outcomes from the shard's job loop (which
 // waits for room in each done, as Manager.Complete does). Once the
 // manager has closed, an outcome goes where there is room, or is logged.
-func postCompletions(s *Shard, jobs []completion) {
-	m := s.m
+func postCompletions(s *core.Shard, jobs []completion) {
+	m := s.Manager()
 	err := s.Post(func() {
 		for _, c := range jobs {
 			m.Complete(c.done, c.err)
@@ -315,7 +316,7 @@ func postCompletions(s *Shard, jobs []completion) {
 		select {
 		case c.done <- c.err:
 		default:
-			m.log.Warn("nm: send completion dropped: done channel full at shutdown")
+			m.Logger().Warn("nm: send completion dropped: done channel full at shutdown")
 		}
 	}
 }

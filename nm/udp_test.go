@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
@@ -222,8 +224,8 @@ func TestUDPEveryShard100(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		h := dial(t, m, l) // round-robin: one client per shard
-		if h.Shard().ID() != i {
-			t.Fatalf("client %d on shard %d", i, h.Shard().ID())
+		if core.Handle(h).Shard().ID() != i {
+			t.Fatalf("client %d on shard %d", i, core.Handle(h).Shard().ID())
 		}
 		wg.Go(func() {
 			defer h.Detach()
@@ -239,7 +241,7 @@ func TestUDPEveryShard100(t *testing.T) {
 	for i := 0; i < workers; i++ {
 		// Each shard ran one client (n sent, n received) and one listening
 		// socket, which the kernel fed some share of the queries.
-		st := m.Shard(i).Stats().Of(nm.UDP)
+		st := m.ShardStats(i).Of(nm.UDP)
 		if st.Opened != 2 || st.Closed != 2 || st.Received != st.Sent || st.Received < n {
 			t.Errorf("shard %d stats = %+v", i, st)
 		}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
@@ -20,11 +21,11 @@ const clientQueue = 8
 // reader goroutine owns the reading state machine; Read, ReadStop and Close
 // reach it through mu and the wake channel.
 type udpClient struct {
-	h      Handle
+	h      core.Handle
 	conn   *net.UDPConn
 	batch  *transport.Batch // one datagram; owned by the reader
 	filter func([]byte) bool
-	stats  *Counters
+	stats  *core.Counters
 	proxy  []byte // a PROXY header sent before every datagram, or nil
 
 	// ch carries the handle's events. Sender: the reader goroutine only,
@@ -55,34 +56,35 @@ type udpClient struct {
 // Closing while a read is armed gives ErrCanceled, while none is, gives
 // ErrShuttingDown; a handle never read gets no event.
 func DialUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (Handle, error) {
-	shard := m.NextShard()
-	stats := &shard.counters[UDP]
+	cm := m.core()
+	shard := cm.NextShard()
+	stats := shard.Counters(core.UDP)
 	conn, err := transport.DialUDP(ctx, "udp", addr)
 	if err != nil {
 		stats.BindFailed.Add(1)
-		return Handle{}, MapError(err)
+		return Handle{}, core.MapError(err)
 	}
 	c := &udpClient{conn: conn, stats: stats, ch: make(chan Event, clientQueue), wake: make(chan struct{}, 1), proxy: cfg.ProxyHeader}
 	c.batch, err = transport.NewBatch(conn, 1, cfg.maxSize(DefaultUDPClientSize))
 	if err == nil {
-		c.untrack, err = m.Track(c.shutdown)
+		c.untrack, err = cm.Track(c.shutdown)
 	}
 	if err != nil {
 		conn.Close()
 		return Handle{}, err
 	}
-	c.h = NewHandle(shard, c, transport.AddrPort(conn.LocalAddr()), transport.AddrPort(conn.RemoteAddr()))
+	c.h = core.NewHandle(shard, c, transport.AddrPort(conn.LocalAddr()), transport.AddrPort(conn.RemoteAddr()))
 	if f := cfg.Filter; f != nil {
-		peer := c.h.peer
+		peer := c.h.RealPeer()
 		c.filter = func(b []byte) bool { return f(b, peer) == nil }
 	}
 	stats.Opened.Add(1)
 	stats.Active.Add(1)
-	if err := m.Go(c.loop); err != nil {
+	if err := cm.Go(c.loop); err != nil {
 		c.end()
 		return Handle{}, err
 	}
-	return c.h, nil
+	return Handle(c.h), nil
 }
 
 // shutdown closes the handle for Close, Released and the manager.
@@ -109,7 +111,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // Send writes b to the peer with one system call on the connected socket:
 // it never waits for the peer (at worst for room in the kernel's send
 // buffer), and b may be reused when it returns.
-func (c *udpClient) Send(h Handle, b []byte) error {
+func (c *udpClient) Send(h core.Handle, b []byte) error {
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
@@ -123,7 +125,7 @@ func (c *udpClient) Send(h Handle, b []byte) error {
 	c.stats.Writes.Add(1)
 	if err != nil {
 		c.stats.SendFailed.Add(1)
-		return MapError(err)
+		return core.MapError(err)
 	}
 	c.stats.Sent.Add(1)
 	return nil
@@ -131,18 +133,18 @@ func (c *udpClient) Send(h Handle, b []byte) error {
 
 // SendAsync writes b at once, as Send does; done gets the outcome from the
 // shard, never on the caller's stack.
-func (c *udpClient) SendAsync(h Handle, b []byte, done chan<- error) error {
+func (c *udpClient) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	err := c.Send(h, b)
 	if errors.Is(err, ErrClosed) {
 		return err
 	}
-	postCompletions(h.shard, []completion{{done, err}})
+	postCompletions(h.Shard(), []completion{{done, err}})
 	return nil
 }
 
-func (c *udpClient) SetTimeouts(h Handle, t Timeouts) { c.SetReadTimeout(h, t.Read) }
+func (c *udpClient) SetTimeouts(h core.Handle, t Timeouts) { c.SetReadTimeout(h, t.Read) }
 
-func (c *udpClient) Read(h Handle) <-chan Event {
+func (c *udpClient) Read(h core.Handle) <-chan Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
@@ -159,7 +161,7 @@ func (c *udpClient) Read(h Handle) <-chan Event {
 	return c.ch
 }
 
-func (c *udpClient) ReadStop(h Handle) {
+func (c *udpClient) ReadStop(h core.Handle) {
 	c.mu.Lock()
 	if c.armed {
 		c.armed = false
@@ -168,18 +170,18 @@ func (c *udpClient) ReadStop(h Handle) {
 	c.mu.Unlock()
 }
 
-func (c *udpClient) SetReadTimeout(h Handle, d time.Duration) {
+func (c *udpClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
 	c.mu.Unlock()
 }
 
-func (c *udpClient) Close(h Handle) { c.shutdown() }
+func (c *udpClient) Close(h core.Handle) { c.shutdown() }
 
 // Released closes the socket: a client handle is freed with its socket.
-func (c *udpClient) Released(h Handle) {
+func (c *udpClient) Released(h core.Handle) {
 	c.shutdown()
-	h.free()
+	h.Free()
 }
 
 // loop is the reader goroutine: it reads only while a Read is armed, so
@@ -209,10 +211,10 @@ func (c *udpClient) loop() {
 		if !pending {
 			_, err = c.batch.Read()
 		}
-		c.h.shard.Enter()
+		c.h.Shard().Enter()
 		ev, ok, final := c.outcome(err, deadline)
 		sent := ok && c.tryDeliver(ev)
-		c.h.shard.Exit()
+		c.h.Shard().Exit()
 		if !ok {
 			continue
 		}
@@ -253,16 +255,16 @@ func (c *udpClient) outcome(err error, deadline time.Time) (ev Event, ok, final 
 	case err == nil:
 		m := &c.batch.Msgs[0]
 		c.armed, c.pending = false, false
-		return Event{Handle: c.h, Data: m.Buf[:m.N]}, true, false
+		return Event{Handle: Handle(c.h), Data: m.Buf[:m.N]}, true, false
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		if deadline.IsZero() || time.Now().Before(deadline) {
 			return ev, false, false // interrupted, not timed out
 		}
 		c.armed = false
-		return Event{Handle: c.h, Err: ErrTimedOut}, true, false
+		return Event{Handle: Handle(c.h), Err: ErrTimedOut}, true, false
 	default:
 		c.stats.RecvFailed.Add(1)
-		return Event{Handle: c.h, Err: MapError(err)}, true, true
+		return Event{Handle: Handle(c.h), Err: core.MapError(err)}, true, true
 	}
 }
 
@@ -279,7 +281,7 @@ func (c *udpClient) tryDeliver(ev Event) bool {
 // deliver sends ev, waiting for room if the caller left the channel full.
 // It returns false if the handle was closed while waiting.
 func (c *udpClient) deliver(ev Event) bool {
-	for !c.h.shard.Deliver(c.ch, ev, c.wake) {
+	for !core.Deliver(c.h.Shard(), c.ch, ev, c.wake) {
 		c.mu.Lock()
 		closing := c.closing
 		c.mu.Unlock()
@@ -301,7 +303,7 @@ func (c *udpClient) finish() {
 	if c.armed {
 		err = ErrCanceled
 	}
-	finalize(c.ch, Event{Handle: c.h, Err: err}, false, nil)
+	core.Finalize(c.ch, Event{Handle: Handle(c.h), Err: err}, nil)
 }
 
 func (c *udpClient) end() {

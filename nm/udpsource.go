@@ -1,6 +1,10 @@
 package nm
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/rainbowduck/netmgr/internal/core"
+)
 
 // replySource returns the source address and interface a reply on the
 // request handle h must be sent from: the address the request was sent to,
@@ -8,13 +12,13 @@ import "net/netip"
 // listener. The interface is given only where the address alone does not
 // name one (IPv6 link-local); elsewhere the route to the peer chooses it,
 // so replies still leave when the way back is another interface.
-func replySource(h Handle) (netip.Addr, int) {
-	src := h.realLocal.Addr()
+func replySource(h core.Handle) (netip.Addr, int) {
+	src := h.RealLocal().Addr()
 	if src.IsUnspecified() {
 		return netip.Addr{}, 0
 	}
 	if src.IsLinkLocalUnicast() {
-		return src, h.ifindex
+		return src, h.Interface()
 	}
 	return src, 0
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
 )
@@ -78,7 +80,7 @@ type Config struct {
 	// shuts down. The Consumer owns the handle's reference; a nil Consumer
 	// closes the connection. Meant for protocols framed on streams, such as
 	// package dnsmsg.
-	Consume func(h nm.Handle, stop <-chan struct{}) Consumer
+	Consume func(h core.Handle, stop <-chan struct{}) Consumer
 	// Proxy, if set, makes a listener expect a PROXY protocol v2 header at
 	// the start of every connection (before TLS, or inside it with
 	// ProxyInTLS), from the peers the policy allows; a connection from

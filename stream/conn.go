@@ -8,9 +8,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // conn is the socket behind a stream handle: one TCP connection, with TLS
@@ -20,10 +22,10 @@ import (
 // writing flag under wmu (see conn_send.go): a sender's one attempt that
 // does not wait, or a writer goroutine that ends when the output is empty.
 type conn struct {
-	h      nm.Handle
-	m      *nm.Manager
-	shard  *nm.Shard
-	stats  *nm.Counters
+	h      core.Handle
+	m      *core.Manager
+	shard  *core.Shard
+	stats  *core.Counters
 	nc     net.Conn        // what is read and written: tcp, or the TLS conn over it
 	tcp    *net.TCPConn    // the socket
 	tls    *tls.Conn       // nil for TCP
@@ -85,14 +87,14 @@ type conn struct {
 	quota     func() // releases the listener quota slot; nil if none
 }
 
-// Shutdown implements nm.Shutdowner: the manager closes, so what is
+// Shutdown implements core.Shutdowner: the manager closes, so what is
 // queued is dropped (failing with nm.ErrCanceled) rather than written.
 func (c *conn) Shutdown() {
 	c.breakOutput(nm.ErrClosed)
 	c.shutdown(nil)
 }
 
-func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
+func newConn(m *core.Manager, shard *core.Shard, kind core.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
 	c := &conn{
 		m:            m,
 		shard:        shard,
@@ -128,7 +130,7 @@ func newConn(m *nm.Manager, shard *nm.Shard, kind nm.Transport, tcp *net.TCPConn
 	if err := m.TrackSocket(c); err != nil {
 		return nil, err
 	}
-	c.h = nm.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
+	c.h = core.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
 	return c, nil
 }
 
@@ -265,21 +267,21 @@ func (c *conn) drain() {
 	}
 }
 
-// Close implements nm.Socket: it shuts the conversation down at once: no
+// Close implements socket: it shuts the conversation down at once: no
 // more reading or sending; what was sent before still goes out, within
 // the write timeout, before the socket closes.
-func (c *conn) Close(h nm.Handle) { c.shutdown(nil) }
+func (c *conn) Close(h core.Handle) { c.shutdown(nil) }
 
-// Released implements nm.Socket: the last reference is gone (and with it
+// Released implements socket: the last reference is gone (and with it
 // every pending send, which holds one), so the conversation ends.
-func (c *conn) Released(h nm.Handle) {
+func (c *conn) Released(h core.Handle) {
 	c.shutdown(nil)
 	h.Free()
 }
 
 // SetTimeouts implements the handle's SetTimeouts: a zero field keeps the
 // timeout in force, a negative one (nm.NoTimeout) turns it off.
-func (c *conn) SetTimeouts(h nm.Handle, t nm.Timeouts) {
+func (c *conn) SetTimeouts(h core.Handle, t nm.Timeouts) {
 	c.mu.Lock()
 	c.t = mergeTimeouts(c.t, t)
 	if !c.server && t.Read > 0 && c.reading {
@@ -291,7 +293,7 @@ func (c *conn) SetTimeouts(h nm.Handle, t nm.Timeouts) {
 
 // SetReadTimeout sets a client's read timeout; zero or negative means
 // none (nm.Handle.SetReadTimeout).
-func (c *conn) SetReadTimeout(h nm.Handle, d time.Duration) {
+func (c *conn) SetReadTimeout(h core.Handle, d time.Duration) {
 	if d == 0 {
 		d = nm.NoTimeout
 	}
@@ -317,7 +319,7 @@ func mergeTimeouts(old, t nm.Timeouts) nm.Timeouts {
 	return old
 }
 
-func (c *conn) SetKeepalive(h nm.Handle, on bool) {
+func (c *conn) SetKeepalive(h core.Handle, on bool) {
 	c.mu.Lock()
 	c.keepalive = on
 	c.poke()
@@ -327,7 +329,7 @@ func (c *conn) SetKeepalive(h nm.Handle, on bool) {
 // TLSState returns the TLS state of a stream handle, and false for handles
 // that are not TLS connections.
 func TLSState(h nm.Handle) (tls.ConnectionState, bool) {
-	c, ok := h.Socket().(*conn)
+	c, ok := core.Handle(h).Socket().(*conn)
 	if !ok || c.tls == nil {
 		return tls.ConnectionState{}, false
 	}
@@ -337,7 +339,7 @@ func TLSState(h nm.Handle) (tls.ConnectionState, bool) {
 // ProxyHeader returns the PROXY header a stream handle's connection began
 // with (TLVs and all), and false for handles without one.
 func ProxyHeader(h nm.Handle) (proxyproto.Header, bool) {
-	c, ok := h.Socket().(*conn)
+	c, ok := core.Handle(h).Socket().(*conn)
 	if !ok || c.proxy == nil {
 		return proxyproto.Header{}, false
 	}
@@ -348,7 +350,7 @@ func ProxyHeader(h nm.Handle) (proxyproto.Header, bool) {
 // a TLS close_notify) once the sends made before it are written; reading
 // goes on, and later sends fail with nm.ErrClosed.
 func CloseWrite(h nm.Handle) error {
-	c, ok := h.Socket().(*conn)
+	c, ok := core.Handle(h).Socket().(*conn)
 	if !ok {
 		return nm.ErrNotSupported
 	}
@@ -375,7 +377,7 @@ func (c *conn) closeWrite() error {
 // Timeouts returns the timeouts of a stream handle, and the zero value for
 // other handles.
 func Timeouts(h nm.Handle) nm.Timeouts {
-	c, ok := h.Socket().(*conn)
+	c, ok := core.Handle(h).Socket().(*conn)
 	if !ok {
 		return nm.Timeouts{}
 	}

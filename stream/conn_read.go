@@ -6,11 +6,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
-// Read implements nm.Socket: it starts (or resumes) reading.
-func (c *conn) Read(h nm.Handle) <-chan nm.Event {
+// Read implements socket: it starts (or resumes) reading.
+func (c *conn) Read(h core.Handle) <-chan nm.Event {
 	c.mu.Lock()
 	if !c.closing && !c.reading {
 		c.started, c.reading = true, true
@@ -35,9 +37,9 @@ var noEvents = func() chan nm.Event {
 	return ch
 }()
 
-// ReadStop implements nm.Socket: no data event is delivered after it
+// ReadStop implements socket: no data event is delivered after it
 // returns until Read is called again.
-func (c *conn) ReadStop(h nm.Handle) {
+func (c *conn) ReadStop(h core.Handle) {
 	c.mu.Lock()
 	if c.reading {
 		c.reading = false
@@ -178,7 +180,7 @@ func (c *conn) deliverData(b *[]byte, n int) bool {
 	if n == len(*b) && c.class < len(bufClasses)-1 {
 		c.class++
 	}
-	ev := nm.Event{Handle: c.h, Data: (*b)[:n]}
+	ev := nm.Event{Handle: nm.Handle(c.h), Data: (*b)[:n]}
 	c.mu.Lock()
 	c.gotData = true
 	if !c.server && c.t.Read > 0 {
@@ -213,7 +215,7 @@ func (c *conn) deliver(ev nm.Event, data bool) bool {
 		if closing {
 			return false
 		}
-		if c.shard.Deliver(c.ch, ev, c.wake) {
+		if core.Deliver(c.shard, c.ch, ev, c.wake) {
 			return true
 		}
 	}
@@ -241,14 +243,14 @@ func (c *conn) readFailed(err error, deadline time.Time) (final error, keepOpen,
 		// On clients a timeout ends only this read.
 		c.reading = false
 		c.mu.Unlock()
-		return nil, false, !c.deliver(nm.Event{Handle: c.h, Err: nm.ErrTimedOut}, false)
+		return nil, false, !c.deliver(nm.Event{Handle: nm.Handle(c.h), Err: nm.ErrTimedOut}, false)
 	case errors.Is(err, io.EOF):
 		c.mu.Unlock()
 		return nm.ErrEOF, true, true
 	}
 	c.mu.Unlock()
 	c.stats.RecvFailed.Add(1)
-	return nm.MapError(err), false, true
+	return core.MapError(err), false, true
 }
 
 // finish delivers the final event, if the handle was ever read, and closes
@@ -277,7 +279,7 @@ func (c *conn) finish(final error) {
 	if final != nil {
 		// The peer ended it: the consumer gets every event before the
 		// final one, unless the connection is shut down meanwhile.
-		if c.deliver(nm.Event{Handle: c.h, Err: final}, false) {
+		if c.deliver(nm.Event{Handle: nm.Handle(c.h), Err: final}, false) {
 			close(c.ch)
 			return
 		}
@@ -291,5 +293,5 @@ func (c *conn) finish(final error) {
 			final = nm.ErrShuttingDown
 		}
 	}
-	nm.Finalize(c.ch, nm.Event{Handle: c.h, Err: final}, false, nil)
+	core.Finalize(c.ch, nm.Event{Handle: nm.Handle(c.h), Err: final}, nil)
 }

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"github.com/rainbowduck/netmgr/internal/core"
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -33,14 +34,14 @@ type sendReq struct {
 
 func (r *sendReq) size() int { return int(r.npfx) + len(r.b) }
 
-// Send implements nm.Socket: it copies b into the connection's output and
+// Send implements socket: it copies b into the connection's output and
 // returns; it never waits for the peer.
-func (c *conn) Send(h nm.Handle, b []byte) error { return c.send(h, nil, b, nil) }
+func (c *conn) Send(h core.Handle, b []byte) error { return c.send(h, nil, b, nil) }
 
-// SendAsync implements nm.Socket: it queues b, not copied, for the writer
+// SendAsync implements socket: it queues b, not copied, for the writer
 // goroutine, which reports on done. The send holds a reference to h until
 // it completes.
-func (c *conn) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
+func (c *conn) SendAsync(h core.Handle, b []byte, done chan<- error) error {
 	return c.send(h, nil, b, done)
 }
 
@@ -49,7 +50,8 @@ func (c *conn) SendAsync(h nm.Handle, b []byte, done chan<- error) error {
 // record. prefix, at most 8 bytes (a length, say), is copied, and so is b.
 // It never waits for the peer. Handles that are not stream connections get
 // ErrNotSupported.
-func SendPrefixed(h nm.Handle, prefix, b []byte) error {
+func SendPrefixed(nh nm.Handle, prefix, b []byte) error {
+	h := core.Handle(nh)
 	c, ok := h.Socket().(*conn)
 	if !ok || len(prefix) > maxPrefix {
 		return nm.ErrNotSupported
@@ -63,7 +65,8 @@ func SendPrefixed(h nm.Handle, prefix, b []byte) error {
 // writer goroutine, which writes what has gathered meanwhile in one
 // writev (TLS: one record per 16 KiB), instead of a system call of its
 // own. It never waits for the peer.
-func SendPrefixedBatched(h nm.Handle, prefix, b []byte) error {
+func SendPrefixedBatched(nh nm.Handle, prefix, b []byte) error {
+	h := core.Handle(nh)
 	c, ok := h.Socket().(*conn)
 	if !ok || len(prefix) > maxPrefix {
 		return nm.ErrNotSupported
@@ -73,7 +76,8 @@ func SendPrefixedBatched(h nm.Handle, prefix, b []byte) error {
 
 // SendPrefixedAsync is SendAsync of prefix and b as one message, as
 // SendPrefixed; b is not copied and must not change until done receives.
-func SendPrefixedAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
+func SendPrefixedAsync(nh nm.Handle, prefix, b []byte, done chan<- error) error {
+	h := core.Handle(nh)
 	c, ok := h.Socket().(*conn)
 	if !ok || len(prefix) > maxPrefix {
 		return nm.ErrNotSupported
@@ -85,14 +89,14 @@ func SendPrefixedAsync(h nm.Handle, prefix, b []byte, done chan<- error) error {
 // copied, or written at once when nobody is writing; with done it is
 // queued as it is and done gets the outcome from the writer goroutine,
 // never from the caller's stack.
-func (c *conn) send(h nm.Handle, prefix, b []byte, done chan<- error) error {
+func (c *conn) send(h core.Handle, prefix, b []byte, done chan<- error) error {
 	return c.sendLater(h, prefix, b, done, false)
 }
 
 // sendLater is send; with later, a copied message waits for the writer
 // goroutine even when nobody writes, so that it leaves with the messages
 // sent after it.
-func (c *conn) sendLater(h nm.Handle, prefix, b []byte, done chan<- error, later bool) error {
+func (c *conn) sendLater(h core.Handle, prefix, b []byte, done chan<- error, later bool) error {
 	size := len(prefix) + len(b)
 	c.wmu.Lock()
 	if err := c.roomFor(size); err != nil {
@@ -176,7 +180,7 @@ func (c *conn) breakOutput(err error) {
 // sendNow is a send made by the goroutine that found nobody writing: one
 // attempt that does not wait; what the socket does not take is queued for
 // the writer goroutine.
-func (c *conn) sendNow(h nm.Handle, prefix, b []byte) error {
+func (c *conn) sendNow(h core.Handle, prefix, b []byte) error {
 	w := getWriteState(c)
 	pfx := w.pfx[:copy(w.pfx[:], prefix)] // the caller's stays on its stack
 	var err error
@@ -198,7 +202,7 @@ func (c *conn) sendNow(h nm.Handle, prefix, b []byte) error {
 
 // writeNow makes one non-blocking writev of prefix and b and queues the
 // rest, copied, in front of the sends queued meanwhile.
-func (c *conn) writeNow(w *writeState, h nm.Handle, prefix, b []byte) error {
+func (c *conn) writeNow(w *writeState, h core.Handle, prefix, b []byte) error {
 	w.setIov(prefix, b)
 	n, err := c.writeRaw(w, false)
 	size := len(prefix) + len(b)

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -118,7 +120,7 @@ func (c *conn) writeRaw(w *writeState, wait bool) (int, error) {
 		c.stats.Writes.Add(1)
 	}
 	if err != nil {
-		return n, nm.MapError(err)
+		return n, core.MapError(err)
 	}
 	return n, nil
 }
@@ -134,7 +136,7 @@ func (c *conn) encode(w *writeState, prefix, b []byte) error {
 	_, err := c.tls.Write(msg)
 	c.unsentDone(len(prefix) + len(b))
 	if err != nil {
-		return nm.MapError(err)
+		return core.MapError(err)
 	}
 	c.stats.Sent.Add(1)
 	return nil
@@ -163,7 +165,7 @@ func (c *conn) encodeQueue(w *writeState) bool {
 		err = c.flushAll(w)
 	}
 	if err != nil {
-		err = nm.MapError(err)
+		err = core.MapError(err)
 		c.writeFailed(err, len(w.done))
 		if err == nm.ErrClosed {
 			err = nm.ErrCanceled

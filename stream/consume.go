@@ -3,7 +3,7 @@ package stream
 import (
 	"time"
 
-	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
 // A Consumer takes a server connection's bytes on the connection's own
@@ -26,7 +26,7 @@ type Consumer interface {
 
 // consume hands a new server connection to the listener's Consume
 // function. It returns false if the function turned it down.
-func (c *conn) consume(newConsumer func(h nm.Handle, stop <-chan struct{}) Consumer) bool {
+func (c *conn) consume(newConsumer func(h core.Handle, stop <-chan struct{}) Consumer) bool {
 	cons := newConsumer(c.h, c.stop)
 	if cons == nil {
 		return false
@@ -59,7 +59,7 @@ func (c *conn) consumeData(b *[]byte, n int) error {
 // being served between two messages of one read, not only between reads.
 // It returns false if the connection shuts down first. Other handles do
 // not wait.
-func WaitOutput(h nm.Handle) bool {
+func WaitOutput(h core.Handle) bool {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return true
@@ -82,7 +82,7 @@ func WaitOutput(h nm.Handle) bool {
 // messages it frames (package dnsmsg counts DNS messages as Received):
 // its data events are then no longer counted as Received. Reads still
 // counts each read. Other handles ignore it.
-func SetFramed(h nm.Handle) {
+func SetFramed(h core.Handle) {
 	if c, ok := h.Socket().(*conn); ok {
 		c.framed.Store(true)
 	}
@@ -92,7 +92,7 @@ func SetFramed(h nm.Handle) {
 // +1 when one is taken, -1 when it is done): while any is, the initial and
 // idle timers do not run; the idle timer starts again when the last one is
 // done. Other handles ignore it.
-func SetBusy(h nm.Handle, delta int) {
+func SetBusy(h core.Handle, delta int) {
 	c, ok := h.Socket().(*conn)
 	if !ok || !c.server {
 		return

@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 )
 
@@ -24,7 +26,8 @@ var sessionCache = tls.NewLRUClientSessionCache(0)
 // On client handles, cfg.Timeouts.Read bounds each wait for data while
 // reading: it delivers nm.ErrTimedOut and stops reading, and Read resumes.
 func Dial(ctx context.Context, m *nm.Manager, addr string, cfg Config) (nm.Handle, error) {
-	return dial(ctx, m, addr, nil, cfg)
+	h, err := dial(ctx, (*core.Manager)(m), addr, nil, cfg)
+	return nm.Handle(h), err
 }
 
 // DialTLS is Dial with TLS; the handshake completes within the connect
@@ -34,38 +37,39 @@ func DialTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Confi
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
-	return dial(ctx, m, addr, tlsConf, cfg)
+	h, err := dial(ctx, (*core.Manager)(m), addr, tlsConf, cfg)
+	return nm.Handle(h), err
 }
 
-func dial(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (nm.Handle, error) {
-	kind := nm.TCP
+func dial(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg Config) (core.Handle, error) {
+	kind := core.TCP
 	if tlsConf != nil {
-		kind = nm.TLS
+		kind = core.TLS
 	}
 	shard := m.NextShard()
 	stats := shard.Counters(kind)
 	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
 	if err != nil {
-		return nm.Handle{}, err
+		return core.Handle{}, err
 	}
 	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
 	if err != nil {
 		tc.Close()
-		return nm.Handle{}, err
+		return core.Handle{}, err
 	}
 	c.ready()
 	stats.Opened.Add(1)
 	stats.Active.Add(1)
 	if err := m.Go(c.run); err != nil {
 		c.end()
-		return nm.Handle{}, err
+		return core.Handle{}, err
 	}
 	return c.h, nil
 }
 
 // dialConn connects and, when tlsConf is not nil, completes the TLS
 // handshake, within the connect timeout and ctx.
-func dialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg *Config, stats *nm.Counters) (*net.TCPConn, *tls.Conn, error) {
+func dialConn(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg *Config, stats *core.Counters) (*net.TCPConn, *tls.Conn, error) {
 	if m.Closing() {
 		return nil, nil, nm.ErrShuttingDown
 	}
@@ -130,7 +134,7 @@ func writeBefore(ctx context.Context, c net.Conn, b []byte) error {
 }
 
 // dialError names why a dial failed.
-func dialError(ctx context.Context, m *nm.Manager, err error) error {
+func dialError(ctx context.Context, m *core.Manager, err error) error {
 	switch {
 	case m.Closing():
 		return nm.ErrShuttingDown
@@ -140,7 +144,7 @@ func dialError(ctx context.Context, m *nm.Manager, err error) error {
 		return nm.ErrCanceled
 	}
 	if _, ok := err.(*net.OpError); ok {
-		return nm.MapError(err)
+		return core.MapError(err)
 	}
 	return err
 }

@@ -76,7 +76,7 @@
 // grow our memory. A connection's output (replies queued, TLS records not
 // yet written) is bounded by Config.MaxOutput (256 KiB): the send that
 // would pass it fails with nm.ErrOutputFull and the connection is reset,
-// counted OutputFull in nm.Counters, with final event nm.ErrOutputFull. A
+// counted OutputFull in nm.Totals, with final event nm.ErrOutputFull. A
 // peer that takes nothing for Timeouts.Write (30 s) is reset too, counted
 // WriteTimeouts, with final event nm.ErrTimedOut; queued sends then fail.
 // Writes counts write system calls and Sent the messages they carried;

@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rainbowduck/netmgr/nm"
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // acceptQueue is the capacity of a listener's channel of new connections;
@@ -23,9 +25,9 @@ const acceptQueue = 64
 // Listener accepts stream connections on one address, with one listening
 // socket per shard. Its methods are safe for concurrent use.
 type Listener struct {
-	m    *nm.Manager
+	m    *core.Manager
 	cfg  Config
-	kind nm.Transport
+	kind core.Transport
 	addr netip.AddrPort
 	lns  []*net.TCPListener
 	tls  atomic.Pointer[tls.Config] // nil for TCP
@@ -55,7 +57,7 @@ type Listener struct {
 // Listen accepts TCP connections on addr with one socket per shard of m.
 // ctx bounds the binding only.
 func Listen(ctx context.Context, m *nm.Manager, addr string, cfg Config) (*Listener, error) {
-	return listen(ctx, m, addr, nil, cfg)
+	return listen(ctx, (*core.Manager)(m), addr, nil, cfg)
 }
 
 // ListenTLS is Listen with TLS: the handshake completes before a connection
@@ -65,13 +67,13 @@ func ListenTLS(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Con
 	if tlsConf == nil {
 		return nil, errors.New("stream: ListenTLS needs a tls.Config")
 	}
-	return listen(ctx, m, addr, tlsConf, cfg)
+	return listen(ctx, (*core.Manager)(m), addr, tlsConf, cfg)
 }
 
-func listen(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (*Listener, error) {
-	kind := nm.TCP
+func listen(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg Config) (*Listener, error) {
+	kind := core.TCP
 	if tlsConf != nil {
-		kind = nm.TLS
+		kind = core.TLS
 	}
 	if m.Closing() {
 		return nil, nm.ErrShuttingDown
@@ -160,11 +162,11 @@ func (l *Listener) StopAccepting() {
 func (l *Listener) unref() {
 	if l.refs.Add(-1) == 0 {
 		l.untrack()
-		nm.Finalize(l.ch, nm.Event{Err: nm.ErrCanceled}, true, nil)
+		core.Finalize(l.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
 	}
 }
 
-func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
+func (l *Listener) acceptLoop(shard *core.Shard, ln *net.TCPListener) {
 	shard.Bind()
 	defer runtime.UnlockOSThread()
 	defer l.unref()
@@ -208,7 +210,7 @@ func (l *Listener) acceptLoop(shard *nm.Shard, ln *net.TCPListener) {
 }
 
 // accepted vets a new connection and starts its goroutine.
-func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
+func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 	stats := shard.Counters(l.kind)
 	key, ok := l.admitClient(tc, stats)
 	if !ok {
@@ -271,7 +273,7 @@ func (l *Listener) accepted(shard *nm.Shard, tc *net.TCPConn) {
 
 // admitClient applies the per-client limits to a connection just
 // accepted; a refused one is closed, counted and logged.
-func (l *Listener) admitClient(tc *net.TCPConn, stats *nm.Counters) (netip.Prefix, bool) {
+func (l *Listener) admitClient(tc *net.TCPConn, stats *core.Counters) (netip.Prefix, bool) {
 	if l.adm == nil {
 		return netip.Prefix{}, true
 	}
@@ -345,8 +347,16 @@ func (l *Listener) deliver(c *conn) bool {
 			}
 			return true
 		}
-		if c.shard.Deliver(l.ch, nm.Event{Handle: c.h}, l.done) {
+		if core.Deliver(c.shard, l.ch, nm.Event{Handle: nm.Handle(c.h)}, l.done) {
 			return true
 		}
+	}
+}
+
+// detachRequest releases the reference a request event carries, for the
+// events dropped when a listener's channel is finalized.
+func detachRequest(ev nm.Event) {
+	if ev.Err == nil && !ev.Handle.IsZero() {
+		ev.Handle.Detach()
 	}
 }

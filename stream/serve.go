@@ -8,9 +8,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/rainbowduck/netmgr/nm"
-	"github.com/rainbowduck/netmgr/proxyproto"
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/internal/transport"
+	"github.com/rainbowduck/netmgr/proxyproto"
 )
 
 // A Server takes whole connections from a listener whose Config.Serve is
@@ -31,7 +32,7 @@ type Server interface {
 // ServedConn is a connection given to a Server.
 type ServedConn struct {
 	net.Conn // the connection: the TCP one, or the *tls.Conn over it
-	Shard    *nm.Shard
+	Shard    *core.Shard
 	// Local and Peer are the connection's addresses as a PROXY header gave
 	// them, or else the socket's own, which RealLocal and RealPeer are.
 	Local, Peer         netip.AddrPort
@@ -41,7 +42,7 @@ type ServedConn struct {
 }
 
 // serve runs a connection for the listener's Server, on its own goroutine.
-func (l *Listener) serve(shard *nm.Shard, tc *net.TCPConn, key netip.Prefix) {
+func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
 	stats := shard.Counters(l.kind)
 	born := time.Now()
 	defer func() {
@@ -96,7 +97,7 @@ func (l *Listener) vet(tc *net.TCPConn) bool {
 // handshake, the PROXY header inside TLS, and then the accept filter with
 // the header's addresses. It returns the header, if any. A failure is
 // counted and logged.
-func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, stats *nm.Counters) (*proxyproto.Header, error) {
+func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, stats *core.Counters) (*proxyproto.Header, error) {
 	var deadline time.Time
 	if initial := l.cfg.timeouts().Initial; initial > 0 {
 		deadline = born.Add(initial)
@@ -202,10 +203,10 @@ func (l *Listener) closeServed() {
 // connection itself rather than a handle, for protocols that need a
 // net.Conn of their own, such as HTTP/2; it is counted on shard. Only
 // cfg's connect timeout (Timeouts.Initial), Delay and KeepAlive apply.
-func DialConn(ctx context.Context, shard *nm.Shard, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
-	kind := nm.TCP
+func DialConn(ctx context.Context, shard *core.Shard, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
+	kind := core.TCP
 	if tlsConf != nil {
-		kind = nm.TLS
+		kind = core.TLS
 	}
 	stats := shard.Counters(kind)
 	tc, tlsConn, err := dialConn(ctx, shard.Manager(), addr, tlsConf, &cfg, stats)

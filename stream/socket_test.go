@@ -7,10 +7,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 	"github.com/rainbowduck/netmgr/stream"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // TestListenRefusesPortInUse checks that a second listener on a port

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 	"github.com/rainbowduck/netmgr/stream"
@@ -199,8 +201,8 @@ func TestEveryShard100Messages(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := 0; i < workers; i++ {
 			c := k.mustDial(t, m, l, stream.Config{})
-			if c.Shard().ID() != i {
-				t.Fatalf("client %d on shard %d", i, c.Shard().ID())
+			if core.Handle(c).Shard().ID() != i {
+				t.Fatalf("client %d on shard %d", i, core.Handle(c).Shard().ID())
 			}
 			wg.Go(func() {
 				defer c.Detach()

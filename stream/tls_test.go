@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rainbowduck/netmgr/internal/core"
+
 	"github.com/rainbowduck/netmgr/internal/certs"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
@@ -144,7 +146,7 @@ func TestDialConnResumesAndServe(t *testing.T) {
 	client := clientTLS.Clone()
 	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	for i, wantResumed := range []bool{false, true} {
-		nc, err := stream.DialConn(context.Background(), m.Shard(0), l.Addr().String(), client, stream.Config{})
+		nc, err := stream.DialConn(context.Background(), (*core.Manager)(m).Shard(0), l.Addr().String(), client, stream.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +163,7 @@ func TestDialConnResumesAndServe(t *testing.T) {
 	}
 	// A connection still open when the listener closes is closed under its
 	// Server, which returns.
-	nc, err := stream.DialConn(context.Background(), m.Shard(0), l.Addr().String(), client, stream.Config{})
+	nc, err := stream.DialConn(context.Background(), (*core.Manager)(m).Shard(0), l.Addr().String(), client, stream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

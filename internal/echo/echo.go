@@ -434,7 +434,7 @@ func report(ctx context.Context, interval time.Duration, m *nm.Manager, out io.W
 		for i := 0; i < m.Workers(); i++ {
 			var n int64
 			for t := nm.UDP; t <= nm.HTTP; t++ {
-				n += m.Shard(i).Stats().Of(t).Sent
+				n += m.ShardStats(i).Of(t).Sent
 			}
 			shards = append(shards, strconv.FormatInt(n, 10))
 		}

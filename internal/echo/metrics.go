@@ -2,14 +2,15 @@ package echo
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rainbowduck/netmgr/nm/nmprom"
-	"github.com/rainbowduck/netmgr/internal/transport"
 )
 
 // startMetrics serves the manager's statistics for Prometheus on
@@ -27,10 +28,11 @@ func (s *Server) startMetrics(addr string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	s.addrs["metrics"] = transport.AddrPort(ln.Addr())
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	s.addrs["metrics"] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	s.wg.Go(func() {
 		if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.m.Logger().Error("nmecho: metrics", "err", err)
+			slog.Error("nmecho: metrics", "err", err)
 		}
 	})
 	return nil

@@ -131,7 +131,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 func (c *Collector) collectShards(ch chan<- prometheus.Metric) {
 	for i := range c.m.Workers() {
-		st := c.m.Shard(i).Stats()
+		st := c.m.ShardStats(i)
 		shard := itoa(i)
 		for _, tr := range nm.Transports() {
 			t := st.Of(tr)

@@ -1,4 +1,4 @@
-package nm
+package core
 
 import (
 	"runtime"
@@ -165,39 +165,6 @@ func (s *Shard) Enter() { s.gate.RLock() }
 
 // Exit ends the work started by Enter.
 func (s *Shard) Exit() { s.gate.RUnlock() }
-
-// Deliver sends ev on ch, waiting for room, but never while the manager is
-// paused: an event is never delivered between Pause and Resume. It returns
-// false, without sending, as soon as wake is ready, so that the caller can
-// look at its state again (a close or a ReadStop). It must not be called
-// between Enter and Exit.
-func (s *Shard) Deliver(ch chan<- Event, ev Event, wake <-chan struct{}) bool {
-	return s.DeliverEither(ch, ev, wake, nil)
-}
-
-// DeliverEither is Deliver with two wake channels (either may be nil): it
-// returns false as soon as one of them is ready. For conversations that
-// end on either of two signals, such as a DoH stream's reset and its
-// listener's close.
-func (s *Shard) DeliverEither(ch chan<- Event, ev Event, wake, wake2 <-chan struct{}) bool {
-	for {
-		s.gate.RLock()
-		select {
-		case ch <- ev:
-			s.gate.RUnlock()
-			return true
-		case <-wake:
-			s.gate.RUnlock()
-			return false
-		case <-wake2:
-			s.gate.RUnlock()
-			return false
-		case <-s.pausing:
-			// Let go of the gate; the next RLock waits for Resume.
-			s.gate.RUnlock()
-		}
-	}
-}
 
 func (s *Shard) pause() {
 	close(s.pausing)
