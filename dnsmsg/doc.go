@@ -282,9 +282,14 @@
 // on reading frames (a reset frees a place, a WINDOW_UPDATE lets a reply
 // go). No connection waits for a consumer: a request whose endpoint's
 // channel is full is answered HTTPConfig.ShedStatus (503) at once,
-// counted Shed. Header blocks are bounded: an HPACK string longer than
-// HTTPConfig.MaxHeaderBytes, or a block (CONTINUATION frames included) of
-// more than twice it, ends the connection. Everything an HTTP/2
+// counted Shed. A request delivered and left unanswered past
+// HTTPConfig.RequestTimeout (10 s) gives its place back, counted Expired:
+// over HTTP/2 its stream is reset (INTERNAL_ERROR), over HTTP/1.1 it is
+// answered 503 and the connection goes on; a late Send fails with
+// nm.ErrClosed (and nm.ErrTimedOut) on both. Header blocks are bounded:
+// an HPACK string longer than HTTPConfig.MaxHeaderBytes, or a block
+// (CONTINUATION frames included) of more than twice it, ends the
+// connection. Everything an HTTP/2
 // connection queues for its peer (replies, those the flow-control window
 // holds back included, statuses, resets, GOAWAY, ACKs, WINDOW_UPDATEs)
 // counts toward HTTPConfig.MaxOutput (256 KiB): past it the connection is

@@ -287,41 +287,83 @@ var (
 )
 
 // wait waits for the reply and writes it, or gives up when the handle goes
-// without one (the stream is reset), the stream ends, or the listener
-// closes. The handler, not the sender, waits for the peer, within the
+// without one (the stream is reset), the stream ends, the listener
+// closes, or the request timeout passes (503: HTTP/1.1 cannot reset one
+// request). The handler, not the sender, waits for the peer, within the
 // write timeout.
 func (q *httpRequest) wait(w http.ResponseWriter, r *http.Request, stats *core.Counters) {
-	select {
-	case rep := <-q.reply:
-		h := w.Header()
-		h["Content-Type"] = contentType
-		h["Cache-Control"] = cacheHeader(rep.b)
-		rc := q.s.writeDeadline(w)
-		w.WriteHeader(http.StatusOK)
-		_, err := w.Write(rep.b)
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
-			stats.SendFailed.Add(1)
-			err = mapWriteErr(err)
-			if errors.Is(err, nm.ErrTimedOut) {
-				stats.WriteTimeouts.Add(1)
-			}
-		} else {
-			stats.Sent.Add(1)
-		}
-		q.finish(nm.ErrClosed)
-		q.complete(rep, err)
-	case <-q.gone:
-		q.finish(nm.ErrClosed)
-		panic(http.ErrAbortHandler) // resets the stream: there is no reply
-	case <-r.Context().Done():
-		q.finish(nm.ErrCanceled)
-	case <-q.s.stop:
-		q.finish(nm.ErrCanceled)
-		panic(http.ErrAbortHandler) // reset the stream rather than answer an empty 200
+	var expiry <-chan time.Time
+	if d := q.s.cfg.requestTimeout(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		expiry = t.C
 	}
+	for {
+		select {
+		case rep := <-q.reply:
+			q.write(w, rep, stats)
+			return
+		case <-q.gone:
+			q.finish(nm.ErrClosed)
+			panic(http.ErrAbortHandler) // resets the stream: there is no reply
+		case <-r.Context().Done():
+			q.finish(nm.ErrCanceled)
+			return
+		case <-q.s.stop:
+			q.finish(nm.ErrCanceled)
+			panic(http.ErrAbortHandler) // reset the stream rather than answer an empty 200
+		case <-expiry:
+			if !q.expire() {
+				expiry = nil // a reply or the handle's end came first: it is on its channel
+				continue
+			}
+			// Delivered and left unanswered: the handler returns, which
+			// gives the place back; the connection goes on.
+			stats.Expired.Add(1)
+			q.s.writeDeadline(w)
+			code := http.StatusServiceUnavailable
+			http.Error(w, http.StatusText(code), code)
+			return
+		}
+	}
+}
+
+// write writes a reply and reports its outcome to its sender.
+func (q *httpRequest) write(w http.ResponseWriter, rep httpReply, stats *core.Counters) {
+	h := w.Header()
+	h["Content-Type"] = contentType
+	h["Cache-Control"] = cacheHeader(rep.b)
+	rc := q.s.writeDeadline(w)
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(rep.b)
+	if err == nil {
+		err = rc.Flush()
+	}
+	if err != nil {
+		stats.SendFailed.Add(1)
+		err = mapWriteErr(err)
+		if errors.Is(err, nm.ErrTimedOut) {
+			stats.WriteTimeouts.Add(1)
+		}
+	} else {
+		stats.Sent.Add(1)
+	}
+	q.finish(nm.ErrClosed)
+	q.complete(rep, err)
+}
+
+// expire ends a request still waiting for its reply when the request
+// timeout passes: a late Send fails with nm.ErrClosed (and
+// nm.ErrTimedOut). False if a reply was handed over, or the handle went,
+// first.
+func (q *httpRequest) expire() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.state != reqWaiting {
+		return false
+	}
+	q.state, q.err = reqDone, nm.ErrTimedOut
+	return true
 }
 
 // finish ends the request: later sends fail with err, and a reply that

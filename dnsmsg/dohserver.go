@@ -89,12 +89,15 @@ type HTTPConfig struct {
 	// ShedStatus is the HTTP status (400-599) that answers a request whose
 	// endpoint's channel is full. If zero, 503 (Service Unavailable).
 	ShedStatus int
-	// RequestTimeout bounds how long a delivered HTTP/2 request may stay
-	// unanswered: past it, its stream is reset (INTERNAL_ERROR), its place
-	// in MaxInFlight comes back, and it no longer keeps the connection from
-	// its idle timeout; counted Expired. Its handle stays valid for its
-	// holder, whose late reply fails with nm.ErrClosed. If zero,
-	// DefaultRequestTimeout (10 s); nm.NoTimeout: no bound.
+	// RequestTimeout bounds how long a delivered request may stay
+	// unanswered: past it, its place in MaxInFlight comes back and it is
+	// counted Expired. Over HTTP/2 its stream is reset (INTERNAL_ERROR) and
+	// it no longer keeps the connection from its idle timeout; over
+	// HTTP/1.1, which cannot reset one request, it is answered 503 (Service
+	// Unavailable) and the connection goes on. Its handle stays valid for
+	// its holder, whose late reply fails with nm.ErrClosed (and
+	// nm.ErrTimedOut). If zero, DefaultRequestTimeout (10 s); nm.NoTimeout:
+	// no bound.
 	RequestTimeout time.Duration
 }
 

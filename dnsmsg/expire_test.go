@@ -1,8 +1,15 @@
 package dnsmsg_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,4 +147,159 @@ func TestDoHLeakedRequestExpires(t *testing.T) {
 	}
 	ev.Handle.Detach()
 	l.Close()
+}
+
+// An HTTP/1.1 DoH request delivered and left unanswered past the request
+// timeout is answered 503 and gives its place back, counted Expired; its
+// late reply fails with nm.ErrClosed (and nm.ErrTimedOut), as on HTTP/2.
+// The connection goes on: with one place per connection, its next request
+// is delivered and answered, and so is one on another connection.
+func TestDoHHTTP1LeakedRequestExpires(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	m := nmtest.Manager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{HTTP1: true, MaxInFlight: 1, RequestTimeout: timeout})
+	c := newH1Client(t)
+	start := time.Now()
+	leak := c.do(l, true, queryID(t, "leak.example", 1))
+	ev := nmtest.Next(t, requests(l), nmtest.Timeout) // never answered
+	r := h1Result(t, leak, 25*timeout)
+	if elapsed := time.Since(start); elapsed < timeout {
+		t.Errorf("the leaked request ended after %v; want the request timeout (%v) first", elapsed, timeout)
+	}
+	if r.err != nil || r.proto != 1 || r.code != http.StatusServiceUnavailable {
+		t.Errorf("the leaked request: HTTP/%d %d, %v; want HTTP/1 503", r.proto, r.code, r.err)
+	}
+	if got := m.Stats().Of(nm.HTTP).Expired; got != 1 {
+		t.Errorf("Expired = %d; want 1", got)
+	}
+	err := ev.Handle.Send(asReply(ev.Data)[0])
+	if !errors.Is(err, nm.ErrClosed) || !errors.Is(err, nm.ErrTimedOut) {
+		t.Errorf("late reply: %v; want nm.ErrClosed and nm.ErrTimedOut", err)
+	}
+	ev.Handle.Detach()
+
+	// The same connection, then another, are served.
+	for i, cl := range []*h1Client{c, newH1Client(t)} {
+		id := uint16(2 + i)
+		res := cl.do(l, i == 0, queryID(t, "next.example", id))
+		ev := nmtest.Next(t, requests(l), nmtest.Timeout)
+		if err := ev.Handle.Send(asReply(ev.Data)[0]); err != nil {
+			t.Errorf("reply %d: %v", id, err)
+		}
+		ev.Handle.Detach()
+		if r := h1Result(t, res, nmtest.Timeout); r.err != nil || r.code != http.StatusOK || dnsmsg.ID(r.body) != id {
+			t.Errorf("request %d: %d %x, %v; want 200 and its reply", id, r.code, r.body, r.err)
+		}
+	}
+	if n := c.dials.Load(); n != 1 {
+		t.Errorf("the first client dialled %d connections; want 1 (the connection goes on after the 503)", n)
+	}
+	if got := m.Stats().Of(nm.HTTP).Expired; got != 1 {
+		t.Errorf("Expired = %d; want 1", got)
+	}
+	l.Close()
+}
+
+// With nm.NoTimeout an HTTP/1.1 request is never expired: it is held while
+// a request on another connection is answered, and then answered itself.
+func TestDoHHTTP1NoRequestTimeout(t *testing.T) {
+	m := nmtest.Manager(t, 1)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{HTTP1: true, RequestTimeout: nm.NoTimeout})
+	held := newH1Client(t).do(l, false, queryID(t, "held.example", 1))
+	first := nmtest.Next(t, requests(l), nmtest.Timeout)
+	other := newH1Client(t).do(l, true, queryID(t, "other.example", 2))
+	ev := nmtest.Next(t, requests(l), nmtest.Timeout)
+	if err := ev.Handle.Send(asReply(ev.Data)[0]); err != nil {
+		t.Error(err)
+	}
+	ev.Handle.Detach()
+	if r := h1Result(t, other, nmtest.Timeout); r.err != nil || r.code != http.StatusOK || dnsmsg.ID(r.body) != 2 {
+		t.Errorf("the other request: %d %x, %v; want 200 and its reply", r.code, r.body, r.err)
+	}
+	select {
+	case r := <-held:
+		t.Errorf("the held request ended unanswered: %d, %v", r.code, r.err)
+	default:
+	}
+	if got := m.Stats().Of(nm.HTTP).Expired; got != 0 {
+		t.Errorf("Expired = %d; want 0", got)
+	}
+	if err := first.Handle.Send(asReply(first.Data)[0]); err != nil {
+		t.Errorf("the held request's reply: %v", err)
+	}
+	first.Handle.Detach()
+	if r := h1Result(t, held, nmtest.Timeout); r.err != nil || r.code != http.StatusOK || dnsmsg.ID(r.body) != 1 {
+		t.Errorf("the held request: %d %x, %v; want 200 and its reply", r.code, r.body, r.err)
+	}
+	l.Close()
+}
+
+// h1Client is an HTTP/1.1 client over TLS that counts the connections it
+// dials.
+type h1Client struct {
+	tr    *http.Transport
+	dials atomic.Int32
+}
+
+func newH1Client(t testing.TB) *h1Client {
+	c := &h1Client{}
+	conf := clientTLS.Clone()
+	conf.NextProtos = []string{"http/1.1"}
+	c.tr = &http.Transport{
+		ForceAttemptHTTP2: false,
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c.dials.Add(1)
+			return (&tls.Dialer{Config: conf}).DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(c.tr.CloseIdleConnections)
+	return c
+}
+
+type h1Response struct {
+	code, proto int
+	body        []byte
+	err         error
+}
+
+// do sends msg with GET or POST; the response comes on the channel.
+func (c *h1Client) do(l *dnsmsg.HTTPListener, get bool, msg []byte) <-chan h1Response {
+	res := make(chan h1Response, 1)
+	var req *http.Request
+	var err error
+	if get {
+		req, err = http.NewRequest(http.MethodGet, dohURI(l)+"?dns="+base64.RawURLEncoding.EncodeToString(msg), nil)
+	} else {
+		req, err = http.NewRequest(http.MethodPost, dohURI(l), bytes.NewReader(msg))
+		if req != nil {
+			req.Header.Set("Content-Type", dnsmsg.ContentType)
+		}
+	}
+	if err != nil {
+		res <- h1Response{err: err}
+		return res
+	}
+	go func() {
+		resp, err := c.tr.RoundTrip(req)
+		if err != nil {
+			res <- h1Response{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- h1Response{code: resp.StatusCode, proto: resp.ProtoMajor, body: body, err: err}
+	}()
+	return res
+}
+
+// h1Result waits at most d for a response.
+func h1Result(t testing.TB, res <-chan h1Response, d time.Duration) h1Response {
+	t.Helper()
+	select {
+	case r := <-res:
+		return r
+	case <-time.After(d):
+		t.Fatalf("no HTTP/1.1 response within %v", d)
+		return h1Response{}
+	}
 }
