@@ -24,7 +24,15 @@ type Config struct {
 	// or, if CPUs is empty, the i-th CPU the process may run on.
 	Pin  bool
 	CPUs []int
-	// Logger receives the library's diagnostics. If nil, they are dropped.
+	// Logger receives the library's log records: Warn and Info at the
+	// events an operator acts on (a bind that fails, a limit reached, a
+	// flood cut off, TLS handshakes that fail, a drain's progress), Debug
+	// for single bad requests and conversations (see "Logs" in the package
+	// documentation). The manager wraps its handler in a rate limit per
+	// message, at every level, so that an attack cannot flood the log:
+	// LogBurst records at once, then LogRate a second, the next record
+	// passed saying with a "suppressed" attribute how many were dropped.
+	// Manager.Logger returns the wrapped logger. If nil, nothing is logged.
 	Logger *slog.Logger
 }
 
@@ -68,9 +76,9 @@ func New(cfg Config) (*Manager, error) {
 			cfg.CPUs = transport.AllowedCPUs()
 		}
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	log := slog.New(slog.DiscardHandler)
+	if cfg.Logger != nil {
+		log = slog.New(newRateHandler(cfg.Logger.Handler(), LogBurst, LogRate, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{}), drains: make(map[*drainFunc]struct{})}
@@ -105,7 +113,8 @@ func (m *Manager) Context() context.Context { return m.ctx }
 // Closing reports whether the manager has started closing.
 func (m *Manager) Closing() bool { return m.ctx.Err() != nil }
 
-// Logger returns the manager's logger.
+// Logger returns the manager's logger: Config.Logger with the rate limit
+// per message (a logger that drops everything if Config.Logger is nil).
 func (m *Manager) Logger() *slog.Logger { return m.log }
 
 // Stats returns a snapshot of every shard's counters added up.
