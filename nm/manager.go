@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rainbowduck/netmgr/transport"
 )
@@ -180,6 +181,10 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		drains = append(drains, d)
 	}
 	m.mu.Unlock()
+	start, logged := time.Now(), !m.Closing()
+	if logged {
+		m.log.Info("nm: shutdown begins", "listeners", len(drains))
+	}
 	errs := make(chan error, len(drains))
 	for _, d := range drains {
 		go func() { errs <- d.fn(ctx) }() // returns once drained or ctx ends
@@ -189,6 +194,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		if e := <-errs; e != nil && err == nil {
 			err = e
 		}
+	}
+	if logged {
+		m.log.Info("nm: shutdown ended", drainEnded(start, err)...)
 	}
 	m.Close()
 	return err

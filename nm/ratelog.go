@@ -125,3 +125,14 @@ func (l *rateLimits) take(b *logBucket) bool {
 		}
 	}
 }
+
+// drainEnded returns the attributes of a log record saying that a drain
+// begun at start ended with err (nil: drained; else cut short), after
+// attrs.
+func drainEnded(start time.Time, err error, attrs ...any) []any {
+	attrs = append(attrs, "drained", err == nil, "took", time.Since(start))
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	return attrs
+}
