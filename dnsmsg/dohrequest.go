@@ -56,6 +56,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := http.StatusServiceUnavailable
 		if full {
 			stats.Shed.Add(1)
+			logShed(s.m, nm.HTTP, hc.realPeer)
 			code = s.cfg.shedStatus()
 		}
 		s.fail(w, code, stats)
@@ -250,6 +251,7 @@ func (s *httpServer) readBody(body io.Reader, h nm.Handle) ([]byte, int) {
 		n += m
 		if m > 0 && !s.chargeBody(&charged, m) {
 			h.Shard().Counters(nm.HTTP).TooLarge.Add(1)
+			logBodyCap(s.m, h.PeerAddr())
 			return nil, http.StatusRequestEntityTooLarge
 		}
 		switch {

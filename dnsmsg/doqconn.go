@@ -201,6 +201,7 @@ func (c *doqConn) deliver(d *doqStream, rh nm.Handle) {
 	}
 	c.shard.Exit()
 	c.stats.Shed.Add(1)
+	logShed(c.s.m, nm.QUIC, c.peer)
 	rh.Send(appendRefusal(nil, rh.Buf[2:], RcodeRefused))
 	rh.Detach()
 }
