@@ -132,3 +132,29 @@ func TestLogQUICBindFailure(t *testing.T) {
 		t.Errorf("level %v; want Warn", recs[0].Level)
 	}
 }
+
+// A DoH client that floods PINGs, frames that carry no request, is cut
+// off, and the cut is logged at Warn with its address and the reason.
+func TestLogDoHFloodCut(t *testing.T) {
+	m, logs := logManager(t)
+	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
+	wait := nmtest.Serve(t, requests(l), asReply)
+	defer func() { l.Close(); wait() }()
+	r, w := dialSlowReader(t, l.Addr().String())
+	r.conn.SetWriteDeadline(time.Now().Add(nmtest.Timeout))
+	for i := 0; i < 2_000_000; i++ {
+		if r.fr.WritePing(false, [8]byte{byte(i)}) != nil || (w.Buffered() > 32<<10 && w.Flush() != nil) {
+			break
+		}
+	}
+	rec := logs.Wait(t, "dnsmsg: DoH flood cut: frames with no request", nmtest.Timeout)
+	if rec.Level != slog.LevelWarn {
+		t.Errorf("level %v; want Warn", rec.Level)
+	}
+	if v, _ := nmtest.Attr(rec, "peer"); v.String() != r.conn.LocalAddr().String() {
+		t.Errorf("peer %v; want %v", v, r.conn.LocalAddr())
+	}
+	if n := m.Stats().Of(nm.HTTP).Floods; n != 1 {
+		t.Errorf("Floods = %d; want 1", n)
+	}
+}
