@@ -56,7 +56,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := http.StatusServiceUnavailable
 		if full {
 			stats.Shed.Add(1)
-			logShed(s.m, nm.HTTP, hc.realPeer)
+			logShed(s.m, nm.HTTP, hc.peer)
 			code = s.cfg.shedStatus()
 		}
 		s.fail(w, code, stats)

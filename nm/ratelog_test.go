@@ -94,8 +94,8 @@ func TestRateLogBurst(t *testing.T) {
 		clock.advance(step)
 	}
 	recs := sink.records()
-	if max := burst + int(elapsed/time.Second)*rate; len(recs) > max || len(recs) < burst {
-		t.Fatalf("%d records of %d passed, want between %d and %d", len(recs), total, burst, max)
+	if limit := burst + int(elapsed/time.Second)*rate; len(recs) > limit || len(recs) < burst {
+		t.Fatalf("%d records of %d passed, want between %d and %d", len(recs), total, burst, limit)
 	}
 	passed, dropped := int64(len(recs)), int64(0)
 	for i, r := range recs {
