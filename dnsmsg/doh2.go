@@ -343,6 +343,7 @@ func (c *h2conn) serve(sawPreface bool) {
 		}
 		if c.quietFrames++; c.quietFrames > h2MaxQuietFrames && c.quiet() {
 			c.stats.Floods.Add(1)
+			c.s.m.Logger().Warn("dnsmsg: DoH flood cut: frames with no request", "peer", c.hc.peer, "frames", c.quietFrames)
 			c.fail(http2.ErrCodeEnhanceYourCalm)
 			return
 		}
@@ -813,6 +814,7 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 	if keep && len(data) > 0 {
 		if !c.s.chargeBody(&c.body, len(data)) {
 			c.stats.TooLarge.Add(1)
+			logBodyCap(c.s.m, c.hc.peer)
 			c.refuse(st, http.StatusRequestEntityTooLarge)
 			return nil
 		}
@@ -906,6 +908,7 @@ func (c *h2conn) deliver(st *h2stream) {
 	code := http.StatusServiceUnavailable
 	if full {
 		c.stats.Shed.Add(1)
+		logShed(c.s.m, core.HTTP, c.hc.peer)
 		code = c.s.cfg.shedStatus()
 	}
 	c.mu.Lock()

@@ -201,8 +201,10 @@ func (c *h2conn) cut(flood bool) {
 	}
 	if flood {
 		c.stats.Floods.Add(1)
+		c.s.m.Logger().Warn("dnsmsg: DoH flood cut: output the peer provoked and does not read", "peer", c.hc.peer, "max", c.maxOut)
 	} else {
 		c.stats.OutputFull.Add(1)
+		c.s.m.Logger().Warn("dnsmsg: DoH output full, connection cut: the peer does not read", "peer", c.hc.peer, "max", c.maxOut)
 	}
 	c.abort()
 }

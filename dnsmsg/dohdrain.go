@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/rainbowduck/netmgr/internal/core"
 	"golang.org/x/net/http2"
 )
 
@@ -19,11 +20,14 @@ import (
 // listener (see Close). It returns nil once every connection ended, or
 // ctx's error if ctx ended first. The endpoints' channels get their final
 // event at the close, as with Close.
-func (l *HTTPListener) Shutdown(ctx context.Context) error {
+func (l *HTTPListener) Shutdown(ctx context.Context) (err error) {
 	s := l.s
 	s.sl.StopAccepting() // new connections are refused by the kernel
-	s.drain()
-	err := s.waitConns(ctx)
+	if open, first := s.drain(); first {
+		ended := logDrain(s.m, core.HTTP, s.sl.Addr(), open)
+		defer func() { ended(err) }()
+	}
+	err = s.waitConns(ctx)
 	if s.cfg.HTTP1 {
 		if e := s.base.Shutdown(ctx); err == nil && !errors.Is(e, context.Canceled) {
 			err = e
@@ -33,17 +37,21 @@ func (l *HTTPListener) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// drain starts the drain of every connection, and of those that come.
-func (s *httpServer) drain() {
-	s.draining.Store(true)
+// drain starts the drain of every connection, and of those that come. It
+// returns the HTTP/2 connections open, and whether this is the first
+// drain.
+func (s *httpServer) drain() (open int, first bool) {
+	first = !s.draining.Swap(true)
 	s.base.SetKeepAlivesEnabled(false) // HTTP/1.1: close after the current response
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	open = len(s.conns)
 	for c := range s.conns {
 		c.mu.Lock()
 		c.pokeLocked() // the reader sends GOAWAY
 		c.mu.Unlock()
 	}
-	s.mu.Unlock()
+	return open, first
 }
 
 // track adds an HTTP/2 connection to those drain reaches; false if the

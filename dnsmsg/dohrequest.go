@@ -58,6 +58,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code := http.StatusServiceUnavailable
 		if full {
 			stats.Shed.Add(1)
+			logShed(s.m, core.HTTP, hc.peer)
 			code = s.cfg.shedStatus()
 		}
 		s.fail(w, code, stats)
@@ -252,6 +253,7 @@ func (s *httpServer) readBody(body io.Reader, h core.Handle) ([]byte, int) {
 		n += m
 		if m > 0 && !s.chargeBody(&charged, m) {
 			h.Shard().Counters(core.HTTP).TooLarge.Add(1)
+			logBodyCap(s.m, h.PeerAddr())
 			return nil, http.StatusRequestEntityTooLarge
 		}
 		switch {

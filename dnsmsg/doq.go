@@ -36,6 +36,8 @@ func ListenQUIC(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.C
 	}
 	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {
+		m.Shard(0).Counters(core.QUIC).BindFailed.Add(1)
+		m.Logger().Warn("dnsmsg: cannot listen", "transport", nm.QUIC.String(), "addr", addr, "err", err)
 		return nil, err
 	}
 	s := newDoQServer(m, cfg)
@@ -208,6 +210,7 @@ func (s *doqServer) admit(ctx context.Context, ci *quic.ClientInfo) (context.Con
 	maxConns := int64(s.cfg.maxConns())
 	if total > maxConns+max(maxConns/8, 16) {
 		release()
+		s.m.Logger().Warn("dnsmsg: DoQ connection refused before its handshake: far over the connection cap", "peer", ci.RemoteAddr, "conns", total-1, "max", maxConns)
 		return ctx, errDoQRefused
 	}
 	context.AfterFunc(ctx, release)
@@ -228,6 +231,7 @@ func (s *doqServer) acceptLoop(ln quicListener, shard *core.Shard) {
 		}
 		if qc.Context().Value(doqExcess{}) != nil {
 			stats.Refused.Add(1)
+			s.m.Logger().Warn("dnsmsg: DoQ connection refused: excessive load", "peer", qc.RemoteAddr(), "max", s.cfg.maxConns(), "maxPerAddr", s.cfg.maxConnsPerAddr())
 			qc.CloseWithError(DoQExcessiveLoad, "too many connections")
 			continue
 		}
@@ -310,7 +314,7 @@ func (s *doqServer) finish() {
 // each connection is closed with DOQ_NO_ERROR once the streams it had
 // accepted are answered; when every connection has ended, or ctx ends
 // first, the listener closes.
-func (s *doqServer) shutdown(ctx context.Context) error {
+func (s *doqServer) shutdown(ctx context.Context) (err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -331,6 +335,8 @@ func (s *doqServer) shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if first {
+		ended := logDrain(s.m, core.QUIC, s.socks[0].LocalAddr(), len(live))
+		defer func() { ended(err) }()
 		for _, ln := range s.lns {
 			ln.Close()
 		}
@@ -338,7 +344,6 @@ func (s *doqServer) shutdown(ctx context.Context) error {
 			c.drain()
 		}
 	}
-	var err error
 	select {
 	case <-drained:
 	case <-ctx.Done():

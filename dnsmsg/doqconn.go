@@ -203,6 +203,7 @@ func (c *doqConn) deliver(d *doqStream, rh core.Handle) {
 	}
 	c.shard.Exit()
 	c.stats.Shed.Add(1)
+	logShed(c.s.m, core.QUIC, c.peer)
 	rh.Send(appendRefusal(nil, (*rh.Buf())[2:], RcodeRefused))
 	rh.Detach()
 }

@@ -48,7 +48,9 @@ type ServeConfig struct {
 	// than handlers that only compute. If zero, 16 per CPU
 	// (runtime.GOMAXPROCS).
 	Workers int
-	// Logger receives handler panics. If nil, the manager's logger.
+	// Logger receives handler panics. If nil, the manager's logger, whose
+	// rate limit keeps a client that makes a handler panic from flooding
+	// the log; a Logger given here is used as it is.
 	Logger *slog.Logger
 }
 

@@ -1,12 +1,40 @@
 package dnsmsg
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/rainbowduck/netmgr/internal/core"
+)
 
 // Response codes a stream listener sheds requests with (ServerConfig.Shed).
 const (
 	RcodeServFail = 2
 	RcodeRefused  = 5
 )
+
+// logShed logs a request shed because the consumers fell behind (Warn;
+// the manager's logger limits its rate).
+func logShed(m *core.Manager, t core.Transport, peer any) {
+	m.Logger().Warn("dnsmsg: request shed: consumers fell behind", "transport", t.String(), "peer", peer)
+}
+
+// logBodyCap logs a DoH request refused (413) because the request body
+// bytes buffered passed the connection's or the listener's cap.
+func logBodyCap(m *core.Manager, peer any) {
+	m.Logger().Warn("dnsmsg: DoH request refused: buffered body bytes at the cap", "peer", peer)
+}
+
+// logDrain logs the beginning of a listener's drain, with open
+// conversations, and returns the function that logs its end with the
+// error Shutdown returns.
+func logDrain(m *core.Manager, t core.Transport, addr any, open int) func(error) {
+	m.Logger().Info("dnsmsg: listener drain begins", "transport", t.String(), "addr", addr, "connections", open)
+	start := time.Now()
+	return func(err error) {
+		m.Logger().Info("dnsmsg: listener drain ended", core.DrainEnded(start, err, "transport", t.String(), "addr", addr)...)
+	}
+}
 
 // maxRefusal is the longest refusal: a header and one question with the
 // longest name.

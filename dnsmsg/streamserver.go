@@ -65,6 +65,7 @@ type streamServer struct {
 	// ends, counted TooLarge.
 	buffered budget
 	shed     int // the response code of shed requests (ServerConfig.Shed)
+	kind     nm.Transport
 	// ch carries the requests. Senders: the connections' reader goroutines,
 	// waiting for room (a stream peer is pushed back, never dropped). The
 	// last of the listener and its connections to end sends the final event
@@ -102,6 +103,9 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 	}
 	s.buffered.max = int64(cfg.maxBuffered())
 	s.shed = cfg.shed()
+	if s.kind = nm.TCP; tlsConf != nil {
+		s.kind = nm.TLS
+	}
 	sc := cfg.stream()
 	sc.Consume = s.consume
 	if sc.Proxy == nil {
@@ -124,7 +128,7 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 // lets every connection answer the requests already delivered, then ends
 // each connection with a FIN (or TLS close_notify) after its replies; when
 // every connection has ended, or ctx first, it closes the listener.
-func (s *streamServer) shutdown(ctx context.Context) error {
+func (s *streamServer) shutdown(ctx context.Context) (err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -146,12 +150,13 @@ func (s *streamServer) shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if first {
+		ended := logDrain(s.m, core.Transport(s.kind), s.sl.Addr(), len(conns))
+		defer func() { ended(err) }()
 		s.sl.StopAccepting()
 		for _, c := range conns {
 			c.drain()
 		}
 	}
-	var err error
 	select {
 	case <-drained:
 	case <-ctx.Done():
@@ -289,10 +294,11 @@ func (c *streamConn) Data(b []byte) error {
 	if err != nil {
 		if errors.Is(err, nm.ErrTooLarge) {
 			c.stats.TooLarge.Add(1)
+			c.s.m.Logger().Warn("dnsmsg: connection cut: request too large or buffered bytes at the cap", "peer", c.h.PeerAddr(), "err", err)
 		} else {
 			c.stats.Dropped.Add(1)
+			c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
 		}
-		c.s.m.Logger().Debug("dnsmsg: bad stream frame", "peer", c.h.PeerAddr(), "err", err)
 	}
 	return err
 }
@@ -376,6 +382,7 @@ func (c *streamConn) deliver(msg []byte) bool {
 // shed answers msg at once with the listener's shed code.
 func (c *streamConn) shed(msg []byte) bool {
 	c.stats.Shed.Add(1)
+	logShed(c.s.m, core.Transport(c.s.kind), c.h.PeerAddr())
 	var buf [maxRefusal]byte
 	r := appendRefusal(buf[:0], msg, c.s.shed)
 	var p [2]byte

@@ -111,4 +111,49 @@
 //
 // Manager.Close stops every listener, gives every live handle its final
 // event, and returns once every goroutine the library started has ended.
+//
+// # Logs
+//
+// The library logs through Config.Logger (log/slog), each record with a
+// constant message and structured attributes: addr (the listener's
+// address), peer (the client's), transport, err, and counts. What an
+// operator acts on is at Warn and Info; what one bad request or
+// conversation did is at Debug, and counted (Totals).
+//
+//	Warn   a listener cannot bind: "nm: cannot listen" (UDP), "stream: cannot
+//	       listen" (TCP, TLS; DNS over TCP, TLS and HTTPS), "dnsmsg: cannot
+//	       listen" (DoQ); addr, transport, err
+//	Warn   a limit is reached: a connection refused at the listener's cap
+//	       (max) or by admission control (reason: per-client connections,
+//	       rate, clients tracked); requests shed because the consumers fell
+//	       behind (DNS over TCP, TLS, HTTPS, QUIC), or UDP requests dropped
+//	       at a full queue (dropped: one record per read, not per datagram);
+//	       DoQ connections refused for excessive load
+//	Warn   a flood or a peer cut off: an output that filled because the
+//	       peer does not read (stream, DoH), HTTP/2 floods (frames that carry
+//	       no request, output the peer provoked), a stream request over the
+//	       size limit or the buffered-bytes cap (the connection cut), DoH
+//	       bodies over their cap (413); the records name the reason
+//	Info   TLS handshakes that fail ("stream: TLS handshake failed"; peer,
+//	       err): sampled by the rate limit, the count of the others in
+//	       "suppressed"
+//	Info   drains: Manager.Shutdown ("nm: shutdown begins", with the
+//	       listeners, and "nm: shutdown ended") and each listener's Shutdown
+//	       ("nm: UDP listener drain begins", "dnsmsg: listener drain begins",
+//	       with the requests or connections open; "... ended"), the end with
+//	       drained (false: cut at ctx's end, with err) and took
+//	Debug  one bad frame, PROXY header or query; a request unanswered past
+//	       its timeout; a peer that does not take its reply in time
+//
+// Also: "nm: cannot pin shard" (Warn), "nm: job panicked" (Error),
+// shards sharing the sockets given (Info), "dnsmsg: handler panicked"
+// (Error, with the stack), "dnsmsg: upstream down" (Warn, a Client's
+// upstream marked down).
+//
+// Every record goes through a rate limit of the manager's, at every level
+// (an attack can provoke Debug records as well as Warn): per message,
+// 10 records at once, then 2 a second. The records dropped cost no lock
+// and no allocation in the limiter, and the next record of that message
+// passed carries their number as "suppressed". Beyond 256 distinct
+// messages, the others share one limit.
 package nm

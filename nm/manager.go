@@ -21,7 +21,15 @@ type Config struct {
 	// or, if CPUs is empty, the i-th CPU the process may run on.
 	Pin  bool
 	CPUs []int
-	// Logger receives the library's diagnostics. If nil, they are dropped.
+	// Logger receives the library's log records: Warn and Info at the
+	// events an operator acts on (a bind that fails, a limit reached, a
+	// flood cut off, TLS handshakes that fail, a drain's progress), Debug
+	// for single bad requests and conversations (see "Logs" in the package
+	// documentation). The manager wraps its handler in a rate limit per
+	// message, at every level, so that an attack cannot flood the log: 10
+	// records at once, then 2 a second, the next record passed saying with
+	// a "suppressed" attribute how many were dropped. If nil, nothing is
+	// logged.
 	Logger *slog.Logger
 }
 

@@ -146,6 +146,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	conns, err := transport.ListenUDP(ctx, addr, m.Workers(), transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		cm.Shard(0).Counters(core.UDP).BindFailed.Add(1)
+		cm.Logger().Warn("nm: cannot listen", "transport", UDP.String(), "addr", addr, "err", err)
 		return nil, err
 	}
 	if k := len(cfg.Socket.PacketConns); k > 0 && k < m.Workers() {
@@ -224,8 +225,14 @@ func (l *UDPListener) Close() error {
 // answered from their sockets until each is released; then the listener
 // closes. If ctx ends first, Shutdown closes it at once and returns ctx's
 // error; otherwise nil.
-func (l *UDPListener) Shutdown(ctx context.Context) error {
-	l.draining.Store(true)
+func (l *UDPListener) Shutdown(ctx context.Context) (err error) {
+	if !l.draining.Swap(true) {
+		start := time.Now()
+		l.m.core().Logger().Info("nm: UDP listener drain begins", "addr", l.addr, "requests", l.inFlight())
+		defer func() {
+			l.m.core().Logger().Info("nm: UDP listener drain ended", core.DrainEnded(start, err, "addr", l.addr)...)
+		}()
+	}
 	for _, s := range l.socks {
 		s.conn.SetReadDeadline(time.Unix(1, 0)) // wakes and stops the reader
 	}
@@ -271,10 +278,17 @@ func (s *udpListenSocket) readLoop() {
 		}
 		s.stats.Reads.Add(1)
 		s.shard.Enter()
+		full := 0
 		for i := range s.batch.Msgs[:n] {
-			s.deliver(&s.batch.Msgs[i])
+			if !s.deliver(&s.batch.Msgs[i]) {
+				full++
+			}
 		}
 		s.shard.Exit()
+		if full > 0 {
+			// Once per read, not per datagram: the consumers fell behind.
+			s.shard.Manager().Logger().Warn("nm: UDP queue full: consumers fell behind, requests dropped", "addr", s.l.addr, "dropped", full)
+		}
 		if !s.shard.Manager().LockThreads() {
 			// Let the consumers answer what was delivered before reading
 			// on: with few CPUs their replies then leave together, at the
@@ -284,12 +298,13 @@ func (s *udpListenSocket) readLoop() {
 	}
 }
 
-func (s *udpListenSocket) deliver(m *transport.Message) {
+// deliver delivers one datagram; false if the listener's queue was full.
+func (s *udpListenSocket) deliver(m *transport.Message) bool {
 	s.stats.Received.Add(1)
 	b := m.Buf[:m.N]
 	if m.Truncated || !m.Addr.IsValid() {
 		s.stats.Dropped.Add(1)
-		return
+		return true
 	}
 	dest := s.local
 	if m.Local.IsValid() {
@@ -301,12 +316,12 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 		var ok bool
 		if b, local, peer, ok = s.unproxy(p, b, dest, m.Addr); !ok {
 			s.stats.Dropped.Add(1)
-			return
+			return true
 		}
 	}
 	if f := s.l.cfg.Filter; f != nil && f(b, peer) != nil {
 		s.stats.Dropped.Add(1)
-		return
+		return true
 	}
 	h := s.pool.Get()
 	h.Reuse(s.shard, s, dest, m.Addr)
@@ -317,9 +332,11 @@ func (s *udpListenSocket) deliver(m *transport.Message) {
 	s.inFlight.Add(1)
 	select {
 	case s.l.ch <- Event{Handle: Handle(h), Data: *buf}:
+		return true
 	default:
 		s.stats.Dropped.Add(1)
 		h.Detach()
+		return false
 	}
 }
 

@@ -154,7 +154,7 @@ func newReq(prefix, b []byte, done chan<- error) sendReq {
 // what it is sent.
 func (c *conn) outputFull() {
 	c.stats.OutputFull.Add(1)
-	c.m.Logger().Debug("stream: output full, connection reset", "peer", c.h.PeerAddr())
+	c.m.Logger().Warn("stream: output full, connection reset", "tls", c.tls != nil, "peer", c.h.PeerAddr(), "reason", "peer not reading", "max", c.maxOutput)
 	c.abort(nm.ErrOutputFull)
 }
 

@@ -88,6 +88,7 @@ func listen(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Conf
 	lns, err := transport.ListenTCP(ctx, addr, sockets, transport.ListenConfig(cfg.Socket))
 	if err != nil {
 		m.Shard(0).Counters(kind).BindFailed.Add(1)
+		m.Logger().Warn("stream: cannot listen", "transport", kind.String(), "addr", addr, "err", err)
 		return nil, err
 	}
 	if k := len(cfg.Socket.Listeners); k > 0 && k < sockets {
@@ -221,7 +222,7 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 		case l.quota <- struct{}{}:
 		default:
 			stats.Refused.Add(1)
-			l.m.Logger().Debug("stream: connection refused at the listener's cap", "peer", tc.RemoteAddr())
+			l.m.Logger().Warn("stream: connection refused at the listener's cap", "transport", l.kind.String(), "addr", l.addr, "peer", tc.RemoteAddr(), "max", l.cfg.MaxConns)
 			tc.Close()
 			l.leaveClient(key)
 			return
@@ -283,7 +284,7 @@ func (l *Listener) admitClient(tc *net.TCPConn, stats *core.Counters) (netip.Pre
 		return key, true
 	}
 	stats.Refused.Add(1)
-	l.m.Logger().Debug("stream: connection refused: "+why, "peer", peer)
+	l.m.Logger().Warn("stream: connection refused by admission control", "transport", l.kind.String(), "addr", l.addr, "peer", peer, "reason", why)
 	tc.Close()
 	return key, false
 }

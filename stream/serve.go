@@ -102,9 +102,9 @@ func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, sta
 	if initial := l.cfg.timeouts().Initial; initial > 0 {
 		deadline = born.Add(initial)
 	}
-	fail := func(what string, err error) (*proxyproto.Header, error) {
+	fail := func(msg string, err error) (*proxyproto.Header, error) {
 		stats.Dropped.Add(1)
-		l.m.Logger().Debug("stream: "+what, "peer", tc.RemoteAddr(), "err", err)
+		l.m.Logger().Debug(msg, "peer", tc.RemoteAddr(), "err", err) // msg: a constant
 		return nil, err
 	}
 	p := l.cfg.Proxy
@@ -112,18 +112,20 @@ func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, sta
 	var err error
 	if p != nil && (tlsConn == nil || !l.cfg.ProxyInTLS) {
 		if hdr, err = readProxy(tc, p, deadline); err != nil {
-			return fail("bad PROXY header", err)
+			return fail("stream: bad PROXY header", err)
 		}
 	}
 	if tlsConn != nil {
 		if err := handshake(l.m.Context(), tc, tlsConn, deadline); err != nil {
 			stats.RecvFailed.Add(1)
-			l.m.Logger().Debug("stream: TLS handshake failed", "peer", tc.RemoteAddr(), "err", err)
+			if !l.m.Closing() {
+				l.m.Logger().Info("stream: TLS handshake failed", "addr", l.addr, "peer", tc.RemoteAddr(), "err", err)
+			}
 			return nil, err
 		}
 		if p != nil && l.cfg.ProxyInTLS {
 			if hdr, err = readProxy(tlsConn, p, deadline); err != nil {
-				return fail("bad PROXY header", err)
+				return fail("stream: bad PROXY header", err)
 			}
 		}
 	}
@@ -133,7 +135,7 @@ func (l *Listener) admit(tc *net.TCPConn, tlsConn *tls.Conn, born time.Time, sta
 			peer, local = src, dst
 		}
 		if err := l.cfg.Accept(peer, local); err != nil {
-			return fail("connection refused by the accept filter", err)
+			return fail("stream: connection refused by the accept filter", err)
 		}
 	}
 	return hdr, nil

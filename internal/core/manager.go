@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rainbowduck/netmgr/internal/transport"
 )
@@ -68,9 +69,9 @@ func New(cfg Config) (*Manager, error) {
 			cfg.CPUs = transport.AllowedCPUs()
 		}
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	log := slog.New(slog.DiscardHandler)
+	if cfg.Logger != nil {
+		log = slog.New(newRateHandler(cfg.Logger.Handler(), LogBurst, LogRate, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{}), drains: make(map[*drainFunc]struct{})}
@@ -105,7 +106,8 @@ func (m *Manager) Context() context.Context { return m.ctx }
 // Closing reports whether the manager has started closing.
 func (m *Manager) Closing() bool { return m.ctx.Err() != nil }
 
-// Logger returns the manager's logger.
+// Logger returns the manager's logger: Config.Logger with the rate limit
+// per message (a logger that drops everything if Config.Logger is nil).
 func (m *Manager) Logger() *slog.Logger { return m.log }
 
 // Stats returns a snapshot of every shard's counters added up.
@@ -171,6 +173,10 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		drains = append(drains, d)
 	}
 	m.mu.Unlock()
+	start, logged := time.Now(), !m.Closing()
+	if logged {
+		m.log.Info("nm: shutdown begins", "listeners", len(drains))
+	}
 	errs := make(chan error, len(drains))
 	for _, d := range drains {
 		go func() { errs <- d.fn(ctx) }() // returns once drained or ctx ends
@@ -180,6 +186,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		if e := <-errs; e != nil && err == nil {
 			err = e
 		}
+	}
+	if logged {
+		m.log.Info("nm: shutdown ended", DrainEnded(start, err)...)
 	}
 	m.Close()
 	return err
