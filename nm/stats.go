@@ -1,6 +1,12 @@
 package nm
 
-import "github.com/rainbowduck/netmgr/internal/core"
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/rainbowduck/netmgr/internal/core"
+)
 
 // Transport names a kind of socket for statistics.
 type Transport int
@@ -81,4 +87,73 @@ func statsOf(cs core.Stats) Stats {
 		s[i] = Totals(cs[i])
 	}
 	return s
+}
+
+// Endpoint is the statistics of one listener, or of one upstream of a
+// client (dnsmsg.Client), next to the per-transport totals of Stats.
+type Endpoint struct {
+	Transport Transport
+	Role      string // "listener" or "client"
+	// Name is the name given in the listener's or client's configuration;
+	// for a listener without one, its address.
+	Name string
+	Addr string // the listener's address, or the upstream's
+	Totals
+	// Latency is, for a listener, the time from a request's delivery to
+	// its first reply (Send); for a client, from a query's send to its
+	// reply.
+	Latency Histogram
+}
+
+// Endpoints returns the statistics of every listener and client upstream
+// open, ordered by transport, role, name and address. A closed one's
+// counts stay in Stats.
+func (m *Manager) Endpoints() []Endpoint {
+	es := m.core().Endpoints()
+	out := make([]Endpoint, len(es))
+	for i, e := range es {
+		out[i] = Endpoint{Transport: Transport(e.Transport), Role: e.Role.String(), Name: e.Name, Addr: e.Addr,
+			Totals: Totals(e.Totals), Latency: Histogram(e.Latency)}
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Transport, b.Transport), cmp.Compare(a.Role, b.Role),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Addr, b.Addr))
+	})
+	return out
+}
+
+// Latency returns the latency histogram of transport t over every
+// listener (role "listener") or every client upstream (role "client") of
+// the manager, closed ones included.
+func (m *Manager) Latency(t Transport, role string) Histogram {
+	r := core.Listener
+	if role == "client" {
+		r = core.Client
+	}
+	return Histogram(m.core().LatencyOf(core.Transport(t), r))
+}
+
+// HistogramBuckets is the number of buckets of a Histogram.
+const HistogramBuckets = core.LatencyBuckets
+
+// Histogram is a snapshot of latencies. Counts[k] is the number of
+// latencies at most HistogramBound(k) and above the bound before (the
+// last bucket has no bound); Sum is their total. Observing one costs two
+// atomic adds, no lock and no allocation.
+type Histogram struct {
+	Counts [HistogramBuckets]uint64
+	Sum    time.Duration
+}
+
+// HistogramBound returns the upper bound of bucket k: 2^k µs (1 µs to
+// about 4.2 s), or 0 for the last bucket, which has none.
+func HistogramBound(k int) time.Duration { return core.LatencyBound(k) }
+
+// Count returns the number of latencies counted.
+func (h Histogram) Count() uint64 {
+	var n uint64
+	for _, c := range h.Counts {
+		n += c
+	}
+	return n
 }

@@ -64,6 +64,9 @@ type UDPConfig struct {
 	// socket options. The zero value binds the address as written and
 	// refuses an address another socket holds (see SocketConfig).
 	Socket SocketConfig
+	// Name names a listener in its statistics (Manager.Endpoints). If
+	// empty, its address.
+	Name string
 }
 
 func (c *UDPConfig) maxSize(def int) int {
@@ -116,6 +119,7 @@ type UDPListener struct {
 	running atomic.Int32 // readers still running
 	once    sync.Once
 	untrack func()
+	meter   *core.Meter
 	undrain func()
 	// draining is set by Shutdown: readers stop, and Released wakes
 	// Shutdown (drained, buffer 1, non-blocking sends) when a socket has no
@@ -133,6 +137,7 @@ type udpListenSocket struct {
 	out   *replyQueue // replies, until they are written (udp_send.go)
 	pool  core.HandlePool
 	stats *core.Counters
+	lat   *core.Latency
 	// inFlight counts the requests delivered and not yet released.
 	inFlight atomic.Int64
 }
@@ -158,15 +163,18 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	}
 	l := &UDPListener{m: m, cfg: cfg, ch: make(chan Event, queue), drained: make(chan struct{}, 1)}
 	l.addr = transport.AddrPort(conns[0].LocalAddr())
+	l.meter = cm.NewMeter(core.UDP, core.Listener, cfg.Name, l.addr.String())
 	size := cfg.maxSize(DefaultUDPListenSize)
 	for i, c := range conns {
 		s := &udpListenSocket{l: l, shard: cm.Shard(i % cm.Workers()), conn: c, local: transport.AddrPort(c.LocalAddr())}
 		s.pool.Max = queue
-		s.stats = s.shard.Counters(core.UDP)
+		s.stats = l.meter.On(s.shard)
+		s.lat = l.meter.Latency(s.shard)
 		if s.batch, err = transport.NewBatch(c, cfg.batch(), size); err == nil {
 			s.out, err = newReplyQueue(s, cfg.batch(), cfg.replies())
 		}
 		if err != nil {
+			l.meter.Close()
 			transportClose(conns)
 			return nil, err
 		}
@@ -175,6 +183,7 @@ func ListenUDP(ctx context.Context, m *Manager, addr string, cfg UDPConfig) (*UD
 	l.undrain = cm.TrackDrain(l.Shutdown) // before Track: Close may run from then on
 	if l.untrack, err = cm.Track(func() { l.Close() }); err != nil {
 		l.undrain()
+		l.meter.Close()
 		transportClose(conns)
 		return nil, err
 	}
@@ -215,9 +224,13 @@ func (l *UDPListener) Close() error {
 		}
 		l.untrack()
 		l.undrain()
+		l.meter.Close()
 	})
 	return nil
 }
+
+// Stats returns the listener's statistics.
+func (l *UDPListener) Stats() Totals { return Totals(l.meter.Totals()) }
 
 // Shutdown drains the listener: its readers stop (datagrams that arrive
 // from now on are left to the kernel and lost at Close), the final event
@@ -327,6 +340,7 @@ func (s *udpListenSocket) deliver(m *transport.Message) bool {
 	h.Reuse(s.shard, s, dest, m.Addr)
 	h.SetInterface(m.IfIndex)
 	h.SetProxied(local, peer)
+	h.Measure(s.lat)
 	buf := h.Buf()
 	*buf = append((*buf)[:0], b...)
 	s.inFlight.Add(1)

@@ -23,6 +23,9 @@ const (
 // Config configures a listener or a dialed connection. The zero value is
 // ready to use; a config must not be modified after use.
 type Config struct {
+	// Name names a listener in the manager's statistics
+	// (nm.Manager.Endpoints). If empty, its address.
+	Name string
 	// Timeouts of each connection; a zero field takes its default
 	// (DefaultInitialTimeout, DefaultIdleTimeout, DefaultKeepalive,
 	// DefaultWriteTimeout; no Read timeout), a negative one means none.

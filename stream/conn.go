@@ -94,11 +94,11 @@ func (c *conn) Shutdown() {
 	c.shutdown(nil)
 }
 
-func newConn(m *core.Manager, shard *core.Shard, kind core.Transport, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
+func newConn(m *core.Manager, shard *core.Shard, meter *core.Meter, stats *core.Counters, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
 	c := &conn{
 		m:            m,
 		shard:        shard,
-		stats:        shard.Counters(kind),
+		stats:        stats,
 		nc:           tcp,
 		tcp:          tcp,
 		tls:          tc,
@@ -131,6 +131,7 @@ func newConn(m *core.Manager, shard *core.Shard, kind core.Transport, tcp *net.T
 		return nil, err
 	}
 	c.h = core.NewHandle(shard, c, transport.AddrPort(tcp.LocalAddr()), transport.AddrPort(tcp.RemoteAddr()))
+	c.h.SetMeter(meter)
 	return c, nil
 }
 

@@ -47,12 +47,16 @@ func dial(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config
 		kind = core.TLS
 	}
 	shard := m.NextShard()
+	meter := core.MeterFrom(ctx)
 	stats := shard.Counters(kind)
+	if meter != nil {
+		stats = meter.On(shard)
+	}
 	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
 	if err != nil {
 		return core.Handle{}, err
 	}
-	c, err := newConn(m, shard, kind, tc, tlsConn, &cfg)
+	c, err := newConn(m, shard, meter, stats, tc, tlsConn, &cfg)
 	if err != nil {
 		tc.Close()
 		return core.Handle{}, err

@@ -28,9 +28,13 @@ type Listener struct {
 	m    *core.Manager
 	cfg  Config
 	kind core.Transport
-	addr netip.AddrPort
-	lns  []*net.TCPListener
-	tls  atomic.Pointer[tls.Config] // nil for TCP
+	// meter counts the listener and its connections: the caller's (a DNS
+	// listener's), or its own (ownMeter), closed when it ends.
+	meter    *core.Meter
+	ownMeter bool
+	addr     netip.AddrPort
+	lns      []*net.TCPListener
+	tls      atomic.Pointer[tls.Config] // nil for TCP
 
 	// ch carries accepted connections. Senders: the connections' goroutines,
 	// after the TLS handshake. The last of the accept loops and pending
@@ -96,6 +100,9 @@ func listen(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Conf
 	}
 	l := &Listener{m: m, cfg: cfg, kind: kind, lns: lns, ch: make(chan nm.Event, acceptQueue), done: make(chan struct{})}
 	l.addr = transport.AddrPort(lns[0].Addr())
+	if l.meter = core.MeterFrom(ctx); l.meter == nil {
+		l.meter, l.ownMeter = m.NewMeter(kind, core.Listener, cfg.Name, l.addr.String()), true
+	}
 	l.tls.Store(tlsConf)
 	if cfg.MaxConns > 0 {
 		l.quota = make(chan struct{}, cfg.MaxConns)
@@ -105,13 +112,14 @@ func listen(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Conf
 		for _, ln := range lns {
 			ln.Close()
 		}
+		l.closeMeter()
 		return nil, err
 	}
 	l.refs.Store(int32(len(lns)))
 	for i, ln := range lns {
 		shard := m.Shard(i % m.Workers())
-		shard.Counters(kind).Opened.Add(1)
-		shard.Counters(kind).Active.Add(1)
+		l.meter.On(shard).Opened.Add(1)
+		l.meter.On(shard).Active.Add(1)
 		if err := m.Go(func() { l.acceptLoop(shard, ln) }); err != nil {
 			ln.Close()
 			l.unref()
@@ -163,15 +171,25 @@ func (l *Listener) StopAccepting() {
 func (l *Listener) unref() {
 	if l.refs.Add(-1) == 0 {
 		l.untrack()
+		l.closeMeter()
 		core.Finalize(l.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
 	}
 }
+
+func (l *Listener) closeMeter() {
+	if l.ownMeter {
+		l.meter.Close()
+	}
+}
+
+// Stats returns the statistics of the listener and its connections.
+func (l *Listener) Stats() nm.Totals { return nm.Totals(l.meter.Totals()) }
 
 func (l *Listener) acceptLoop(shard *core.Shard, ln *net.TCPListener) {
 	shard.Bind()
 	defer runtime.UnlockOSThread()
 	defer l.unref()
-	stats := shard.Counters(l.kind)
+	stats := l.meter.On(shard)
 	defer func() {
 		stats.Closed.Add(1)
 		stats.Active.Add(-1)
@@ -212,7 +230,7 @@ func (l *Listener) acceptLoop(shard *core.Shard, ln *net.TCPListener) {
 
 // accepted vets a new connection and starts its goroutine.
 func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
-	stats := shard.Counters(l.kind)
+	stats := l.meter.On(shard)
 	key, ok := l.admitClient(tc, stats)
 	if !ok {
 		return
@@ -250,7 +268,7 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 	if conf := l.tls.Load(); conf != nil {
 		tlsConn = tls.Server(&wire{TCPConn: tc}, conf)
 	}
-	c, err := newConn(l.m, shard, l.kind, tc, tlsConn, &l.cfg)
+	c, err := newConn(l.m, shard, l.meter, stats, tc, tlsConn, &l.cfg)
 	if err != nil {
 		stats.Dropped.Add(1)
 		tc.Close()

@@ -43,7 +43,7 @@ type ServedConn struct {
 
 // serve runs a connection for the listener's Server, on its own goroutine.
 func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
-	stats := shard.Counters(l.kind)
+	stats := l.meter.On(shard)
 	born := time.Now()
 	defer func() {
 		tc.Close()
@@ -211,6 +211,9 @@ func DialConn(ctx context.Context, shard *core.Shard, addr string, tlsConf *tls.
 		kind = core.TLS
 	}
 	stats := shard.Counters(kind)
+	if mt := core.MeterFrom(ctx); mt != nil {
+		stats = mt.On(shard)
+	}
 	tc, tlsConn, err := dialConn(ctx, shard.Manager(), addr, tlsConf, &cfg, stats)
 	if err != nil {
 		return nil, err

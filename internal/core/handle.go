@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Socket is what a Handle asks of the socket it is bound to. Transports
@@ -72,6 +73,12 @@ type conv struct {
 	// realLocal and realPeer are the socket's own addresses.
 	realLocal, realPeer netip.AddrPort
 	ifindex             int // interface a UDP request arrived on; 0 if unknown
+	// meter counts the conversation (nil: its shard's own counters); lat,
+	// if set, takes the time from born (a request's delivery, nanoseconds
+	// since epoch) to its first reply.
+	meter *Meter
+	lat   *Latency
+	born  atomic.Int64
 
 	dataMu sync.Mutex
 	data   any
@@ -99,6 +106,8 @@ func (h *Handle) Reuse(s *Shard, sock Socket, local, peer netip.AddrPort) {
 	c.shard, c.sock, c.local, c.peer = s, sock, local, peer
 	c.realLocal, c.realPeer = local, peer
 	c.ifindex = 0
+	c.meter, c.lat = nil, nil
+	c.born.Store(0)
 	gen, _ := unpack(c.state.Load())
 	gen++
 	c.state.Store(pack(gen, 1))
@@ -278,7 +287,40 @@ func (h Handle) Send(b []byte) error {
 		return ErrReleased
 	}
 	defer h.Detach()
-	return h.c.sock.Send(h, b)
+	err := h.c.sock.Send(h, b)
+	if err == nil && h.c.lat != nil {
+		h.c.replied()
+	}
+	return err
+}
+
+// replied counts the time from the request's delivery to its first reply.
+func (c *conv) replied() {
+	if born := c.born.Swap(0); born != 0 {
+		c.lat.Observe(time.Duration(sinceEpoch() - born))
+	}
+}
+
+// epoch is the origin of the monotonic times kept in handles.
+var epoch = time.Now()
+
+// sinceEpoch returns monotonic nanoseconds, never 0.
+func sinceEpoch() int64 { return int64(time.Since(epoch)) + 1 }
+
+// SetMeter makes h's conversation count on mt (requests on a connection
+// count on the connection's listener). For transports, before h is handed
+// out.
+func (h Handle) SetMeter(mt *Meter) { h.c.meter = mt }
+
+// Meter returns what SetMeter set, or nil.
+func (h Handle) Meter() *Meter { return h.c.meter }
+
+// Measure starts the clock of a request: its first reply (Send or
+// SendAsync) counts the time since in l. For transports, as the request
+// is delivered.
+func (h Handle) Measure(l *Latency) {
+	h.c.lat = l
+	h.c.born.Store(sinceEpoch())
 }
 
 // SendAsync queues b itself (no copy) after the sends before it and
@@ -296,7 +338,11 @@ func (h Handle) SendAsync(b []byte, done chan<- error) error {
 		return ErrReleased
 	}
 	defer h.Detach()
-	return h.c.sock.SendAsync(h, b, done)
+	err := h.c.sock.SendAsync(h, b, done)
+	if err == nil && h.c.lat != nil {
+		h.c.replied()
+	}
+	return err
 }
 
 // ReadStop pauses reading: no data event is delivered after it returns

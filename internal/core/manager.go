@@ -53,6 +53,8 @@ type Manager struct {
 	paused bool       // guarded by pmu
 
 	closeOnce sync.Once
+
+	meterReg
 }
 
 // New starts a manager with cfg's shards.
@@ -75,6 +77,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, log: log, ctx: ctx, cancel: cancel, live: make(map[Shutdowner]struct{}), drains: make(map[*drainFunc]struct{})}
+	m.meterReg.meters = make(map[*Meter]struct{})
 	m.shards = make([]*Shard, cfg.Workers)
 	for i := range m.shards {
 		m.shards[i] = newShard(m, i)
@@ -113,8 +116,11 @@ func (m *Manager) Logger() *slog.Logger { return m.log }
 // Stats returns a snapshot of every shard's counters added up.
 func (m *Manager) Stats() Stats {
 	var st Stats
+	m.meterMu.Lock()
+	defer m.meterMu.Unlock()
+	m.foldQuiet()
 	for _, s := range m.shards {
-		ss := s.Stats()
+		ss := m.shardStatsLocked(s)
 		st.add(&ss)
 	}
 	return st

@@ -33,6 +33,8 @@ type Shard struct {
 	done chan struct{}
 
 	counters [numTransports]Counters
+	// lat holds the latencies of closed meters, by role and transport.
+	lat [2][numTransports]Latency
 }
 
 func newShard(m *Manager, id int) *Shard {
@@ -56,13 +58,7 @@ func (s *Shard) Manager() *Manager { return s.m }
 func (s *Shard) Counters(t Transport) *Counters { return &s.counters[t] }
 
 // Stats returns a snapshot of the shard's counters.
-func (s *Shard) Stats() Stats {
-	var st Stats
-	for i := range st {
-		st[i] = s.counters[i].snapshot()
-	}
-	return st
-}
+func (s *Shard) Stats() Stats { return s.m.shardStats(s) }
 
 func (s *Shard) start() { go s.loop() }
 

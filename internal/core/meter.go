@@ -1,0 +1,293 @@
+package core
+
+import (
+	"context"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Role says whom a Meter counts for.
+type Role uint8
+
+// The roles of meters.
+const (
+	Listener Role = iota + 1 // a listener: latency is from a request's delivery to its reply
+	Client                   // a client: latency is from a query's send to its reply
+)
+
+func (r Role) String() string {
+	if r == Client {
+		return "client"
+	}
+	return "listener"
+}
+
+// Meter is the counters and latencies of one listener or one client
+// upstream, one cell per shard so that shards never share a cache line.
+// The manager's totals (Shard.Stats, Manager.Stats) add up the shard's
+// own counters (Shard.Counters: sockets without a meter of their own) and
+// every meter's; a closed meter is folded into the shard's own counters
+// once it is quiet, so totals never go down.
+type Meter struct {
+	m     *Manager
+	t     Transport
+	role  Role
+	name  string
+	addr  string
+	cells []meterCell
+	// last is the snapshot of a closed meter at the previous look, to
+	// tell when it has gone quiet; guarded by the manager's meterMu.
+	last Totals
+}
+
+type meterCell struct {
+	Counters
+	lat Latency
+}
+
+// NewMeter registers a meter of transport t for role, named name (the
+// address when empty).
+func (m *Manager) NewMeter(t Transport, role Role, name, addr string) *Meter {
+	if name == "" {
+		name = addr
+	}
+	mt := &Meter{m: m, t: t, role: role, name: name, addr: addr, cells: make([]meterCell, len(m.shards))}
+	m.meterMu.Lock()
+	m.meters[mt] = struct{}{}
+	m.meterMu.Unlock()
+	return mt
+}
+
+// On returns the meter's live counters on shard s.
+func (mt *Meter) On(s *Shard) *Counters { return &mt.cells[s.id].Counters }
+
+// Latency returns the meter's latency histogram on shard s.
+func (mt *Meter) Latency(s *Shard) *Latency { return &mt.cells[s.id].lat }
+
+// Transport returns the meter's transport.
+func (mt *Meter) Transport() Transport { return mt.t }
+
+// Close retires the meter: it leaves the manager's list of endpoints, and
+// its counts are folded into the shards' own once it is quiet. Counting on
+// it after Close is allowed (a conversation that outlives its listener)
+// until then.
+func (mt *Meter) Close() {
+	m := mt.m
+	m.meterMu.Lock()
+	if _, ok := m.meters[mt]; ok {
+		delete(m.meters, mt)
+		mt.last = mt.totals()
+		m.retired = append(m.retired, mt)
+	}
+	m.meterMu.Unlock()
+}
+
+// Totals returns a snapshot of the meter's counters, added up over the
+// shards.
+func (mt *Meter) Totals() Totals { return mt.totals() }
+
+func (mt *Meter) totals() Totals {
+	var t Totals
+	for i := range mt.cells {
+		t.add(mt.cells[i].snapshot())
+	}
+	return t
+}
+
+// EndpointStats is a snapshot of one meter.
+type EndpointStats struct {
+	Transport  Transport
+	Role       Role
+	Name, Addr string
+	Totals     Totals
+	Latency    LatencySnapshot
+}
+
+// Endpoints returns a snapshot of every meter not closed.
+func (m *Manager) Endpoints() []EndpointStats {
+	m.meterMu.Lock()
+	defer m.meterMu.Unlock()
+	out := make([]EndpointStats, 0, len(m.meters))
+	for mt := range m.meters {
+		e := EndpointStats{Transport: mt.t, Role: mt.role, Name: mt.name, Addr: mt.addr, Totals: mt.totals()}
+		for i := range mt.cells {
+			e.Latency.add(&mt.cells[i].lat)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// foldQuiet folds the closed meters whose sockets are all closed and whose
+// counts did not move since the last look into the shards' own counters.
+// Called with meterMu held.
+func (m *Manager) foldQuiet() {
+	keep := m.retired[:0]
+	for _, mt := range m.retired {
+		t := mt.totals()
+		if t != mt.last || t.Active != 0 {
+			mt.last = t
+			keep = append(keep, mt)
+			continue
+		}
+		for i := range mt.cells {
+			m.shards[i].counters[mt.t].fold(mt.cells[i].snapshot())
+			m.shards[i].lat[mt.role-1][mt.t].fold(&mt.cells[i].lat)
+		}
+	}
+	clear(m.retired[len(keep):])
+	m.retired = keep
+}
+
+// shardStats returns shard s's totals: its own counters and every meter's
+// cell on s.
+func (m *Manager) shardStats(s *Shard) Stats {
+	m.meterMu.Lock()
+	defer m.meterMu.Unlock()
+	m.foldQuiet()
+	return m.shardStatsLocked(s)
+}
+
+// shardStatsLocked is shardStats with meterMu held: no meter is folded
+// while the shard's own counters and the meters' are read.
+func (m *Manager) shardStatsLocked(s *Shard) Stats {
+	var st Stats
+	for i := range st {
+		st[i] = s.counters[i].snapshot()
+	}
+	for mt := range m.meters {
+		st[mt.t].add(mt.cells[s.id].snapshot())
+	}
+	for _, mt := range m.retired {
+		st[mt.t].add(mt.cells[s.id].snapshot())
+	}
+	return st
+}
+
+// LatencyOf returns the latency histogram of transport t for role, added
+// up over every shard and meter, closed ones included.
+func (m *Manager) LatencyOf(t Transport, role Role) LatencySnapshot {
+	var l LatencySnapshot
+	m.meterMu.Lock()
+	defer m.meterMu.Unlock()
+	for _, s := range m.shards {
+		l.add(&s.lat[role-1][t])
+	}
+	for mt := range m.meters {
+		if mt.t == t && mt.role == role {
+			for i := range mt.cells {
+				l.add(&mt.cells[i].lat)
+			}
+		}
+	}
+	for _, mt := range m.retired {
+		if mt.t == t && mt.role == role {
+			for i := range mt.cells {
+				l.add(&mt.cells[i].lat)
+			}
+		}
+	}
+	return l
+}
+
+// fold adds a snapshot into live counters.
+func (c *Counters) fold(t Totals) {
+	c.Opened.Add(t.Opened)
+	c.Closed.Add(t.Closed)
+	c.BindFailed.Add(t.BindFailed)
+	c.Accepted.Add(t.Accepted)
+	c.Received.Add(t.Received)
+	c.Sent.Add(t.Sent)
+	c.Reads.Add(t.Reads)
+	c.Writes.Add(t.Writes)
+	c.RecvFailed.Add(t.RecvFailed)
+	c.SendFailed.Add(t.SendFailed)
+	c.Dropped.Add(t.Dropped)
+	c.WriteTimeouts.Add(t.WriteTimeouts)
+	c.OutputFull.Add(t.OutputFull)
+	c.Floods.Add(t.Floods)
+	c.TooLarge.Add(t.TooLarge)
+	c.Expired.Add(t.Expired)
+	c.Shed.Add(t.Shed)
+	c.Refused.Add(t.Refused)
+	c.Panics.Add(t.Panics)
+	c.Active.Add(t.Active)
+}
+
+// LatencyBuckets is the number of buckets of a latency histogram: bucket
+// k < LatencyBuckets-1 counts the latencies at most 2^k µs (and more than
+// the bound of bucket k-1); the last counts the rest.
+const LatencyBuckets = 24
+
+// LatencyBound returns the upper bound of bucket k, or 0 for the last
+// (no bound).
+func LatencyBound(k int) time.Duration {
+	if k >= LatencyBuckets-1 {
+		return 0
+	}
+	return time.Microsecond << k
+}
+
+// Latency is a live histogram of latencies: one atomic add per bucket and
+// one for the sum, no lock, no allocation.
+type Latency struct {
+	counts [LatencyBuckets]atomic.Uint64
+	sum    atomic.Int64 // nanoseconds
+}
+
+// Observe counts one latency.
+func (l *Latency) Observe(d time.Duration) {
+	k := LatencyBuckets - 1
+	if us := uint64(d / time.Microsecond); us == 0 {
+		k = 0
+	} else if n := bits.Len64(us); n < k {
+		k = n
+	}
+	l.counts[k].Add(1)
+	l.sum.Add(int64(d))
+}
+
+func (l *Latency) fold(o *Latency) {
+	for i := range l.counts {
+		l.counts[i].Add(o.counts[i].Load())
+	}
+	l.sum.Add(o.sum.Load())
+}
+
+// LatencySnapshot is a snapshot of a Latency: Counts per bucket (not
+// cumulative) and the sum of the latencies counted.
+type LatencySnapshot struct {
+	Counts [LatencyBuckets]uint64
+	Sum    time.Duration
+}
+
+func (s *LatencySnapshot) add(l *Latency) {
+	for i := range s.Counts {
+		s.Counts[i] += l.counts[i].Load()
+	}
+	s.Sum += time.Duration(l.sum.Load())
+}
+
+// meterReg is the manager's registry of meters.
+type meterReg struct {
+	meterMu sync.Mutex
+	meters  map[*Meter]struct{} // not closed; guarded by meterMu
+	retired []*Meter            // closed, not yet folded; guarded by meterMu
+}
+
+type meterKey struct{}
+
+// WithMeter returns ctx carrying mt, for a listener or dialer of another
+// package that must count on a meter its caller owns (DNS over TCP on a
+// stream listener, a client's upstream).
+func WithMeter(ctx context.Context, mt *Meter) context.Context {
+	return context.WithValue(ctx, meterKey{}, mt)
+}
+
+// MeterFrom returns the meter ctx carries, or nil.
+func MeterFrom(ctx context.Context) *Meter {
+	mt, _ := ctx.Value(meterKey{}).(*Meter)
+	return mt
+}
