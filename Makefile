@@ -12,6 +12,9 @@ vet:
 
 test: vet
 	$(GO) test -race -shuffle=on -timeout 8m ./...
+	# 0-RTT on the client side, which quic-go's own data race (quic-go#4303)
+	# keeps from the race detector's run
+	$(GO) test -count=1 -run '0RTT' ./dnsmsg
 
 run:
 	$(GO) run ./cmd/nmecho

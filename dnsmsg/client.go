@@ -24,6 +24,10 @@ const recentIDs = 64
 // it opens. The zero value is ready to use; a config must not be modified
 // after use.
 type ClientConfig struct {
+	// Name names a Client's upstreams in the manager's statistics
+	// (nm.Manager.Endpoints, nmprom's name label), next to each upstream's
+	// address. If empty, the address.
+	Name string
 	// ReadTimeout bounds each Read of a Conn, and each query of a Client
 	// (its context's deadline wins when sooner). If zero,
 	// DefaultReadTimeout (5 s); if negative (nm.NoTimeout), reads wait

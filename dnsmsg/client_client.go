@@ -102,7 +102,13 @@ func (c *Client) ExchangeWire(ctx context.Context, upstream string, q []byte) ([
 	}
 	qctx, cancel := c.queryContext(ctx)
 	defer cancel()
+	start := time.Now()
 	r, err := u.exchange(qctx, q)
+	if err == nil {
+		// Any shard's cell: the caller is on none; the clock spreads them.
+		m := c.core()
+		u.meter.Latency(m.Shard(int(uint64(start.UnixNano())>>10) % m.Workers())).Observe(time.Since(start))
+	}
 	u.health.done(probe, outcomeOf(ctx, err))
 	return r, err
 }
@@ -151,8 +157,10 @@ func (c *Client) upstream(s string) (*upstream, error) {
 	u := &upstream{c: c, t: t, health: newHealth(&c.cfg, func(fails int, backoff time.Duration) {
 		c.core().Logger().Warn("dnsmsg: upstream down", "upstream", s, "failures", fails, "backoff", backoff)
 	})}
+	u.meter = c.core().NewMeter(t.kind.transport(), core.Client, c.cfg.Name, s)
 	switch t.kind {
 	case upUDP:
+		u.tcpMeter = c.core().NewMeter(core.TCP, core.Client, c.cfg.Name, s)
 		u.tcp = newPool(c.cfg.MaxConns, u.dialStream(nil))
 	case upTCP:
 		u.pool = newPool(c.cfg.MaxConns, u.dialStream(nil))
@@ -192,9 +200,16 @@ type upstream struct {
 	health *health
 	pool   *pool // TCP, TLS, DoH: the connections; nil for UDP
 	tcp    *pool // UDP: the TCP connections for truncated replies
+	// meter counts the upstream's queries and connections; tcpMeter, for
+	// UDP, its TCP connections.
+	meter, tcpMeter *core.Meter
 }
 
 func (u *upstream) close() {
+	u.meter.Close()
+	if u.tcpMeter != nil {
+		u.tcpMeter.Close()
+	}
 	for _, p := range []*pool{u.pool, u.tcp} {
 		if p != nil {
 			p.close()
@@ -244,6 +259,11 @@ func (u *upstream) dialStream(tlsConf *tls.Config) func(context.Context) (pooled
 		cfg := u.c.cfg.stream()
 		cfg.Timeouts.Read = nm.NoTimeout // each query has its own
 		cfg.Consume = nil
+		meter := u.meter
+		if u.tcpMeter != nil {
+			meter = u.tcpMeter
+		}
+		ctx = core.WithMeter(ctx, meter)
 		var h nm.Handle
 		var err error
 		kind := core.TCP

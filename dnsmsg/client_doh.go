@@ -45,7 +45,7 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 		tlsConf = u.c.tlsConfig(http2.NextProtoTLS)
 	}
 	shard := u.c.core().NextShard()
-	nc, err := stream.DialConn(ctx, shard, u.t.addr, tlsConf, u.c.cfg.stream())
+	nc, err := stream.DialConn(core.WithMeter(ctx, u.meter), shard, u.t.addr, tlsConf, u.c.cfg.stream())
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 		cc:    cc,
 		url:   u.t.url,
 		get:   u.c.cfg.HTTPGet,
-		stats: shard.Counters(core.HTTP),
+		stats: u.meter.On(shard),
 		slots: make(chan struct{}, u.c.maxInFlight()),
 	}
 	if d.untrack, err = u.c.core().Track(d.close); err != nil {

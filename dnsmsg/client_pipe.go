@@ -56,7 +56,7 @@ func newPipe(m *core.Manager, h nm.Handle, kind core.Transport, maxInFlight int)
 	p := &pipe{
 		m:       m,
 		h:       h,
-		stats:   core.Handle(h).Shard().Counters(kind),
+		stats:   countersOf(core.Handle(h), kind),
 		slots:   make(chan struct{}, maxInFlight),
 		done:    make(chan struct{}),
 		waiters: make(map[uint16]*waiter),

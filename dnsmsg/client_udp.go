@@ -27,7 +27,7 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, MaxSize); return &b 
 // with that ID and q's question. Others are dropped and counted. Replies
 // longer than ClientConfig.MaxUDPSize are dropped too.
 func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
-	stats := u.c.core().NextShard().Counters(core.UDP)
+	stats := u.meter.On(u.c.core().NextShard())
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "udp", u.t.addr)
 	if err != nil {

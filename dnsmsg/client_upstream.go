@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
 // ErrUpstreamDown is returned at once by Client calls to an upstream that
@@ -25,6 +27,11 @@ const (
 var upstreamNames = [...]string{"udp", "tcp", "tls", "https"}
 
 func (k upstreamKind) String() string { return upstreamNames[k] }
+
+// transport is the transport an upstream of kind k counts on.
+func (k upstreamKind) transport() core.Transport {
+	return [...]core.Transport{core.UDP, core.TCP, core.TLS, core.HTTP}[k]
+}
 
 // target is a parsed upstream URI.
 type target struct {

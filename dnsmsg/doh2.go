@@ -116,6 +116,7 @@ type h2conn struct {
 	nc    net.Conn
 	isTLS bool
 	stats *core.Counters
+	lat   *core.Latency
 	write time.Duration // write timeout; 0: none
 	tick  time.Duration // period of the timeout checks; 0: none
 
@@ -376,7 +377,7 @@ func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
 	c.dec = hpack.NewDecoder(4096, c.emit)
 	c.wfr = http2.NewFramer((*h2sink)(c), nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
-	c.stats = hc.shard.Counters(core.HTTP)
+	c.stats, c.lat = c.s.meter.On(hc.shard), c.s.meter.Latency(hc.shard)
 	t := s.cfg.Stream.Resolved()
 	c.write = t.Write
 	c.tick = 0
@@ -901,6 +902,8 @@ func (c *h2conn) deliverReady() {
 // ShedStatus when the channel is full (counted Shed), 503 when the
 // endpoints were replaced or the listener closes.
 func (c *h2conn) deliver(st *h2stream) {
+	st.h.SetMeter(c.s.meter)
+	st.h.Measure(c.lat)
 	ok, full := st.ep.offer(c.hc.shard, nm.Event{Handle: nm.Handle(st.h), Data: st.msg})
 	if ok {
 		return

@@ -389,7 +389,7 @@ func TestDoHAcceptFilter(t *testing.T) {
 	if _, err := hkinds[0].dialErr(m, l, dnsmsg.ClientConfig{}); err == nil {
 		t.Error("dial through a refusing filter succeeded")
 	}
-	if st := m.Stats().Of(nm.TLS); st.Dropped != 1 {
+	if st := m.Stats().Of(nm.HTTP); st.Dropped != 1 {
 		t.Errorf("dropped %d; want 1", st.Dropped)
 	}
 }

@@ -22,7 +22,7 @@ func TestDoHNoTraffic(t *testing.T) {
 		c.Close()
 		l.Close()
 		nmtest.ExpectFinal(t, requests(l), 0, nm.ErrCanceled)
-		if st := m.Stats().Of(nm.TLS); st.Accepted != 1 {
+		if st := m.Stats().Of(nm.HTTP); st.Accepted != 1 {
 			t.Errorf("accepted %d connections; want 1", st.Accepted)
 		}
 		if st := m.Stats().Of(nm.HTTP); st.Received != 0 {
@@ -76,7 +76,7 @@ func TestDoHTwoOnOneSession(t *testing.T) {
 		}
 		l.Close()
 		wait()
-		if st := m.Stats().Of(nm.TLS); st.Accepted != 1 {
+		if st := m.Stats().Of(nm.HTTP); st.Accepted != 1 {
 			t.Errorf("accepted %d connections; want 1 session", st.Accepted)
 		}
 	})
@@ -116,7 +116,7 @@ func TestDoHThousandRequestsEveryShard(t *testing.T) {
 		if total.Received != 2*conns*perConn || total.Sent != 2*conns*perConn || total.Dropped != 0 {
 			t.Errorf("HTTP stats %+v; want %d received and sent, none dropped", total, 2*conns*perConn)
 		}
-		if st := m.Stats().Of(nm.TLS); st.Accepted != conns {
+		if st := m.Stats().Of(nm.HTTP); st.Accepted != conns {
 			t.Errorf("accepted %d connections; want %d", st.Accepted, conns)
 		}
 		for i := 0; i < workers; i++ {

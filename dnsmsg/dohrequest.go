@@ -25,7 +25,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection", http.StatusInternalServerError)
 		return
 	}
-	stats := hc.shard.Counters(core.HTTP)
+	stats := s.meter.On(hc.shard)
 	stats.Received.Add(1)
 	ep, code := s.route(len(r.RequestURI), r.URL.Path, r.Method)
 	if code != 0 {
@@ -53,6 +53,8 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // the stream or the listener ended: no answer
 	}
 	defer hc.release()
+	q.h.SetMeter(s.meter)
+	q.h.Measure(s.meter.Latency(hc.shard))
 	if ok, full := ep.offer(hc.shard, nm.Event{Handle: nm.Handle(q.h), Data: msg}); !ok {
 		q.h.Detach()
 		code := http.StatusServiceUnavailable
@@ -252,7 +254,7 @@ func (s *httpServer) readBody(body io.Reader, h core.Handle) ([]byte, int) {
 		m, err := body.Read(buf[n:])
 		n += m
 		if m > 0 && !s.chargeBody(&charged, m) {
-			h.Shard().Counters(core.HTTP).TooLarge.Add(1)
+			s.meter.On(h.Shard()).TooLarge.Add(1)
 			logBodyCap(s.m, h.PeerAddr())
 			return nil, http.StatusRequestEntityTooLarge
 		}

@@ -36,6 +36,9 @@ const (
 // HTTPConfig configures a DNS over HTTPS listener. The zero value is ready
 // to use; a config must not be modified after use.
 type HTTPConfig struct {
+	// Name names the listener in the manager's statistics
+	// (nm.Manager.Endpoints, nmprom's name label). If empty, its address.
+	Name string
 	// Stream configures the connections: accept filter, quota (MaxConns,
 	// RefuseAtCap), TCP options, and timeouts: Initial bounds the TLS
 	// handshake, the first request and each request's body, Idle the time
@@ -178,6 +181,10 @@ type HTTPListener struct {
 	s *httpServer
 }
 
+// Stats returns the statistics of the listener, its connections and its
+// requests (nm.Manager.Endpoints lists them too, with the latencies).
+func (l *HTTPListener) Stats() nm.Totals { return nm.Totals(l.s.meter.Totals()) }
+
 // ListenHTTPS serves DNS over HTTPS (RFC 8484) on addr: HTTP/2 over TLS
 // (ALPN "h2"), and HTTP/1.1 if cfg.HTTP1 is set. eps holds the endpoint
 // paths and their request channels; nil means one endpoint, DefaultPath.
@@ -220,16 +227,20 @@ func listenHTTP(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.
 	s.eps.Store(eps)
 	sc := cfg.Stream
 	sc.Consume, sc.Serve = nil, s
+	// The connections count on the listener's meter too, under HTTP.
 	var err error
-	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
+	if s.sl, err = listenStreamOrTLS(core.WithMeter(ctx, s.meter), m, addr, tlsConf, sc); err != nil {
+		s.meter.Close()
 		eps.end()
 		return nil, err
 	}
+	s.meter.SetAddr(s.sl.Addr().String())
 	l := &HTTPListener{s: s}
 	s.undrain = m.TrackDrain(l.Shutdown)
 	if s.untrack, err = m.Track(func() { s.close() }); err != nil {
 		s.undrain()
 		s.sl.Close()
+		s.meter.Close()
 		eps.end()
 		return nil, err
 	}
@@ -283,6 +294,7 @@ func (l *HTTPListener) Close() error { return l.s.close() }
 // request into a request handle on an endpoint's channel.
 type httpServer struct {
 	m       *core.Manager
+	meter   *core.Meter // the listener's, its connections' and requests'
 	cfg     HTTPConfig
 	sl      *stream.Listener
 	base    *http.Server // HTTP/1.1
@@ -316,7 +328,7 @@ type httpServer struct {
 
 func newHTTPServer(m *core.Manager, cfg HTTPConfig) *httpServer {
 	t := cfg.Stream.Resolved()
-	s := &httpServer{m: m, cfg: cfg, initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn), h1closed: make(chan struct{})}
+	s := &httpServer{m: m, cfg: cfg, meter: m.NewMeter(core.HTTP, core.Listener, cfg.Name, ""), initial: t.Initial, idle: t.Idle, write: t.Write, stop: make(chan struct{}), h1conns: make(chan net.Conn), h1closed: make(chan struct{})}
 	s.base = &http.Server{
 		Handler:           s,
 		MaxHeaderBytes:    cfg.maxHeaderBytes(),
@@ -340,6 +352,7 @@ func (s *httpServer) close() error {
 	s.eps.Load().end()
 	s.untrack()
 	s.undrain()
+	s.meter.Close()
 	return nil
 }
 

@@ -41,10 +41,12 @@ func ListenQUIC(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.C
 		return nil, err
 	}
 	s := newDoQServer(m, cfg)
+	s.meter.SetAddr(transport.AddrPort(conns[0].LocalAddr()).String())
 	if err := s.start(conns, tlsConf); err != nil {
 		return nil, err
 	}
-	return &Listener{addr: transport.AddrPort(conns[0].LocalAddr()), ch: s.ch, close: s.close, shutdown: s.shutdown}, nil
+	return &Listener{addr: transport.AddrPort(conns[0].LocalAddr()), ch: s.ch, close: s.close, shutdown: s.shutdown,
+		stats: func() nm.Totals { return nm.Totals(s.meter.Totals()) }}, nil
 }
 
 // quicListener is what a DoQ server needs of quic-go's Listener and
@@ -58,8 +60,9 @@ type quicListener interface {
 // each over its own SO_REUSEPORT socket, and the one channel of requests
 // their connections share.
 type doqServer struct {
-	m   *core.Manager
-	cfg QUICConfig
+	m     *core.Manager
+	meter *core.Meter // the listener's, its connections' and requests'
+	cfg   QUICConfig
 	// requestTimeout bounds how long a delivered request may hold its
 	// stream's place unanswered (ServerConfig.RequestTimeout); zero: no
 	// bound.
@@ -101,6 +104,7 @@ type doqServer struct {
 func newDoQServer(m *core.Manager, cfg ServerConfig) *doqServer {
 	s := &doqServer{
 		m:              m,
+		meter:          m.NewMeter(core.QUIC, core.Listener, cfg.Name, ""),
 		cfg:            cfg.QUIC,
 		requestTimeout: max(cfg.requestTimeout(), 0),
 		ch:             make(chan nm.Event, cfg.queue(m)),
@@ -134,7 +138,7 @@ func (s *doqServer) start(socks []*net.UDPConn, tlsConf *tls.Config) error {
 			return err
 		}
 		s.lns = append(s.lns, ln)
-		s.m.Shard(i % s.m.Workers()).Counters(core.QUIC).Opened.Add(1)
+		s.meter.On(s.m.Shard(i % s.m.Workers())).Opened.Add(1)
 	}
 	var err error
 	if s.untrack, err = s.m.Track(func() { s.close() }); err != nil {
@@ -171,10 +175,10 @@ func (s *doqServer) teardown() {
 	for i, sock := range s.socks {
 		sock.Close()
 		if i < len(s.lns) {
-			st := s.m.Shard(i % s.m.Workers()).Counters(core.QUIC)
-			st.Closed.Add(1)
+			s.meter.On(s.m.Shard(i % s.m.Workers())).Closed.Add(1)
 		}
 	}
+	s.meter.Close()
 }
 
 // verifySource switches QUIC Retry on while the listener is loaded.
@@ -223,7 +227,7 @@ func (s *doqServer) admit(ctx context.Context, ci *quic.ClientInfo) (context.Con
 // acceptLoop takes the connections of one shard's listener.
 func (s *doqServer) acceptLoop(ln quicListener, shard *core.Shard) {
 	defer s.wg.Done()
-	stats := shard.Counters(core.QUIC)
+	stats := s.meter.On(shard)
 	for {
 		qc, err := ln.Accept(s.ctx)
 		if err != nil {

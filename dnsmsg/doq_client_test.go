@@ -134,6 +134,7 @@ func TestDoQClientStreamReset(t *testing.T) {
 // A resumed client whose 0-RTT data the server rejects (a session from
 // another server) sends its queries again after the handshake.
 func TestDoQClient0RTTRejected(t *testing.T) {
+	skipUnderRace(t)
 	m := newManager(t, 1)
 	cfg := dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{Allow0RTT: true}}
 	tc := clientTLS.Clone()

@@ -166,3 +166,15 @@ func ednsQuery(name string, opts ...dns.EDNS0) []byte {
 	}
 	return b
 }
+
+// skipUnderRace skips a test of 0-RTT on the client side under the race
+// detector: quic-go writes a connection's peer parameters on its own
+// goroutine while a stream opened on the early connection reads them
+// (quic-go issue 4303, open), which -race reports however our code
+// behaves. make test runs these tests again without -race.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceDetector {
+		t.Skip("quic-go races on a client's early (0-RTT) connection (quic-go#4303); make test runs this without -race")
+	}
+}

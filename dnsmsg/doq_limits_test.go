@@ -180,6 +180,7 @@ func TestDoQShutdownDrains(t *testing.T) {
 // opcodes other than QUERY and NOTIFY wait for the handshake, and are
 // answered too.
 func TestDoQ0RTT(t *testing.T) {
+	skipUnderRace(t)
 	for _, allow := range []bool{false, true} {
 		m := newManager(t, 1)
 		l := listenQUIC(t, m, dnsmsg.ServerConfig{QUIC: dnsmsg.QUICConfig{Allow0RTT: allow}})

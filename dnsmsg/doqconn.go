@@ -23,6 +23,7 @@ type doqConn struct {
 	qc          *quic.Conn
 	shard       *core.Shard
 	stats       *core.Counters
+	lat         *core.Latency
 	local, peer netip.AddrPort
 	// acceptCtx ends the stream accepting: at drain, or when the
 	// connection closes.
@@ -37,7 +38,7 @@ type doqConn struct {
 
 func newDoQConn(s *doqServer, qc *quic.Conn, shard *core.Shard) *doqConn {
 	c := &doqConn{
-		s: s, qc: qc, shard: shard, stats: shard.Counters(core.QUIC),
+		s: s, qc: qc, shard: shard, stats: s.meter.On(shard), lat: s.meter.Latency(shard),
 		local: transport.AddrPort(qc.LocalAddr()), peer: transport.AddrPort(qc.RemoteAddr()),
 	}
 	c.acceptCtx, c.stopAccept = context.WithCancel(qc.Context())
@@ -189,6 +190,8 @@ func (c *doqConn) waitHandshake(msg []byte) bool {
 // deliver hands a request to the consumer without waiting: when the
 // channel is full the request is answered REFUSED (counted Shed).
 func (c *doqConn) deliver(d *doqStream, rh core.Handle) {
+	rh.SetMeter(c.s.meter)
+	rh.Measure(c.lat)
 	ev := nm.Event{Handle: nm.Handle(rh), Data: (*rh.Buf())[2:]}
 	d.watch(rh)
 	if t := c.s.requestTimeout; t > 0 {

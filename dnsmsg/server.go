@@ -15,6 +15,9 @@ import (
 // ServerConfig configures a listener. The zero value is ready to use; a
 // config must not be modified after use.
 type ServerConfig struct {
+	// Name names the listener in the manager's statistics
+	// (nm.Manager.Endpoints, nmprom's name label). If empty, its address.
+	Name string
 	// MaxUDPSize is the largest UDP request accepted; longer ones are dropped
 	// and counted. If zero, 4096 bytes.
 	MaxUDPSize int
@@ -83,6 +86,9 @@ func (c *ServerConfig) stream() stream.Config {
 	if sc.Socket.IsZero() {
 		sc.Socket = c.Socket
 	}
+	if sc.Name == "" {
+		sc.Name = c.Name
+	}
 	return sc
 }
 
@@ -131,7 +137,12 @@ type Listener struct {
 	ch       <-chan nm.Event
 	close    func() error
 	shutdown func(context.Context) error
+	stats    func() nm.Totals
 }
+
+// Stats returns the statistics of the listener, its connections and its
+// requests (nm.Manager.Endpoints lists them too, with the latencies).
+func (l *Listener) Stats() nm.Totals { return l.stats() }
 
 // ListenUDP serves DNS over UDP on addr, with one socket per shard of m.
 // ctx bounds the binding only.
@@ -144,11 +155,12 @@ func ListenUDP(ctx context.Context, um *nm.Manager, addr string, cfg ServerConfi
 		Filter:  func(b []byte, _ netip.AddrPort) error { return checkRequest(b) },
 		Proxy:   cfg.Proxy,
 		Socket:  cfg.Socket,
+		Name:    cfg.Name,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{addr: l.Addr(), ch: l.Datagrams(), close: l.Close, shutdown: l.Shutdown}, nil
+	return &Listener{addr: l.Addr(), ch: l.Datagrams(), close: l.Close, shutdown: l.Shutdown, stats: l.Stats}, nil
 }
 
 // Addr returns the address the listener is bound to.

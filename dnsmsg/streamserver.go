@@ -121,7 +121,7 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 		s.sl.Close()
 		return nil, err
 	}
-	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close, shutdown: s.shutdown}, nil
+	return &Listener{addr: s.sl.Addr(), ch: s.ch, close: s.close, shutdown: s.shutdown, stats: s.sl.Stats}, nil
 }
 
 // shutdown drains the listener: it stops accepting and reading requests,
@@ -208,6 +208,9 @@ func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) stream.Consu
 		kind = core.TLS
 	}
 	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
+	if mt := h.Meter(); mt != nil { // the stream listener's
+		c.stats, c.lat = mt.On(h.Shard()), mt.Latency(h.Shard())
+	}
 	c.asm.init(MaxSize, &s.buffered)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,7 +230,8 @@ type streamConn struct {
 	h     core.Handle // the connection; our reference goes at Final
 	stop  <-chan struct{}
 	stats *core.Counters
-	asm   assembler // owned by the reader goroutine
+	lat   *core.Latency // nil without a meter
+	asm   assembler     // owned by the reader goroutine
 	// slot (buffer 1, non-blocking sends) tells the reader, waiting at the
 	// in-flight bound, that a request was released. The reader makes it
 	// the first time it waits: most connections never do.
@@ -396,6 +400,10 @@ func (c *streamConn) request(msg []byte) core.Handle {
 	rh := c.s.handles.Get()
 	rh.Reuse(c.h.Shard(), c, c.h.RealLocalAddr(), c.h.RealPeerAddr())
 	rh.SetProxied(c.h.LocalAddr(), c.h.PeerAddr())
+	if c.lat != nil {
+		rh.SetMeter(c.h.Meter())
+		rh.Measure(c.lat)
+	}
 	if cap(*rh.Buf()) < 2+len(msg) {
 		(*rh.Buf()) = make([]byte, 2+max(len(msg), 510))
 	}
@@ -522,6 +530,15 @@ func listenStreamOrTLS(ctx context.Context, m *core.Manager, addr string, tlsCon
 		return stream.ListenTLS(ctx, (*nm.Manager)(m), addr, tlsConf, sc)
 	}
 	return stream.Listen(ctx, (*nm.Manager)(m), addr, sc)
+}
+
+// countersOf returns the counters h counts on: its meter's, or its
+// shard's of transport t.
+func countersOf(h core.Handle, t core.Transport) *core.Counters {
+	if mt := h.Meter(); mt != nil {
+		return mt.On(h.Shard())
+	}
+	return h.Shard().Counters(t)
 }
 
 // detachRequest releases the reference a request event carries, for the

@@ -340,6 +340,7 @@ func (s *udpListenSocket) deliver(m *transport.Message) bool {
 	h.Reuse(s.shard, s, dest, m.Addr)
 	h.SetInterface(m.IfIndex)
 	h.SetProxied(local, peer)
+	h.SetMeter(s.l.meter)
 	h.Measure(s.lat)
 	buf := h.Buf()
 	*buf = append((*buf)[:0], b...)

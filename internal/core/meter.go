@@ -60,6 +60,17 @@ func (m *Manager) NewMeter(t Transport, role Role, name, addr string) *Meter {
 	return mt
 }
 
+// SetAddr sets the meter's address once it is known (after a bind), and
+// its name too when none was given.
+func (mt *Meter) SetAddr(addr string) {
+	mt.m.meterMu.Lock()
+	if mt.name == "" || mt.name == mt.addr {
+		mt.name = addr
+	}
+	mt.addr = addr
+	mt.m.meterMu.Unlock()
+}
+
 // On returns the meter's live counters on shard s.
 func (mt *Meter) On(s *Shard) *Counters { return &mt.cells[s.id].Counters }
 

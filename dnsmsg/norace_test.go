@@ -1,0 +1,5 @@
+//go:build !race
+
+package dnsmsg_test
+
+const raceDetector = false
