@@ -62,10 +62,8 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 		return nil, err
 	}
 	x := &transfer{h: h, ctx: ctx, id: q.Id, query: wire, ch: make(chan nm.Event, transferQueue), done: c.core().Done()}
-	x.stats = core.Handle(h).Shard().Counters(core.TCP)
-	if u.t.kind == upTLS {
-		x.stats = core.Handle(h).Shard().Counters(core.TLS)
-	}
+	x.stats = countersOf(core.Handle(h), u.t.kind.transport())
+	stream.SetFramed(core.Handle(h)) // Received counts messages, not reads
 	if len(q.Question) > 0 {
 		x.state.qtype = q.Question[0].Qtype
 	}
@@ -82,6 +80,11 @@ func (u *upstream) dialTransfer(ctx context.Context) (nm.Handle, error) {
 	cfg := u.c.cfg.stream()
 	cfg.Timeouts.Read = u.c.cfg.readTimeout()
 	cfg.Consume = nil
+	meter := u.meter
+	if u.tcpMeter != nil {
+		meter = u.tcpMeter
+	}
+	ctx = core.WithMeter(ctx, meter)
 	if u.t.kind == upTLS {
 		return stream.DialTLS(ctx, u.c.m, u.t.addr, u.c.tlsConfig(ALPN), cfg)
 	}

@@ -74,7 +74,8 @@
 //
 // ListenHTTPS serves DNS over HTTPS (RFC 8484) over HTTP/2 with TLS (ALPN
 // "h2"; HTTP/1.1 too with HTTPConfig.HTTP1), ListenHTTP over cleartext
-// HTTP/2 (prior knowledge). HTTP/2 is served by a connection loop of this
+// HTTP/2 (prior knowledge). A DoH listener counts its connections, TLS
+// handshakes included, and its requests under nm.HTTP. HTTP/2 is served by a connection loop of this
 // package over golang.org/x/net/http2's Framer and HPACK codec: a request
 // costs no http.Request and no goroutine, the connection's reader
 // delivers it, the reply is framed by the goroutine that sends it and
