@@ -124,8 +124,9 @@
 // delivery to its first reply (Send, SendAsync); a client's from a query's
 // send to its reply. Manager.Latency adds them up by transport. Counting
 // costs one atomic add per counter on the shard's own cache line, and
-// a latency two reads of the monotonic clock and three atomic
-// operations: no lock and no allocation. A closed endpoint leaves
+// a latency a read of the monotonic clock at the reply (and one at the
+// request, or one per batch of UDP requests read together) and three
+// atomic operations: no lock and no allocation. A closed endpoint leaves
 // Endpoints but its counts stay in Stats and Latency.
 //
 // # Logs

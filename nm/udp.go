@@ -138,6 +138,9 @@ type udpListenSocket struct {
 	pool  core.HandlePool
 	stats *core.Counters
 	lat   *core.Latency
+	// readAt is when the batch being delivered was read (core.Now): the
+	// start of its requests' latencies. Only the reader touches it.
+	readAt int64
 	// inFlight counts the requests delivered and not yet released.
 	inFlight atomic.Int64
 }
@@ -290,6 +293,7 @@ func (s *udpListenSocket) readLoop() {
 			continue
 		}
 		s.stats.Reads.Add(1)
+		s.readAt = core.Now()
 		s.shard.Enter()
 		full := 0
 		for i := range s.batch.Msgs[:n] {
@@ -341,7 +345,7 @@ func (s *udpListenSocket) deliver(m *transport.Message) bool {
 	h.SetInterface(m.IfIndex)
 	h.SetProxied(local, peer)
 	h.SetMeter(s.l.meter)
-	h.Measure(s.lat)
+	h.MeasureFrom(s.lat, s.readAt)
 	buf := h.Buf()
 	*buf = append((*buf)[:0], b...)
 	s.inFlight.Add(1)

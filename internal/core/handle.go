@@ -318,10 +318,17 @@ func (h Handle) Meter() *Meter { return h.c.meter }
 // Measure starts the clock of a request: its first reply (Send or
 // SendAsync) counts the time since in l. For transports, as the request
 // is delivered.
-func (h Handle) Measure(l *Latency) {
+func (h Handle) Measure(l *Latency) { h.MeasureFrom(l, Now()) }
+
+// MeasureFrom is Measure from a time Now returned: one reading of the
+// clock for a batch of requests read together.
+func (h Handle) MeasureFrom(l *Latency, born int64) {
 	h.c.lat = l
-	h.c.born.Store(sinceEpoch())
+	h.c.born.Store(born)
 }
+
+// Now returns the monotonic time that MeasureFrom takes.
+func Now() int64 { return sinceEpoch() }
 
 // SendAsync queues b itself (no copy) after the sends before it and
 // returns at once; b must not be modified until the send completes. If

@@ -250,10 +250,12 @@ type Latency struct {
 
 // Observe counts one latency.
 func (l *Latency) Observe(d time.Duration) {
+	// Bucket k holds (2^(k-1) µs, 2^k µs]: the smallest k with d at most
+	// 2^k µs, from d in whole microseconds rounded up.
 	k := LatencyBuckets - 1
-	if us := uint64(d / time.Microsecond); us == 0 {
+	if us := (uint64(max(d, 0)) + 999) / 1000; us <= 1 {
 		k = 0
-	} else if n := bits.Len64(us); n < k {
+	} else if n := bits.Len64(us - 1); n < k {
 		k = n
 	}
 	l.counts[k].Add(1)
