@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -39,7 +40,16 @@ func main() {
 	flag.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics on http://`address`/metrics (empty: off)")
 	flag.DurationVar(&o.Report, "report", 0, "print goroutines, heap and message counts every `interval` (0: off)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to `file` until exit")
+	logLevel := flag.String("log", "info", "log the library's records at `level` and above to stderr: debug, info, warn, error, or off")
 	flag.Parse()
+	if *logLevel != "off" {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+			fmt.Fprintln(os.Stderr, "nmecho: -log:", err)
+			os.Exit(2)
+		}
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
 	var err error
 	if o.Sockets, err = echo.Activated(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -61,6 +62,8 @@ type Options struct {
 	// Metrics, if set, is the address of an HTTP server of Prometheus
 	// metrics at /metrics.
 	Metrics string
+	// Logger, if set, receives the library's log records (nm.Config.Logger).
+	Logger *slog.Logger
 }
 
 // DefaultMaxConns is Options.MaxConns's default.
@@ -93,7 +96,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nmecho: certificate: %w", err)
 	}
-	m, err := nm.New(nm.Config{Workers: o.Workers})
+	m, err := nm.New(nm.Config{Workers: o.Workers, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
