@@ -138,7 +138,9 @@ func (s *doqServer) start(socks []*net.UDPConn, tlsConf *tls.Config) error {
 			return err
 		}
 		s.lns = append(s.lns, ln)
-		s.meter.On(s.m.Shard(i % s.m.Workers())).Opened.Add(1)
+		st := s.meter.On(s.m.Shard(i % s.m.Workers()))
+		st.Opened.Add(1)
+		st.Active.Add(1)
 	}
 	var err error
 	if s.untrack, err = s.m.Track(func() { s.close() }); err != nil {
@@ -175,7 +177,9 @@ func (s *doqServer) teardown() {
 	for i, sock := range s.socks {
 		sock.Close()
 		if i < len(s.lns) {
-			s.meter.On(s.m.Shard(i % s.m.Workers())).Closed.Add(1)
+			st := s.meter.On(s.m.Shard(i % s.m.Workers()))
+			st.Closed.Add(1)
+			st.Active.Add(-1)
 		}
 	}
 	s.meter.Close()

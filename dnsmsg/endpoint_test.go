@@ -89,6 +89,9 @@ func TestEndpointsPerListenerAndClient(t *testing.T) {
 		if st := w.l.Stats(); st != e.Totals {
 			t.Errorf("%s listener %q: Stats %+v; Endpoints %+v", w.tr, w.name, st, e.Totals)
 		}
+		if e.Active < 1 {
+			t.Errorf("%s listener %q has %d sockets open; want its own", w.tr, w.name, e.Active)
+		}
 		if w.tr != nm.UDP && e.Accepted < 1 {
 			t.Errorf("%s listener %q accepted %d connections; want its client's", w.tr, w.name, e.Accepted)
 		}

@@ -13,22 +13,11 @@ import (
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
-func logManager(t *testing.T) (*nm.Manager, *nmtest.Logs) {
-	t.Helper()
-	logs := nmtest.NewLogs()
-	m, err := nm.New(nm.Config{Workers: 1, Logger: logs.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m, logs
-}
-
 // Requests shed because the consumer fell behind are logged at Warn with
 // the client's address, within the rate limit: 16 sheds in a moment give
 // at most a burst of records.
 func TestLogStreamShed(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	k := skinds[0]
 	l := k.listen(t, m, dnsmsg.ServerConfig{Queue: 4})
 	c := k.raw(t, l)
@@ -67,7 +56,7 @@ func TestLogStreamShed(t *testing.T) {
 // A listener's drain logs Info when it begins, with the connections
 // open, and when it ends, drained.
 func TestLogStreamDrain(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	k := skinds[0]
 	l := k.listen(t, m, dnsmsg.ServerConfig{})
 	c := k.raw(t, l)
@@ -108,7 +97,7 @@ func TestLogStreamDrain(t *testing.T) {
 
 // A DoQ listener that cannot bind logs Warn with its address.
 func TestLogQUICBindFailure(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	held, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -119,25 +108,13 @@ func TestLogQUICBindFailure(t *testing.T) {
 		l.Close()
 		t.Fatalf("listener bound %v, which another socket holds", addr)
 	}
-	recs := logs.Records("dnsmsg: cannot listen")
-	if len(recs) != 1 {
-		t.Fatalf("%d records; want 1", len(recs))
-	}
-	if v, _ := nmtest.Attr(recs[0], "addr"); v.String() != addr {
-		t.Errorf("addr %v; want %v", v, addr)
-	}
-	if v, _ := nmtest.Attr(recs[0], "transport"); v.String() != "quic" {
-		t.Errorf("transport %v; want quic", v)
-	}
-	if recs[0].Level != slog.LevelWarn {
-		t.Errorf("level %v; want Warn", recs[0].Level)
-	}
+	logs.One(t, "dnsmsg: cannot listen", slog.LevelWarn, "addr", addr, "transport", "quic")
 }
 
 // A DoH client that floods PINGs, frames that carry no request, is cut
 // off, and the cut is logged at Warn with its address and the reason.
 func TestLogDoHFloodCut(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{})
 	wait := nmtest.Serve(t, requests(l), asReply)
 	defer func() { l.Close(); wait() }()

@@ -15,22 +15,10 @@ import (
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 )
 
-// logManager returns a manager with one shard logging into a new Logs.
-func logManager(t *testing.T) (*nm.Manager, *nmtest.Logs) {
-	t.Helper()
-	logs := nmtest.NewLogs()
-	m, err := nm.New(nm.Config{Workers: 1, Logger: logs.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m, logs
-}
-
 // The logger a manager is given is rate-limited per message, whatever
 // the level.
 func TestManagerLoggerRateLimited(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	for range 100 {
 		(*core.Manager)(m).Logger().Debug("test: flood", "n", 1)
 		(*core.Manager)(m).Logger().Warn("test: other")
@@ -46,7 +34,7 @@ func TestManagerLoggerRateLimited(t *testing.T) {
 // A listener that cannot bind logs a warning with the address and the
 // error.
 func TestLogBindFailure(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	held, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -57,30 +45,14 @@ func TestLogBindFailure(t *testing.T) {
 		l.Close()
 		t.Fatalf("listener bound %v, which another socket holds", addr)
 	}
-	recs := logs.Records("nm: cannot listen")
-	if len(recs) != 1 {
-		t.Fatalf("%d records of the bind failure; want 1", len(recs))
-	}
-	r := recs[0]
-	if r.Level != slog.LevelWarn {
-		t.Errorf("level %v; want Warn", r.Level)
-	}
-	if v, _ := nmtest.Attr(r, "addr"); v.String() != addr {
-		t.Errorf("addr %q; want %q", v, addr)
-	}
-	if v, _ := nmtest.Attr(r, "transport"); v.String() != "udp" {
-		t.Errorf("transport %q; want udp", v)
-	}
-	if v, ok := nmtest.Attr(r, "err"); !ok || v.Any() == nil {
-		t.Errorf("no err attribute: %v", r)
-	}
+	logs.One(t, "nm: cannot listen", slog.LevelWarn, "addr", addr, "transport", "udp")
 }
 
 // Datagrams dropped because the consumer does not take them are logged,
 // once per read rather than per datagram, with the listener's address.
 func TestLogUDPQueueFull(t *testing.T) {
 	const n = 20
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	var seen atomic.Int32
 	allSeen := make(chan struct{})
 	l, err := nm.ListenUDP(context.Background(), m, "127.0.0.1:0", nm.UDPConfig{Queue: 4, Filter: func([]byte, netip.AddrPort) error {
@@ -126,7 +98,7 @@ func TestLogUDPQueueFull(t *testing.T) {
 // the manager.
 func TestLogDrain(t *testing.T) {
 	for _, cut := range []bool{false, true} {
-		m, logs := logManager(t)
+		m, logs := nmtest.LogManager(t, 1)
 		l := listen(t, m, nm.UDPConfig{})
 		c := dial(t, m, l)
 		c.Send([]byte("q"))

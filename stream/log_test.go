@@ -13,17 +13,6 @@ import (
 	"github.com/rainbowduck/netmgr/stream"
 )
 
-func logManager(t *testing.T) (*nm.Manager, *nmtest.Logs) {
-	t.Helper()
-	logs := nmtest.NewLogs()
-	m, err := nm.New(nm.Config{Workers: 1, Logger: logs.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m, logs
-}
-
 // refusedSoon dials addr and waits until the server closes the
 // connection.
 func refusedSoon(t *testing.T, addr string) {
@@ -42,7 +31,7 @@ func refusedSoon(t *testing.T, addr string) {
 // refused and counted, but logged a burst's worth of times, not 200.
 func TestLogRefusedAtCapRateLimited(t *testing.T) {
 	const over = 200
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	l, err := stream.Listen(context.Background(), m, "127.0.0.1:0", stream.Config{MaxConns: 1, RefuseAtCap: true})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +75,7 @@ func TestLogRefusedAtCapRateLimited(t *testing.T) {
 // A connection refused by the per-client limits logs Warn with the
 // reason.
 func TestLogAdmissionRefused(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	l, err := stream.Listen(context.Background(), m, "127.0.0.1:0", stream.Config{MaxConnsPerClient: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +104,7 @@ func TestLogAdmissionRefused(t *testing.T) {
 // A client that fails its TLS handshake is logged at Info with its
 // address and the error.
 func TestLogTLSHandshakeFailure(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	l, err := stream.ListenTLS(context.Background(), m, "127.0.0.1:0", serverTLS, stream.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +130,7 @@ func TestLogTLSHandshakeFailure(t *testing.T) {
 
 // A listener that cannot bind logs Warn with its address.
 func TestLogStreamBindFailure(t *testing.T) {
-	m, logs := logManager(t)
+	m, logs := nmtest.LogManager(t, 1)
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -152,17 +141,5 @@ func TestLogStreamBindFailure(t *testing.T) {
 		l.Close()
 		t.Fatalf("listener bound %v, which another socket holds", addr)
 	}
-	recs := logs.Records("stream: cannot listen")
-	if len(recs) != 1 {
-		t.Fatalf("%d records; want 1", len(recs))
-	}
-	if v, _ := nmtest.Attr(recs[0], "addr"); v.String() != addr {
-		t.Errorf("addr %v; want %v", v, addr)
-	}
-	if v, _ := nmtest.Attr(recs[0], "transport"); v.String() != "tls" {
-		t.Errorf("transport %v; want tls", v)
-	}
-	if recs[0].Level != slog.LevelWarn {
-		t.Errorf("level %v; want Warn", recs[0].Level)
-	}
+	logs.One(t, "stream: cannot listen", slog.LevelWarn, "addr", addr, "transport", "tls")
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rainbowduck/netmgr/nm"
 )
 
 // Logs is a slog.Handler that keeps every record it is given, at every
@@ -106,4 +108,37 @@ func Attr(r slog.Record, key string) (slog.Value, bool) {
 		return true
 	})
 	return v, found
+}
+
+// LogManager returns a manager with workers shards logging into a new
+// Logs, closed when the test ends.
+func LogManager(t testing.TB, workers int) (*nm.Manager, *Logs) {
+	t.Helper()
+	logs := NewLogs()
+	m, err := nm.New(nm.Config{Workers: workers, Logger: logs.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, logs
+}
+
+// One checks that exactly one record of msg was logged, at level, with
+// the string values given as key, value pairs, and returns it.
+func (l *Logs) One(t testing.TB, msg string, level slog.Level, kv ...string) slog.Record {
+	t.Helper()
+	recs := l.Records(msg)
+	if len(recs) != 1 {
+		t.Fatalf("%d records %q; want 1", len(recs), msg)
+	}
+	r := recs[0]
+	if r.Level != level {
+		t.Errorf("%q at %v; want %v", msg, r.Level, level)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if v, _ := Attr(r, kv[i]); v.String() != kv[i+1] {
+			t.Errorf("%q: %s %v; want %v", msg, kv[i], v, kv[i+1])
+		}
+	}
+	return r
 }
