@@ -53,6 +53,7 @@ type result struct {
 }
 
 func newPipe(m *core.Manager, h nm.Handle, kind core.Transport, maxInFlight int) (*pipe, error) {
+	stream.SetFramed(core.Handle(h)) // Received counts replies, not reads
 	p := &pipe{
 		m:       m,
 		h:       h,
