@@ -103,3 +103,42 @@ func TestClientBadUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestClientEndpointCounts: a Client's upstream counts each query it sent
+// and each reply it received once, on every transport.
+func TestClientEndpointCounts(t *testing.T) {
+	const n = 5
+	forHandlerKinds(t, func(t *testing.T, kind string) {
+		m := nmtest.Manager(t, 2)
+		s := serveKind(t, m, kind, nameHandler)
+		c := testClient(t, m, dnsmsg.ClientConfig{Name: "fwd"})
+		uri := clientURI(kind, s)
+		ctx, cancel := context.WithTimeout(context.Background(), nmtest.Timeout)
+		defer cancel()
+		for i := range n {
+			q := question(fmt.Sprintf("q%d.example.", i), dns.TypeTXT)
+			r, err := c.Exchange(ctx, uri, q)
+			if err != nil {
+				t.Fatalf("Exchange(q%d) = %v", i, err)
+			}
+			checkReply(t, q, r)
+		}
+		var sent, received int64
+		count := func() bool {
+			sent, received = 0, 0
+			for _, e := range m.Endpoints() {
+				if e.Role == "client" && e.Name == "fwd" {
+					sent += e.Sent
+					received += e.Received
+				}
+			}
+			return sent >= n
+		}
+		// A stream query counts as sent once its write returns, which
+		// may be after its reply came back.
+		waitFor(t, "the queries counted as sent", count)
+		if sent != n || received != n {
+			t.Errorf("client endpoints: %d sent, %d received; want %d each", sent, received, n)
+		}
+	})
+}

@@ -9,10 +9,31 @@
 // Every series carries a transport label (udp, tcp, tls, http, quic). Counters
 // follow Prometheus conventions: names end in _total, in base units.
 // Values are read from the manager's live counters at each scrape
-// (Manager.Stats): collecting costs the library nothing between scrapes.
+// (Manager.Stats, Manager.Endpoints, Manager.Latency): collecting costs
+// the library nothing between scrapes.
+//
+// Latencies are Prometheus histograms in seconds, with buckets bounded at
+// 2^k µs (1 µs to about 4.2 s): netmgr_request_duration_seconds{transport,
+// role} per transport, where role "listener" is the time from a request's
+// delivery to its first reply and role "client" the time from a query's
+// send to its reply (closed listeners and clients included).
+//
+// Unless Options.NoEndpoints, every listener and every client upstream
+// open (nm.Manager.Endpoints) has series of its own, labelled transport,
+// role, name (the Name of its configuration, else its address) and addr:
+// netmgr_endpoint_messages_received_total, ..._messages_sent_total,
+// ..._dropped_total, ..._requests_shed_total, ..._requests_expired_total,
+// ..._connections_accepted_total, ..._connections_refused_total,
+// ..._conversations_cut_total{reason}, the gauge ..._sockets_open and the
+// histogram netmgr_endpoint_request_duration_seconds. They are families of
+// their own, so the per-transport series still add up the whole manager.
+// An endpoint's series go when it closes (its counts stay in the
+// per-transport series).
 package nmprom
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rainbowduck/netmgr/nm"
 )
@@ -26,6 +47,13 @@ type Options struct {
 	// PerShard adds series of the messages each shard sent and received,
 	// labelled by shard, to see how evenly the kernel spreads the load.
 	PerShard bool
+	// NoEndpoints leaves out the per-endpoint series (netmgr_endpoint_*).
+	// They are on by default. Their cardinality is one set of series per
+	// listener and per client upstream open: 38 series each (11 counters,
+	// a gauge, and a histogram of 24 buckets with its sum and count). A
+	// Client asking many upstreams, or listeners opened often on new
+	// addresses, multiply them; turn them off there.
+	NoEndpoints bool
 }
 
 // Collector is a prometheus.Collector of a Manager's statistics. It is safe
@@ -38,6 +66,13 @@ type Collector struct {
 	cutoffs  *prometheus.Desc
 	shardIn  *prometheus.Desc
 	shardOut *prometheus.Desc
+	latency  *prometheus.Desc
+
+	endpoints bool
+	epCounter []counterDesc
+	epOpen    *prometheus.Desc
+	epCutoffs *prometheus.Desc
+	epLatency *prometheus.Desc
 }
 
 // counterDesc is one counter of nm.Totals and its series.
@@ -56,7 +91,7 @@ func NewCollector(m *nm.Manager, o Options) *Collector {
 		return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help,
 			append([]string{"transport"}, labels...), o.ConstLabels)
 	}
-	c := &Collector{m: m, perShard: o.PerShard}
+	c := &Collector{m: m, perShard: o.PerShard, endpoints: !o.NoEndpoints}
 	for _, d := range []struct {
 		name, help string
 		value      func(t *nm.Totals) int64
@@ -83,6 +118,31 @@ func NewCollector(m *nm.Manager, o Options) *Collector {
 	c.cutoffs = desc("conversations_cut_total", "Conversations cut off to protect the server, by reason.", "reason")
 	c.shardIn = desc("shard_messages_received_total", "Messages received, by shard.", "shard")
 	c.shardOut = desc("shard_messages_sent_total", "Messages sent, by shard.", "shard")
+	c.latency = desc("request_duration_seconds",
+		"Request latency: for role listener, from a request's delivery to its first reply; for role client, from a query's send to its reply.",
+		"role")
+
+	ep := func(name, help string, labels ...string) *prometheus.Desc {
+		return desc("endpoint_"+name, help+" Per listener or client upstream.", append([]string{"role", "name", "addr"}, labels...)...)
+	}
+	for _, d := range []struct {
+		name, help string
+		value      func(t *nm.Totals) int64
+	}{
+		{"messages_received_total", "Messages received.", func(t *nm.Totals) int64 { return t.Received }},
+		{"messages_sent_total", "Messages sent.", func(t *nm.Totals) int64 { return t.Sent }},
+		{"dropped_total", "Input dropped: malformed, oversized, unexpected, or no room in a queue.", func(t *nm.Totals) int64 { return t.Dropped }},
+		{"requests_shed_total", "Requests refused at once because consumers fell behind.", func(t *nm.Totals) int64 { return t.Shed }},
+		{"requests_expired_total", "Requests left unanswered past the request timeout, whose place was reclaimed.", func(t *nm.Totals) int64 { return t.Expired }},
+		{"connections_accepted_total", "Connections accepted.", func(t *nm.Totals) int64 { return t.Accepted }},
+		{"connections_refused_total", "Connections refused by admission control.", func(t *nm.Totals) int64 { return t.Refused }},
+	} {
+		c.epCounter = append(c.epCounter, counterDesc{ep(d.name, d.help), d.value})
+	}
+	c.epOpen = ep("sockets_open", "Sockets open now.")
+	c.epCutoffs = ep("conversations_cut_total", "Conversations cut off to protect the server, by reason.", "reason")
+	c.epLatency = ep("request_duration_seconds",
+		"Request latency: for role listener, from a request's delivery to its first reply; for role client, from a query's send to its reply.")
 	return c
 }
 
@@ -93,11 +153,23 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- c.open
 	ch <- c.cutoffs
+	ch <- c.latency
 	if c.perShard {
 		ch <- c.shardIn
 		ch <- c.shardOut
 	}
+	if c.endpoints {
+		for _, d := range c.epCounter {
+			ch <- d.desc
+		}
+		ch <- c.epOpen
+		ch <- c.epCutoffs
+		ch <- c.epLatency
+	}
 }
+
+// roles are the values of the role label.
+var roles = []string{"listener", "client"}
 
 // cutReasons are the reasons conversations are cut off, as labels.
 var cutReasons = []struct {
@@ -123,10 +195,97 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, r := range cutReasons {
 			ch <- prometheus.MustNewConstMetric(c.cutoffs, prometheus.CounterValue, float64(r.value(&t)), name, r.label)
 		}
+		for _, role := range roles {
+			ch <- histogram(c.latency, c.m.Latency(tr, role), name, role)
+		}
 	}
 	if c.perShard {
 		c.collectShards(ch)
 	}
+	if c.endpoints {
+		c.collectEndpoints(ch)
+	}
+}
+
+// endpointKey is the labels of an endpoint's series.
+type endpointKey struct{ transport, role, name, addr string }
+
+// collectEndpoints sends the series of every endpoint open. Endpoints
+// with the same labels (two Clients of one name asking one upstream, say)
+// are added up: a scrape must not carry a series twice.
+func (c *Collector) collectEndpoints(ch chan<- prometheus.Metric) {
+	var (
+		keys []endpointKey
+		eps  = make(map[endpointKey]*nm.Endpoint)
+	)
+	for _, e := range c.m.Endpoints() {
+		// Label values must be UTF-8, or the whole scrape fails.
+		k := endpointKey{e.Transport.String(), e.Role, strings.ToValidUTF8(e.Name, "\uFFFD"), strings.ToValidUTF8(e.Addr, "\uFFFD")}
+		if sum := eps[k]; sum != nil {
+			addTotals(&sum.Totals, &e.Totals)
+			for i, n := range e.Latency.Counts {
+				sum.Latency.Counts[i] += n
+			}
+			sum.Latency.Sum += e.Latency.Sum
+			continue
+		}
+		keys = append(keys, k)
+		eps[k] = &e
+	}
+	for _, k := range keys {
+		e := eps[k]
+		labels := []string{k.transport, k.role, k.name, k.addr}
+		for _, d := range c.epCounter {
+			ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.value(&e.Totals)), labels...)
+		}
+		ch <- prometheus.MustNewConstMetric(c.epOpen, prometheus.GaugeValue, float64(e.Active), labels...)
+		for _, r := range cutReasons {
+			ch <- prometheus.MustNewConstMetric(c.epCutoffs, prometheus.CounterValue, float64(r.value(&e.Totals)), append(labels, r.label)...)
+		}
+		ch <- histogram(c.epLatency, e.Latency, labels...)
+	}
+}
+
+// addTotals adds the counters the endpoint series show of b into a.
+func addTotals(a, b *nm.Totals) {
+	a.Received += b.Received
+	a.Sent += b.Sent
+	a.Dropped += b.Dropped
+	a.Shed += b.Shed
+	a.Expired += b.Expired
+	a.Accepted += b.Accepted
+	a.Refused += b.Refused
+	a.Active += b.Active
+	a.WriteTimeouts += b.WriteTimeouts
+	a.OutputFull += b.OutputFull
+	a.Floods += b.Floods
+	a.TooLarge += b.TooLarge
+}
+
+// bucketBounds are the upper bounds of nm.Histogram's buckets in seconds,
+// the last (unbounded) one left out: Prometheus adds +Inf itself.
+var bucketBounds = func() []float64 {
+	var b []float64
+	for k := range nm.HistogramBuckets {
+		if d := nm.HistogramBound(k); d > 0 {
+			b = append(b, d.Seconds())
+		}
+	}
+	return b
+}()
+
+// histogram returns h as a Prometheus histogram: cumulative counts by
+// upper bound in seconds, the sum in seconds.
+func histogram(d *prometheus.Desc, h nm.Histogram, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(bucketBounds))
+	var n uint64
+	for k, c := range h.Counts {
+		n += c
+		if k < len(bucketBounds) {
+			buckets[bucketBounds[k]] = n
+		}
+	}
+	return prometheus.MustNewConstHistogram(d, n, h.Sum.Seconds(), buckets, labels...)
 }
 
 func (c *Collector) collectShards(ch chan<- prometheus.Metric) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -34,6 +35,15 @@ func TestCollectorAfterLoad(t *testing.T) {
 		if ev := nmtest.NextErr(t, c.Read(), nil); len(ev.Data) != 1 {
 			t.Fatalf("reply %x", ev.Data)
 		}
+	}
+	// A datagram counts as sent once sendmmsg returns, which may be after
+	// the peer has it: wait for the last reply's count (a failure bound).
+	deadline := time.Now().Add(nmtest.Timeout)
+	for m.Stats().Of(nm.UDP).Sent < 2*n {
+		if time.Now().After(deadline) {
+			t.Fatalf("udp sent %d, want %d", m.Stats().Of(nm.UDP).Sent, 2*n)
+		}
+		time.Sleep(time.Millisecond) // polling a counter, bounded by the deadline
 	}
 
 	col := nmprom.NewCollector(m, nmprom.Options{PerShard: true, ConstLabels: prometheus.Labels{"server": "test"}})
