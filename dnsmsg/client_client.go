@@ -258,7 +258,6 @@ func (u *upstream) dialStream(tlsConf *tls.Config) func(context.Context) (pooled
 	return func(ctx context.Context) (pooled, error) {
 		cfg := u.c.cfg.stream()
 		cfg.Timeouts.Read = nm.NoTimeout // each query has its own
-		cfg.Consume = nil
 		meter := u.meter
 		if u.tcpMeter != nil {
 			meter = u.tcpMeter

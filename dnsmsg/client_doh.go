@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"golang.org/x/net/http2"
 
@@ -45,7 +46,7 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 		tlsConf = u.c.tlsConfig(http2.NextProtoTLS)
 	}
 	shard := u.c.core().NextShard()
-	nc, err := stream.DialConn(core.WithMeter(ctx, u.meter), shard, u.t.addr, tlsConf, u.c.cfg.stream())
+	nc, err := stream.DialConn(streamhook.WithShard(core.WithMeter(ctx, u.meter), shard), u.c.m, u.t.addr, tlsConf, u.c.cfg.stream())
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
@@ -53,7 +54,7 @@ type result struct {
 }
 
 func newPipe(m *core.Manager, h nm.Handle, kind core.Transport, maxInFlight int) (*pipe, error) {
-	stream.SetFramed(core.Handle(h)) // Received counts replies, not reads
+	streamhook.SetFramed(core.Handle(h)) // Received counts replies, not reads
 	p := &pipe{
 		m:       m,
 		h:       h,

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/miekg/dns"
 	"github.com/rainbowduck/netmgr/nm"
@@ -63,7 +64,7 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 	}
 	x := &transfer{h: h, ctx: ctx, id: q.Id, query: wire, ch: make(chan nm.Event, transferQueue), done: c.core().Done()}
 	x.stats = countersOf(core.Handle(h), u.t.kind.transport())
-	stream.SetFramed(core.Handle(h)) // Received counts messages, not reads
+	streamhook.SetFramed(core.Handle(h)) // Received counts messages, not reads
 	if len(q.Question) > 0 {
 		x.state.qtype = q.Question[0].Qtype
 	}
@@ -79,7 +80,6 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 func (u *upstream) dialTransfer(ctx context.Context) (nm.Handle, error) {
 	cfg := u.c.cfg.stream()
 	cfg.Timeouts.Read = u.c.cfg.readTimeout()
-	cfg.Consume = nil
 	meter := u.meter
 	if u.tcpMeter != nil {
 		meter = u.tcpMeter

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"golang.org/x/net/http2"
 
@@ -71,7 +72,7 @@ func DialHTTPS(ctx context.Context, um *nm.Manager, uri string, tlsConf *tls.Con
 		tlsConf = nil
 	}
 	shard := m.NextShard()
-	nc, err := stream.DialConn(ctx, shard, addr, tlsConf, cfg.stream())
+	nc, err := stream.DialConn(streamhook.WithShard(ctx, shard), (*nm.Manager)(m), addr, tlsConf, cfg.stream())
 	if err != nil {
 		return nil, err
 	}

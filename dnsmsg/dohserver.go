@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"golang.org/x/net/http2"
 
@@ -226,10 +227,10 @@ func listenHTTP(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.
 	}
 	s.eps.Store(eps)
 	sc := cfg.Stream
-	sc.Consume, sc.Serve = nil, s
 	// The connections count on the listener's meter too, under HTTP.
 	var err error
-	if s.sl, err = listenStreamOrTLS(core.WithMeter(ctx, s.meter), m, addr, tlsConf, sc); err != nil {
+	hooked := streamhook.With(core.WithMeter(ctx, s.meter), streamhook.Hooks{Serve: s})
+	if s.sl, err = listenStreamOrTLS(hooked, m, addr, tlsConf, sc); err != nil {
 		s.meter.Close()
 		eps.end()
 		return nil, err
@@ -369,9 +370,9 @@ type httpConn struct {
 
 type connKey struct{}
 
-// ServeConn implements stream.Server: it serves one connection until it
+// ServeConn implements streamhook.Server: it serves one connection until it
 // ends.
-func (s *httpServer) ServeConn(c *stream.ServedConn) {
+func (s *httpServer) ServeConn(c *streamhook.ServedConn) {
 	hc := &httpConn{
 		shard:     c.Shard,
 		local:     c.Local,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
@@ -45,7 +46,6 @@ func DialTLS(ctx context.Context, um *nm.Manager, addr string, tlsConf *tls.Conf
 func dialStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg ClientConfig) (*Conn, error) {
 	sc := cfg.stream()
 	sc.Timeouts.Read = -1 // each Read's timeout is the client's own
-	sc.Consume = nil
 	var h nm.Handle
 	var err error
 	if tlsConf != nil {
@@ -60,7 +60,7 @@ func dialStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.
 	if tlsConf != nil {
 		kind = core.TLS
 	}
-	stream.SetFramed(core.Handle(h)) // Received counts replies, not reads
+	streamhook.SetFramed(core.Handle(h)) // Received counts replies, not reads
 	return newStreamClient(m, h, kind, newAssembler(MaxSize), cfg)
 }
 

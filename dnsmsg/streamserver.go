@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/stream"
@@ -107,12 +108,11 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 		s.kind = nm.TLS
 	}
 	sc := cfg.stream()
-	sc.Consume = s.consume
 	if sc.Proxy == nil {
 		sc.Proxy = cfg.Proxy
 	}
 	var err error
-	if s.sl, err = listenStreamOrTLS(ctx, m, addr, tlsConf, sc); err != nil {
+	if s.sl, err = listenStreamOrTLS(streamhook.With(ctx, streamhook.Hooks{Consume: s.consume}), m, addr, tlsConf, sc); err != nil {
 		return nil, err
 	}
 	s.undrain = m.TrackDrain(s.shutdown) // before Track: close may run from then on
@@ -202,7 +202,7 @@ func (s *streamServer) unref() {
 }
 
 // consume takes a new connection (stream.Config.Consume).
-func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) stream.Consumer {
+func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) streamhook.Consumer {
 	kind := core.TCP
 	if _, ok := stream.TLSState(nm.Handle(h)); ok {
 		kind = core.TLS
@@ -323,7 +323,7 @@ func (c *streamConn) frames() error {
 			c.asm.Clear() // the client asks again on another connection
 			return nil
 		}
-		if !c.waitSlot() || !stream.WaitOutput(c.h) || !c.deliver(msg) {
+		if !c.waitSlot() || !streamhook.WaitOutput(c.h) || !c.deliver(msg) {
 			c.asm.Clear()
 			return nil
 		}
@@ -411,7 +411,7 @@ func (c *streamConn) request(msg []byte) core.Handle {
 	copy((*rh.Buf())[2:], msg)
 	c.h.Attach()
 	if c.inFlight.Add(1) == 1 {
-		stream.SetBusy(c.h, 1)
+		streamhook.SetBusy(c.h, 1)
 	}
 	c.track(rh)
 	return rh
@@ -489,7 +489,7 @@ func (c *streamConn) Released(rh core.Handle) {
 // or when it expires.
 func (c *streamConn) releaseSlot() {
 	if c.inFlight.Add(-1) == 0 {
-		stream.SetBusy(c.h, -1)
+		streamhook.SetBusy(c.h, -1)
 		if c.draining.Load() {
 			c.drained()
 		}

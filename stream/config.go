@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/rainbowduck/netmgr/internal/core"
-
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/proxyproto"
 )
@@ -48,7 +46,7 @@ type Config struct {
 	// handshake, counted Refused and logged at debug level. The table of
 	// clients holds at most MaxClients entries (if zero, 65536): idle ones
 	// are dropped when it is full, and a new client that still finds no
-	// room is refused. Listeners with Serve (DNS over HTTPS) apply them
+	// room is refused. Listeners of whole connections (DNS over HTTPS) apply them
 	// too.
 	MaxConnsPerClient            int
 	ClientRate                   int
@@ -76,14 +74,6 @@ type Config struct {
 	// KeepAlive is the TCP keepalive probe period; zero uses the
 	// system's default, negative turns probes off.
 	KeepAlive time.Duration
-	// Consume, if set, makes a listener hand each connection, after its TLS
-	// handshake, to the Consumer it returns instead of delivering it on
-	// Conns: the connection reads at once and gives its bytes to the
-	// Consumer on its own goroutine. stop is closed when the connection
-	// shuts down. The Consumer owns the handle's reference; a nil Consumer
-	// closes the connection. Meant for protocols framed on streams, such as
-	// package dnsmsg.
-	Consume func(h core.Handle, stop <-chan struct{}) Consumer
 	// Proxy, if set, makes a listener expect a PROXY protocol v2 header at
 	// the start of every connection (before TLS, or inside it with
 	// ProxyInTLS), from the peers the policy allows; a connection from
@@ -102,10 +92,6 @@ type Config struct {
 	// socket options. The zero value binds the address as written and
 	// refuses an address another socket holds (see nm.SocketConfig).
 	Socket nm.SocketConfig
-	// Serve, if set, makes a listener give each connection, as a net.Conn,
-	// to Serve.ServeConn instead of delivering it on Conns (see Server);
-	// Consume is then ignored. Meant for protocols such as HTTP/2.
-	Serve Server
 }
 
 // Resolved returns the timeouts in force: defaults for the zero fields,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
@@ -51,7 +52,7 @@ type conn struct {
 	// stop is closed, under mu, when closing is set: a Consumer blocked in
 	// Data waits on it.
 	stop     chan struct{}
-	consumer Consumer // set once before reading starts; nil: data events
+	consumer streamhook.Consumer // set once before reading starts; nil: data events
 	// framed: the protocol over the data events counts Received (SetFramed).
 	framed atomic.Bool
 
@@ -94,7 +95,7 @@ func (c *conn) Shutdown() {
 	c.shutdown(nil)
 }
 
-func newConn(m *core.Manager, shard *core.Shard, meter *core.Meter, stats *core.Counters, tcp *net.TCPConn, tc *tls.Conn, cfg *Config) (*conn, error) {
+func newConn(m *core.Manager, shard *core.Shard, meter *core.Meter, stats *core.Counters, tcp *net.TCPConn, tc *tls.Conn, cfg *Config, consumed bool) (*conn, error) {
 	c := &conn{
 		m:            m,
 		shard:        shard,
@@ -109,7 +110,7 @@ func newConn(m *core.Manager, shard *core.Shard, meter *core.Meter, stats *core.
 		wake:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
-	if cfg.Consume == nil {
+	if !consumed {
 		// A consumer takes the data, so its connection has no events:
 		// an idle one costs that much less.
 		c.ch = make(chan nm.Event, 1)

@@ -4,29 +4,18 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 )
 
-// A Consumer takes a server connection's bytes on the connection's own
-// goroutine, in place of data events: protocols framed on streams (package
-// dnsmsg) use it to turn bytes into messages without a goroutine and a
-// channel hand-off more per connection. See Config.Consume.
-type Consumer interface {
-	// Data is called with each chunk read; b is valid until Data returns.
-	// Data may block (the connection reads nothing meanwhile, so TCP pushes
-	// back on the peer) but must return soon after stop is closed. A
-	// non-nil error ends reading and becomes the final error; the
-	// connection stays open for sends in progress until its handle's last
-	// reference goes, as after nm.ErrEOF.
-	Data(b []byte) error
-	// Final is called once, after the last Data, with the final error
-	// (the table in the package documentation; nm.ErrCanceled for a local
-	// shutdown).
-	Final(err error)
+func init() {
+	streamhook.WaitOutput = waitOutput
+	streamhook.SetFramed = setFramed
+	streamhook.SetBusy = setBusy
 }
 
 // consume hands a new server connection to the listener's Consume
 // function. It returns false if the function turned it down.
-func (c *conn) consume(newConsumer func(h core.Handle, stop <-chan struct{}) Consumer) bool {
+func (c *conn) consume(newConsumer func(h core.Handle, stop <-chan struct{}) streamhook.Consumer) bool {
 	cons := newConsumer(c.h, c.stop)
 	if cons == nil {
 		return false
@@ -53,13 +42,8 @@ func (c *conn) consumeData(b *[]byte, n int) error {
 	return err
 }
 
-// WaitOutput is for a Consumer's Data, on the connection's reader
-// goroutine: it waits while more than Config.Backpressure bytes of the
-// connection's output are unsent, so that a peer that does not read stops
-// being served between two messages of one read, not only between reads.
-// It returns false if the connection shuts down first. Other handles do
-// not wait.
-func WaitOutput(h core.Handle) bool {
+// waitOutput is streamhook.WaitOutput.
+func waitOutput(h core.Handle) bool {
 	c, ok := h.Socket().(*conn)
 	if !ok {
 		return true
@@ -78,21 +62,15 @@ func WaitOutput(h core.Handle) bool {
 	}
 }
 
-// SetFramed tells a connection that the protocol over it counts the
-// messages it frames (package dnsmsg counts DNS messages as Received):
-// its data events are then no longer counted as Received. Reads still
-// counts each read. Other handles ignore it.
-func SetFramed(h core.Handle) {
+// setFramed is streamhook.SetFramed.
+func setFramed(h core.Handle) {
 	if c, ok := h.Socket().(*conn); ok {
 		c.framed.Store(true)
 	}
 }
 
-// SetBusy counts the requests of a server connection being answered (delta
-// +1 when one is taken, -1 when it is done): while any is, the initial and
-// idle timers do not run; the idle timer starts again when the last one is
-// done. Other handles ignore it.
-func SetBusy(h core.Handle, delta int) {
+// setBusy is streamhook.SetBusy.
+func setBusy(h core.Handle, delta int) {
 	c, ok := h.Socket().(*conn)
 	if !ok || !c.server {
 		return

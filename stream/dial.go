@@ -56,7 +56,7 @@ func dial(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config
 	if err != nil {
 		return core.Handle{}, err
 	}
-	c, err := newConn(m, shard, meter, stats, tc, tlsConn, &cfg)
+	c, err := newConn(m, shard, meter, stats, tc, tlsConn, &cfg, false)
 	if err != nil {
 		tc.Close()
 		return core.Handle{}, err

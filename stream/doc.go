@@ -44,18 +44,15 @@
 //
 // # Protocols on streams
 //
-// A listener whose Config.Consume is set hands each connection's bytes to a
-// Consumer on the connection's own goroutine instead of delivering data
-// events; SendPrefixed writes a prefix (a length, say) and a message as one
-// send; SetBusy stops the initial and idle timers while requests are being
-// answered. Package dnsmsg frames DNS over TCP and TLS with them.
-//
-// Protocols that need a net.Conn of their own (HTTP/2, for DNS over HTTPS)
-// set Config.Serve instead: the listener still accepts, filters, counts
-// against the quota and completes the TLS handshake, then gives the
-// connection to the Server on a goroutine the manager waits for, and
-// closes it when the listener or the manager closes. DialConn is the
-// client side: a connected net.Conn, TLS sessions resumed as for DialTLS.
+// SendPrefixed writes a prefix (a length, say) and a message as one send.
+// Package dnsmsg frames DNS over TCP and TLS on this package's listeners:
+// it takes each connection's bytes on the connection's own goroutine
+// instead of data events, and stops the initial and idle timers while
+// requests are being answered; for DNS over HTTPS it takes whole
+// connections (a net.Conn, after the accept filter, the quota and the TLS
+// handshake). Those hooks are internal to the module. DialConn is the
+// client side of a whole connection: a connected net.Conn, TLS sessions
+// resumed as for DialTLS.
 //
 // # Behind a load balancer
 //
@@ -71,8 +68,8 @@
 // # Limits
 //
 // A server connection stops reading while more than Config.Backpressure
-// bytes (64 KiB) are unsent, and resumes below it (a Consumer checks it
-// between messages with WaitOutput), so a peer that does not read cannot
+// bytes (64 KiB) are unsent, and resumes below it (DNS over TCP checks it
+// between the messages of one read too), so a peer that does not read cannot
 // grow our memory. A connection's output (replies queued, TLS records not
 // yet written) is bounded by Config.MaxOutput (256 KiB): the send that
 // would pass it fails with nm.ErrOutputFull and the connection is reset,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 
 	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/nm"
@@ -28,6 +29,9 @@ type Listener struct {
 	m    *core.Manager
 	cfg  Config
 	kind core.Transport
+	// hooks are what a DNS listener asks of the connections
+	// (internal/streamhook), from the context Listen was given.
+	hooks streamhook.Hooks
 	// meter counts the listener and its connections: the caller's (a DNS
 	// listener's), or its own (ownMeter), closed when it ends.
 	meter    *core.Meter
@@ -53,7 +57,7 @@ type Listener struct {
 	stopOnce sync.Once
 
 	smu     sync.Mutex
-	served  map[*net.TCPConn]struct{} // connections given to cfg.Serve; guarded by smu
+	served  map[*net.TCPConn]struct{} // connections given to hooks.Serve; guarded by smu
 	sclosed bool                      // Close closed the served connections; guarded by smu
 	untrack func()
 }
@@ -100,6 +104,7 @@ func listen(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Conf
 	}
 	l := &Listener{m: m, cfg: cfg, kind: kind, lns: lns, ch: make(chan nm.Event, acceptQueue), done: make(chan struct{})}
 	l.addr = transport.AddrPort(lns[0].Addr())
+	l.hooks = streamhook.From(ctx)
 	if l.meter = core.MeterFrom(ctx); l.meter == nil {
 		l.meter, l.ownMeter = m.NewMeter(kind, core.Listener, cfg.Name, l.addr.String()), true
 	}
@@ -252,7 +257,7 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 		l.leave(key)
 		return
 	}
-	if l.cfg.Serve != nil {
+	if l.hooks.Serve != nil {
 		stats.Active.Add(1)
 		l.refs.Add(1)
 		if !l.track(tc) || l.m.Go(func() { l.serve(shard, tc, key) }) != nil {
@@ -268,7 +273,7 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 	if conf := l.tls.Load(); conf != nil {
 		tlsConn = tls.Server(&wire{TCPConn: tc}, conf)
 	}
-	c, err := newConn(l.m, shard, l.meter, stats, tc, tlsConn, &l.cfg)
+	c, err := newConn(l.m, shard, l.meter, stats, tc, tlsConn, &l.cfg, l.hooks.Consume != nil)
 	if err != nil {
 		stats.Dropped.Add(1)
 		tc.Close()
@@ -359,8 +364,8 @@ func (l *Listener) deliver(c *conn) bool {
 			c.h.Detach()
 			return false
 		}
-		if l.cfg.Consume != nil {
-			if !c.consume(l.cfg.Consume) {
+		if l.hooks.Consume != nil {
+			if !c.consume(l.hooks.Consume) {
 				c.h.Detach()
 				return false
 			}

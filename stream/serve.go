@@ -9,37 +9,12 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
+	"github.com/rainbowduck/netmgr/nm"
 
 	"github.com/rainbowduck/netmgr/internal/transport"
 	"github.com/rainbowduck/netmgr/proxyproto"
 )
-
-// A Server takes whole connections from a listener whose Config.Serve is
-// set: protocols that need a net.Conn of their own, such as HTTP/2 for DNS
-// over HTTPS.
-//
-// ServeConn is called on the connection's own goroutine, which the manager
-// waits for, after the accept filter, the quota, the PROXY header and the
-// TLS handshake (all within the initial timeout). It owns c until it
-// returns; the listener then closes the connection and releases the quota
-// slot. The connection is closed under ServeConn when the listener or the
-// manager closes, so ServeConn must return soon after its reads and writes
-// fail.
-type Server interface {
-	ServeConn(c *ServedConn)
-}
-
-// ServedConn is a connection given to a Server.
-type ServedConn struct {
-	net.Conn // the connection: the TCP one, or the *tls.Conn over it
-	Shard    *core.Shard
-	// Local and Peer are the connection's addresses as a PROXY header gave
-	// them, or else the socket's own, which RealLocal and RealPeer are.
-	Local, Peer         netip.AddrPort
-	RealLocal, RealPeer netip.AddrPort
-	// Proxy is the PROXY header, or nil.
-	Proxy *proxyproto.Header
-}
 
 // serve runs a connection for the listener's Server, on its own goroutine.
 func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
@@ -65,7 +40,7 @@ func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
 	if err != nil {
 		return
 	}
-	c := &ServedConn{Conn: tc, Shard: shard, RealLocal: transport.AddrPort(tc.LocalAddr()), RealPeer: transport.AddrPort(tc.RemoteAddr()), Proxy: hdr}
+	c := &streamhook.ServedConn{Conn: tc, Shard: shard, RealLocal: transport.AddrPort(tc.LocalAddr()), RealPeer: transport.AddrPort(tc.RemoteAddr()), Proxy: hdr}
 	if tlsConn != nil {
 		c.Conn = tlsConn
 	}
@@ -75,7 +50,7 @@ func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
 			c.Local, c.Peer = dst, src
 		}
 	}
-	l.cfg.Serve.ServeConn(c)
+	l.hooks.Serve.ServeConn(c)
 }
 
 // vet checks a connection just accepted: the PROXY allow-list, and the
@@ -203,9 +178,14 @@ func (l *Listener) closeServed() {
 // DialConn connects to addr as Dial does (with TLS when tlsConf is not
 // nil, as DialTLS does: server name, shared session cache) and returns the
 // connection itself rather than a handle, for protocols that need a
-// net.Conn of their own, such as HTTP/2; it is counted on shard. Only
-// cfg's connect timeout (Timeouts.Initial), Delay and KeepAlive apply.
-func DialConn(ctx context.Context, shard *core.Shard, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
+// net.Conn of their own, such as HTTP/2; it is counted in m's statistics.
+// Only cfg's connect timeout (Timeouts.Initial), Delay and KeepAlive
+// apply.
+func DialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Config, cfg Config) (net.Conn, error) {
+	shard := streamhook.ShardFrom(ctx)
+	if shard == nil {
+		shard = (*core.Manager)(m).NextShard()
+	}
 	kind := core.TCP
 	if tlsConf != nil {
 		kind = core.TLS

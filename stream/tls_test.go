@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rainbowduck/netmgr/internal/core"
-
 	"github.com/rainbowduck/netmgr/internal/certs"
+	"github.com/rainbowduck/netmgr/internal/streamhook"
 	"github.com/rainbowduck/netmgr/nm"
 	"github.com/rainbowduck/netmgr/nm/nmtest"
 	"github.com/rainbowduck/netmgr/stream"
@@ -127,7 +126,7 @@ func TestTLSJunkAndSilentClientsAreDropped(t *testing.T) {
 func TestDialConnResumesAndServe(t *testing.T) {
 	m := newManager(t, 1)
 	served := make(chan struct{}, 4)
-	srv := serverFunc(func(c *stream.ServedConn) {
+	srv := serverFunc(func(c *streamhook.ServedConn) {
 		nc := c.Conn
 		served <- struct{}{}
 		buf := make([]byte, 4)
@@ -139,14 +138,14 @@ func TestDialConnResumesAndServe(t *testing.T) {
 			nc.Write(buf[:n])
 		}
 	})
-	l, err := stream.ListenTLS(context.Background(), m, "127.0.0.1:0", serverTLS, stream.Config{Serve: srv})
+	l, err := stream.ListenTLS(streamhook.With(context.Background(), streamhook.Hooks{Serve: srv}), m, "127.0.0.1:0", serverTLS, stream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := clientTLS.Clone()
 	client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	for i, wantResumed := range []bool{false, true} {
-		nc, err := stream.DialConn(context.Background(), (*core.Manager)(m).Shard(0), l.Addr().String(), client, stream.Config{})
+		nc, err := stream.DialConn(context.Background(), m, l.Addr().String(), client, stream.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +162,7 @@ func TestDialConnResumesAndServe(t *testing.T) {
 	}
 	// A connection still open when the listener closes is closed under its
 	// Server, which returns.
-	nc, err := stream.DialConn(context.Background(), (*core.Manager)(m).Shard(0), l.Addr().String(), client, stream.Config{})
+	nc, err := stream.DialConn(context.Background(), m, l.Addr().String(), client, stream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +175,6 @@ func TestDialConnResumesAndServe(t *testing.T) {
 	}
 }
 
-type serverFunc func(*stream.ServedConn)
+type serverFunc func(*streamhook.ServedConn)
 
-func (f serverFunc) ServeConn(c *stream.ServedConn) { f(c) }
+func (f serverFunc) ServeConn(c *streamhook.ServedConn) { f(c) }
