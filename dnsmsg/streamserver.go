@@ -201,7 +201,7 @@ func (s *streamServer) unref() {
 	}
 }
 
-// consume takes a new connection (stream.Config.Consume).
+// consume takes a new connection (streamhook.Hooks.Consume).
 func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) streamhook.Consumer {
 	kind := core.TCP
 	if _, ok := stream.TLSState(nm.Handle(h)); ok {

@@ -151,8 +151,9 @@ func (l *Listener) SetTLSConfig(c *tls.Config) {
 	}
 }
 
-// Close stops accepting, and closes the connections given to
-// Config.Serve. It does not wait; the final event follows on Conns.
+// Close stops accepting, and closes the whole connections given to a
+// server of them (DNS over HTTPS). It does not wait; the final event
+// follows on Conns.
 func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
