@@ -22,21 +22,22 @@ import (
 	"github.com/rainbowduck/netmgr/stream"
 )
 
-// RequestError reports, on a DoH client Conn, a query whose HTTP request
-// failed: the server answered with an error status or with something that
-// is not a DNS message. It ends only the Read that returns it (the Conn
-// goes on), like nm.ErrTimedOut.
+// RequestError reports, on a DoH or DoQ client Conn, a query that failed
+// alone: over DoH the server answered with an error status or with
+// something that is not a DNS message; over DoQ its stream failed (Status
+// is then 0). It ends only the Read that returns it (the Conn goes on),
+// like nm.ErrTimedOut.
 type RequestError struct {
 	ID     uint16 // the query's ID
-	Status int    // the HTTP status; 200 when the body was the fault
+	Status int    // the HTTP status; 200 when the body was the fault; 0 over DoQ
 	Err    error  // what was wrong with a 200 reply, or nil
 }
 
 func (e *RequestError) Error() string {
 	if e.Err != nil {
-		return fmt.Sprintf("dnsmsg: DoH query %d: %v", e.ID, e.Err)
+		return fmt.Sprintf("dnsmsg: query %d: %v", e.ID, e.Err)
 	}
-	return fmt.Sprintf("dnsmsg: DoH query %d: HTTP status %d %s", e.ID, e.Status, http.StatusText(e.Status))
+	return fmt.Sprintf("dnsmsg: query %d: HTTP status %d %s", e.ID, e.Status, http.StatusText(e.Status))
 }
 
 func (e *RequestError) Unwrap() error { return e.Err }
