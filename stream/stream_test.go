@@ -305,6 +305,23 @@ func TestReadStopThenCloseIsShuttingDown(t *testing.T) {
 	})
 }
 
+// The manager closing while a conversation is read ends it with
+// ErrCanceled, as closing its handle does.
+func TestManagerCloseWhileReadingIsCanceled(t *testing.T) {
+	forKindsAndQuota(t, func(t *testing.T, k kind) {
+		m := newManager(t, 1)
+		l := k.mustListen(t, m, stream.Config{})
+		c := k.mustDial(t, m, l, stream.Config{})
+		s := accept(t, l)
+		ch, cch := s.Read(), c.Read()
+		m.Close()
+		nmtest.ExpectFinal(t, ch, 0, nm.ErrCanceled)
+		nmtest.ExpectFinal(t, cch, 0, nm.ErrCanceled)
+		c.Detach()
+		s.Detach()
+	})
+}
+
 func TestCloseWhileReadingIsCanceled(t *testing.T) {
 	forKindsAndQuota(t, func(t *testing.T, k kind) {
 		m := newManager(t, 1)
