@@ -14,7 +14,7 @@
 #   defaults: 5 seconds, 3 runs, udp tcp dot doh doq. DoQ (nmecho and
 #   CoreDNS only) is loaded by bench/doqperf with CLIENTS connections
 #   and OUTSTANDING/CLIENTS streams in flight each.
-#   SERVERS="nmecho ref named dnsdist coredns reflector quicfloor" picks the servers;
+#   SERVERS="nmecho ref named dnsdist coredns reflector quicref" picks the servers;
 #   QUOTA=25 (percent of one CPU), CLIENTS=8 and OUTSTANDING=200 (dnsperf
 #   -c and -q), PORT=5410 (UDP and TCP; DoT PORT+1, DoH PORT+2),
 #   DOH_METHOD=GET. Needs root (or a delegated cgroup), dnsperf, dig,
@@ -166,7 +166,7 @@ run_all() {
 }
 
 servers=
-for s in ${SERVERS:-nmecho ref named dnsdist coredns reflector quicfloor}; do
+for s in ${SERVERS:-nmecho ref named dnsdist coredns reflector quicref}; do
 	why_not=$(server_missing "$s")
 	if [[ -n $why_not ]]; then echo "skipping $s: $why_not" >&2; else servers+=" $s"; fi
 done

@@ -12,11 +12,11 @@
 #   coredns    CoreDNS with the whoami plugin (GOMAXPROCS=1); $COREDNS, or
 #              coredns in $BENCH_CACHE or PATH; skipped if absent
 #   reflector  bench/reflector, C recvmmsg/sendmmsg, UDP only
-#   quicfloor  bench/quicfloor, the least a DoQ server on quic-go does per
-#              query (GOMAXPROCS=1), DoQ only
+#   quicref    bench/quicref, the same echo the plain quic-go way, a
+#              goroutine per stream (GOMAXPROCS=1), DoQ only
 #
 # DNS over QUIC (doq) is served by nmecho, CoreDNS (quic://) and
-# quicfloor only, and loaded by bench/doqperf, as dnsperf cannot.
+# quicref only, and loaded by bench/doqperf, as dnsperf cannot.
 #
 # The caller sets tmp (a scratch directory), port, dotport and dohport
 # (doqport defaults to dohport + 1),
@@ -51,7 +51,7 @@ server_missing() {
 # server_serves NAME MODE succeeds if NAME has a listener for MODE.
 server_serves() {
 	case "$2" in
-	doq) [[ $1 == nmecho || $1 == coredns || $1 == quicfloor ]] ;;
+	doq) [[ $1 == nmecho || $1 == coredns || $1 == quicref ]] ;;
 	*) [[ $1 != reflector || $2 == udp ]] ;;
 	esac
 }
@@ -61,7 +61,7 @@ servers_setup() {
 	go build -o "$tmp/nmecho" ./cmd/nmecho
 	go build -o "$tmp/refserver" ./bench/refserver
 	go build -o "$tmp/doqperf" ./bench/doqperf
-	go build -o "$tmp/quicfloor" ./bench/quicfloor
+	go build -o "$tmp/quicref" ./bench/quicref
 	if [[ -z $(server_missing reflector) ]]; then
 		cc -O2 -o "$tmp/reflector" bench/reflector/reflector.c
 	fi
@@ -154,7 +154,7 @@ server_cmd() {
 	dnsdist) cmd=(dnsdist --supervised --disable-syslog -C "$tmp/dnsdist.conf") ;;
 	coredns) cmd=(env GOMAXPROCS=1 "$(coredns_bin)" -quiet -conf "$tmp/Corefile") ;;
 	reflector) cmd=("$tmp/reflector" 127.0.0.1 "$port") ;;
-	quicfloor) cmd=(env GOMAXPROCS=1 "$tmp/quicfloor" -addr "127.0.0.1:${doqport:-$((dohport + 1))}") ;;
+	quicref) cmd=(env GOMAXPROCS=1 "$tmp/quicref" -addr "127.0.0.1:${doqport:-$((dohport + 1))}") ;;
 	*) echo "unknown server $1" >&2; return 1 ;;
 	esac
 }
