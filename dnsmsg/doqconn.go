@@ -126,6 +126,7 @@ func (c *doqConn) drained() {
 // serveStream reads the query of one stream and delivers it.
 func (c *doqConn) serveStream(str *quic.Stream) {
 	defer c.s.wg.Done()
+	growStack()
 	rh := c.s.handles.Get()
 	if t := c.s.cfg.streamTimeout(); t > 0 {
 		str.SetReadDeadline(time.Now().Add(t))
@@ -210,3 +211,24 @@ func (c *doqConn) deliver(d *doqStream, rh core.Handle) {
 	rh.Send(appendRefusal(nil, (*rh.Buf())[2:], RcodeRefused))
 	rh.Detach()
 }
+
+// growStack grows a stream goroutine's stack, at the start, to what
+// reading a stream in quic-go takes: growing it there, deep in quic-go's
+// read path, copied and adjusted every frame of that path, about a tenth
+// of the CPU time of a query in a profile of nmecho under doqperf.
+//
+//go:noinline
+func growStack() {
+	var frame [doqStack]byte
+	frame[stackIndex] = 1 // an index the compiler cannot know keeps the frame
+	stackSink = frame[len(frame)-1-stackIndex]
+}
+
+// doqStack is the frame growStack takes: past it, the runtime doubles a
+// new goroutine's 2 KiB stack to 8 KiB in one copy.
+const doqStack = 4 << 10
+
+var (
+	stackIndex int
+	stackSink  byte
+)
