@@ -173,7 +173,7 @@ func (t *doqClient) Send(h core.Handle, b []byte) error {
 	copy(q[2:], b)
 	q[2], q[3] = 0, 0
 	id := ID(b)
-	if err := t.m.Go(func() { t.query(q, id) }); err != nil {
+	if err := t.m.Go(func() { growStack(); t.query(q, id) }); err != nil {
 		// The manager is closing: the query goroutine never ran.
 		<-t.slots
 		t.done()
