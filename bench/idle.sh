@@ -32,7 +32,7 @@ server=${SERVER:-nmecho}
 if [ "$server" = plain ]; then
 	GOMAXPROCS=1 "$tmp/plainserver" -addr 127.0.0.1:5301 $tlsflag >"$tmp/nmecho.out" &
 else
-	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" &
+	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" 2>&1 &
 fi
 pid=$!
 sleep 0.5

@@ -22,7 +22,7 @@ import (
 // ReplyWire, or not at all: the request is then dropped, unless its message
 // could not be parsed (Msg returned an error), which Serve answers with
 // FORMERR. A panic in ServeDNS is recovered, logged and counted
-// (nm.Counters.Panics), and the request is answered with SERVFAIL if it had
+// (nm.Totals.Panics), and the request is answered with SERVFAIL if it had
 // no answer yet; the server goes on.
 //
 // The request is released when ServeDNS returns: from then on every use
