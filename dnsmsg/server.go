@@ -49,7 +49,7 @@ type ServerConfig struct {
 	// connection may stay unanswered (its handle not released): past it,
 	// its place is reclaimed — it stops counting toward MaxInFlight and no
 	// longer holds the connection open, whose idle timer runs again — and
-	// it is counted (Counters.Expired). Its handle stays valid for its
+	// it is counted (nm.Totals.Expired). Its handle stays valid for its
 	// holder, and a late reply still goes out if the connection is open.
 	// So a leaked reference or a stuck consumer cannot pin a connection.
 	// If zero, DefaultRequestTimeout (10 s); nm.NoTimeout: no bound.
