@@ -214,6 +214,11 @@ func (t *httpTransport) shutdown(reason error) {
 	}
 	t.closing = true
 	t.reason = reason
+	if t.m.Closing() {
+		// A local shutdown: when the whole manager closes, the peer's
+		// reset (ours, from the other end) is part of it.
+		t.reason = nil
+	}
 	last := t.active == 0
 	t.mu.Unlock()
 	t.stop()

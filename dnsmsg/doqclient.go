@@ -125,6 +125,9 @@ func (t *doqClient) shutdown(reason error) {
 		return
 	}
 	t.closing, t.reason = true, reason
+	if t.m.Closing() {
+		t.reason = nil // a local shutdown, whatever the peer did meanwhile
+	}
 	last := t.active == 0
 	t.mu.Unlock()
 	t.stop()
