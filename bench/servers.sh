@@ -52,7 +52,7 @@ server_missing() {
 server_serves() {
 	case "$2" in
 	doq) [[ $1 == nmecho || $1 == coredns || $1 == quicref ]] ;;
-	*) [[ $1 != reflector || $2 == udp ]] ;;
+	*) [[ $1 != quicref && ($1 != reflector || $2 == udp) ]] ;;
 	esac
 }
 
