@@ -68,15 +68,22 @@ func (u *upstream) dialHTTPS(ctx context.Context) (pooled, error) {
 	}
 	if d.untrack, err = u.c.core().Track(d.close); err != nil {
 		cc.Close()
+		d.stats.Closed.Add(1)
 		return nil, err
 	}
+	d.stats.Active.Add(1)
 	return d, nil
 }
 
 func (d *dohConn) load() int    { return int(d.inFlight.Load()) }
 func (d *dohConn) broken() bool { return !d.cc.CanTakeNewRequest() }
 func (d *dohConn) close()       { d.once.Do(d.shut) }
-func (d *dohConn) shut()        { d.cc.Close(); d.untrack() }
+func (d *dohConn) shut() {
+	d.cc.Close()
+	d.untrack()
+	d.stats.Closed.Add(1)
+	d.stats.Active.Add(-1)
+}
 
 // exchange implements pooled.
 func (d *dohConn) exchange(ctx context.Context, q []byte) ([]byte, error) {

@@ -28,6 +28,10 @@ var udpBufs = sync.Pool{New: func() any { b := make([]byte, MaxSize); return &b 
 // longer than ClientConfig.MaxUDPSize are dropped too.
 func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
 	stats := u.meter.On(u.c.core().NextShard())
+	// The socket counts as open from the start, so that the upstream's
+	// meter is not folded away (Client.Close) while this query counts.
+	stats.Active.Add(1)
+	defer stats.Active.Add(-1)
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "udp", u.t.addr)
 	if err != nil {
@@ -36,6 +40,8 @@ func (u *upstream) exchangeUDP(ctx context.Context, q []byte) ([]byte, error) {
 		}
 		return nil, core.MapError(err)
 	}
+	stats.Opened.Add(1)
+	defer stats.Closed.Add(1)
 	defer nc.Close()
 	unblock := func() { nc.SetDeadline(time.Now()) }
 	stop := context.AfterFunc(ctx, unblock)

@@ -223,6 +223,7 @@ func listenHTTP(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.
 	}
 	s := newHTTPServer(m, cfg)
 	if !eps.bind() {
+		s.meter.Close()
 		return nil, errors.New("dnsmsg: endpoints already used by a listener")
 	}
 	s.eps.Store(eps)

@@ -142,13 +142,17 @@ func (s *doqServer) start(socks []*net.UDPConn, tlsConf *tls.Config) error {
 		st.Opened.Add(1)
 		st.Active.Add(1)
 	}
+	// What close undoes is in place before Track: the manager may close
+	// the listener as soon as it is tracked.
+	s.undrain = s.m.TrackDrain(s.shutdown)
+	s.wg.Add(1 + len(s.lns))
 	var err error
 	if s.untrack, err = s.m.Track(func() { s.close() }); err != nil {
+		s.undrain()
+		s.wg.Add(-(1 + len(s.lns)))
 		s.teardown()
 		return err
 	}
-	s.undrain = s.m.TrackDrain(s.shutdown)
-	s.wg.Add(1 + len(s.lns))
 	for i, ln := range s.lns {
 		shard := s.m.Shard(i % s.m.Workers())
 		if err := s.m.Go(func() { s.acceptLoop(ln, shard) }); err != nil {

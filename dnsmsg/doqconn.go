@@ -208,6 +208,7 @@ func (c *doqConn) deliver(d *doqStream, rh core.Handle) {
 	c.shard.Exit()
 	c.stats.Shed.Add(1)
 	logShed(c.s.m, core.QUIC, c.peer)
+	rh.MeasureFrom(nil, 0) // a refusal is no answer's latency
 	rh.Send(appendRefusal(nil, (*rh.Buf())[2:], RcodeRefused))
 	rh.Detach()
 }

@@ -158,8 +158,15 @@ func (h Handle) Detach() {
 		}
 		if h.c.state.CompareAndSwap(st, st-1) {
 			if refs == 1 {
+				// The socket may reuse the state in Released: what the
+				// conversation counted on is taken first, and let go of
+				// after, once the socket counted its last.
+				mt, shard := h.c.meter, h.c.shard
 				h.c.resetData()
 				h.c.sock.Released(h)
+				if mt != nil {
+					mt.cells[shard.id].refs.Add(-1)
+				}
 			}
 			return
 		}
@@ -308,9 +315,15 @@ var epoch = time.Now()
 func sinceEpoch() int64 { return int64(time.Since(epoch)) + 1 }
 
 // SetMeter makes h's conversation count on mt (requests on a connection
-// count on the connection's listener). For transports, before h is handed
-// out.
-func (h Handle) SetMeter(mt *Meter) { h.c.meter = mt }
+// count on the connection's listener), which is not folded away while h is
+// live. For transports, once, before h is handed out.
+func (h Handle) SetMeter(mt *Meter) {
+	if mt == nil || h.c.meter != nil {
+		return
+	}
+	h.c.meter = mt
+	mt.cells[h.c.shard.id].refs.Add(1)
+}
 
 // Meter returns what SetMeter set, or nil.
 func (h Handle) Meter() *Meter { return h.c.meter }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Role says whom a Meter counts for.
@@ -28,8 +29,10 @@ func (r Role) String() string {
 // upstream, one cell per shard so that shards never share a cache line.
 // The manager's totals (Shard.Stats, Manager.Stats) add up the shard's
 // own counters (Shard.Counters: sockets without a meter of their own) and
-// every meter's; a closed meter is folded into the shard's own counters
-// once it is quiet, so totals never go down.
+// every meter's. A closed meter is folded into the shards' own counters
+// once nothing can count on it any more: no socket of it open (Active)
+// and no handle bound to it (SetMeter) left; so totals never go down and
+// no count is lost.
 type Meter struct {
 	m     *Manager
 	t     Transport
@@ -37,15 +40,22 @@ type Meter struct {
 	name  string
 	addr  string
 	cells []meterCell
-	// last is the snapshot of a closed meter at the previous look, to
-	// tell when it has gone quiet; guarded by the manager's meterMu.
-	last Totals
 }
 
 type meterCell struct {
 	Counters
 	lat Latency
+	// refs counts the handles of the shard bound to the meter (SetMeter)
+	// and not yet released.
+	refs atomic.Int64
+	_    [meterCellPad]byte
 }
+
+// meterCellPad rounds a cell up to whole cache lines.
+const meterCellPad = (64 - (unsafe.Sizeof(Counters{})+unsafe.Sizeof(Latency{})+8)%64) % 64
+
+// Cells must be whole cache lines (this fails to compile otherwise).
+var _ [0]struct{} = [unsafe.Sizeof(meterCell{}) % 64]struct{}{}
 
 // NewMeter registers a meter of transport t for role, named name (the
 // address when empty).
@@ -56,6 +66,7 @@ func (m *Manager) NewMeter(t Transport, role Role, name, addr string) *Meter {
 	mt := &Meter{m: m, t: t, role: role, name: name, addr: addr, cells: make([]meterCell, len(m.shards))}
 	m.meterMu.Lock()
 	m.meters[mt] = struct{}{}
+	m.foldQuiet()
 	m.meterMu.Unlock()
 	return mt
 }
@@ -81,18 +92,29 @@ func (mt *Meter) Latency(s *Shard) *Latency { return &mt.cells[s.id].lat }
 func (mt *Meter) Transport() Transport { return mt.t }
 
 // Close retires the meter: it leaves the manager's list of endpoints, and
-// its counts are folded into the shards' own once it is quiet. Counting on
-// it after Close is allowed (a conversation that outlives its listener)
-// until then.
+// its counts are folded into the shards' own once nothing can count on it.
+// Counting on it after Close is allowed (a conversation that outlives its
+// listener) until then.
 func (mt *Meter) Close() {
 	m := mt.m
 	m.meterMu.Lock()
 	if _, ok := m.meters[mt]; ok {
 		delete(m.meters, mt)
-		mt.last = mt.totals()
 		m.retired = append(m.retired, mt)
 	}
+	m.foldQuiet()
 	m.meterMu.Unlock()
+}
+
+// quiet reports whether nothing can count on the meter any more: no
+// socket of it open, no handle bound to it.
+func (mt *Meter) quiet() bool {
+	for i := range mt.cells {
+		if mt.cells[i].refs.Load() != 0 {
+			return false
+		}
+	}
+	return mt.totals().Active == 0
 }
 
 // Totals returns a snapshot of the meter's counters, added up over the
@@ -131,15 +153,14 @@ func (m *Manager) Endpoints() []EndpointStats {
 	return out
 }
 
-// foldQuiet folds the closed meters whose sockets are all closed and whose
-// counts did not move since the last look into the shards' own counters.
-// Called with meterMu held.
+// foldQuiet folds the closed meters that nothing can count on any more
+// into the shards' own counters. Called with meterMu held, whenever a
+// meter is made or closed and when stats are read, so that closed meters
+// do not pile up.
 func (m *Manager) foldQuiet() {
 	keep := m.retired[:0]
 	for _, mt := range m.retired {
-		t := mt.totals()
-		if t != mt.last || t.Active != 0 {
-			mt.last = t
+		if !mt.quiet() {
 			keep = append(keep, mt)
 			continue
 		}
