@@ -116,9 +116,18 @@ func TestStreamRepliesBatched(t *testing.T) {
 		for range n {
 			nmtest.NextErr(t, c.Read(), nil)
 		}
+		// How many share a write depends on when the connection's writer
+		// runs against the consumer: 0 to 2 writes in 20 runs, but 1 to 35
+		// under the race detector, which slows goroutines unevenly. Under
+		// it the test asks only that not every reply took a write of its
+		// own; make test runs it again without -race.
+		limit := n / 4
+		if raceDetector {
+			limit = n - 1
+		}
 		st := m.Stats().Of(k.stat)
-		if writes := st.Writes - before; writes > n/2 {
-			t.Errorf("%d replies in %d writes; want at most %d", n, writes, n/2)
+		if writes := st.Writes - before; writes > int64(limit) {
+			t.Errorf("%d replies in %d writes; want at most %d", n, writes, limit)
 		}
 	})
 }
