@@ -239,17 +239,27 @@ func TestMetrics(t *testing.T) {
 	if _, _, err := new(dns.Client).Exchange(q, addrs["udp"]); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addrs["metrics"] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
+	wants := []string{
 		`netmgr_messages_received_total{transport="udp"} 1`,
 		`netmgr_messages_sent_total{transport="udp"} 1`,
 		`netmgr_shard_messages_sent_total{shard="0",transport="udp"} 1`,
-	} {
+	}
+	// A reply is counted sent once its sendmmsg returns, which can be
+	// after the client has it: scrape again until it is, within a bound.
+	var body []byte
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		resp, err := http.Get("http://" + addrs["metrics"] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), wants[1]+"\n") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter, bounded above
+	}
+	for _, want := range wants {
 		if !strings.Contains(string(body), want+"\n") {
 			t.Errorf("no %q in the scrape:\n%s", want, body)
 		}
