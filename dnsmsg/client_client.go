@@ -205,6 +205,15 @@ type upstream struct {
 	meter, tcpMeter *core.Meter
 }
 
+// withStreamMeter returns ctx carrying the meter the upstream's TCP and
+// TLS connections count on: tcpMeter for a UDP upstream, else its own.
+func (u *upstream) withStreamMeter(ctx context.Context) context.Context {
+	if u.tcpMeter != nil {
+		return core.WithMeter(ctx, u.tcpMeter)
+	}
+	return core.WithMeter(ctx, u.meter)
+}
+
 func (u *upstream) close() {
 	u.meter.Close()
 	if u.tcpMeter != nil {
@@ -258,11 +267,7 @@ func (u *upstream) dialStream(tlsConf *tls.Config) func(context.Context) (pooled
 	return func(ctx context.Context) (pooled, error) {
 		cfg := u.c.cfg.stream()
 		cfg.Timeouts.Read = nm.NoTimeout // each query has its own
-		meter := u.meter
-		if u.tcpMeter != nil {
-			meter = u.tcpMeter
-		}
-		ctx = core.WithMeter(ctx, meter)
+		ctx = u.withStreamMeter(ctx)
 		var h nm.Handle
 		var err error
 		kind := core.TCP

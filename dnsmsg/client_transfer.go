@@ -80,11 +80,7 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 func (u *upstream) dialTransfer(ctx context.Context) (nm.Handle, error) {
 	cfg := u.c.cfg.stream()
 	cfg.Timeouts.Read = u.c.cfg.readTimeout()
-	meter := u.meter
-	if u.tcpMeter != nil {
-		meter = u.tcpMeter
-	}
-	ctx = core.WithMeter(ctx, meter)
+	ctx = u.withStreamMeter(ctx)
 	if u.t.kind == upTLS {
 		return stream.DialTLS(ctx, u.c.m, u.t.addr, u.c.tlsConfig(ALPN), cfg)
 	}

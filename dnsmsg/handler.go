@@ -329,12 +329,7 @@ func (r *Request) recoverPanic(cfg *ServeConfig) {
 	if p == nil {
 		return
 	}
-	ch := core.Handle(r.h)
-	if mt := ch.Meter(); mt != nil {
-		mt.On(ch.Shard()).Panics.Add(1)
-	} else {
-		ch.Shard().Counters(core.Transport(r.transport)).Panics.Add(1)
-	}
+	countersOf(core.Handle(r.h), core.Transport(r.transport)).Panics.Add(1)
 	log := cfg.Logger
 	if log == nil {
 		log = core.Handle(r.h).Shard().Manager().Logger()

@@ -144,11 +144,8 @@ func (m *Manager) Endpoints() []EndpointStats {
 	defer m.meterMu.Unlock()
 	out := make([]EndpointStats, 0, len(m.meters))
 	for mt := range m.meters {
-		e := EndpointStats{Transport: mt.t, Role: mt.role, Name: mt.name, Addr: mt.addr, Totals: mt.totals()}
-		for i := range mt.cells {
-			e.Latency.add(&mt.cells[i].lat)
-		}
-		out = append(out, e)
+		out = append(out, EndpointStats{Transport: mt.t, Role: mt.role, Name: mt.name, Addr: mt.addr,
+			Totals: mt.totals(), Latency: mt.latency()})
 	}
 	return out
 }
@@ -189,13 +186,34 @@ func (m *Manager) shardStatsLocked(s *Shard) Stats {
 	for i := range st {
 		st[i] = s.counters[i].snapshot()
 	}
-	for mt := range m.meters {
-		st[mt.t].add(mt.cells[s.id].snapshot())
-	}
-	for _, mt := range m.retired {
+	for mt := range m.allMeters {
 		st[mt.t].add(mt.cells[s.id].snapshot())
 	}
 	return st
+}
+
+// allMeters yields every meter counted in the totals: the open ones and
+// the closed ones not yet folded. Called with meterMu held.
+func (m *Manager) allMeters(yield func(*Meter) bool) {
+	for mt := range m.meters {
+		if !yield(mt) {
+			return
+		}
+	}
+	for _, mt := range m.retired {
+		if !yield(mt) {
+			return
+		}
+	}
+}
+
+// latency returns the meter's latencies, added up over the shards.
+func (mt *Meter) latency() LatencySnapshot {
+	var l LatencySnapshot
+	for i := range mt.cells {
+		l.add(&mt.cells[i].lat)
+	}
+	return l
 }
 
 // LatencyOf returns the latency histogram of transport t for role, added
@@ -207,18 +225,9 @@ func (m *Manager) LatencyOf(t Transport, role Role) LatencySnapshot {
 	for _, s := range m.shards {
 		l.add(&s.lat[role-1][t])
 	}
-	for mt := range m.meters {
+	for mt := range m.allMeters {
 		if mt.t == t && mt.role == role {
-			for i := range mt.cells {
-				l.add(&mt.cells[i].lat)
-			}
-		}
-	}
-	for _, mt := range m.retired {
-		if mt.t == t && mt.role == role {
-			for i := range mt.cells {
-				l.add(&mt.cells[i].lat)
-			}
+			l.addSnapshot(mt.latency())
 		}
 	}
 	return l
@@ -295,6 +304,13 @@ func (l *Latency) fold(o *Latency) {
 type LatencySnapshot struct {
 	Counts [LatencyBuckets]uint64
 	Sum    time.Duration
+}
+
+func (s *LatencySnapshot) addSnapshot(o LatencySnapshot) {
+	for i := range s.Counts {
+		s.Counts[i] += o.Counts[i]
+	}
+	s.Sum += o.Sum
 }
 
 func (s *LatencySnapshot) add(l *Latency) {
