@@ -89,14 +89,11 @@ type doqServer struct {
 	// ended, for MaxConns and RetryAbove.
 	conns atomic.Int64
 
-	mu       sync.Mutex
-	live     map[*doqConn]struct{} // connections accepted; guarded by mu
-	perAddr  map[netip.Addr]int    // admitted connections per client IP; guarded by mu
-	closed   bool                  // guarded by mu
-	draining bool                  // guarded by mu
-	// drained is closed, once draining, when the last connection has
-	// ended; made by the first Shutdown. Guarded by mu.
-	drained chan struct{}
+	mu      sync.Mutex
+	live    map[*doqConn]struct{} // connections accepted; guarded by mu
+	perAddr map[netip.Addr]int    // admitted connections per client IP; guarded by mu
+	closed  bool                  // guarded by mu
+	drain   connDrain[*doqConn]   // guarded by mu
 	untrack func()
 	undrain func()
 }
@@ -265,7 +262,7 @@ func (s *doqServer) acceptLoop(ln quicListener, shard *core.Shard) {
 func (s *doqServer) register(c *doqConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.draining {
+	if s.closed || s.drain.draining {
 		return false
 	}
 	s.live[c] = struct{}{}
@@ -276,13 +273,7 @@ func (s *doqServer) register(c *doqConn) bool {
 func (s *doqServer) unregister(c *doqConn) {
 	s.mu.Lock()
 	delete(s.live, c)
-	if s.draining && len(s.live) == 0 && s.drained != nil {
-		select {
-		case <-s.drained:
-		default:
-			close(s.drained)
-		}
-	}
+	s.drain.gone(s.live)
 	s.mu.Unlock()
 }
 
@@ -332,19 +323,7 @@ func (s *doqServer) shutdown(ctx context.Context) (err error) {
 		s.mu.Unlock()
 		return nil
 	}
-	first := !s.draining
-	if first {
-		s.draining = true
-		s.drained = make(chan struct{})
-		if len(s.live) == 0 {
-			close(s.drained)
-		}
-	}
-	drained := s.drained
-	live := make([]*doqConn, 0, len(s.live))
-	for c := range s.live {
-		live = append(live, c)
-	}
+	first, drained, live := s.drain.begin(s.live)
 	s.mu.Unlock()
 	if first {
 		ended := logDrain(s.m, core.QUIC, s.socks[0].LocalAddr(), len(live))

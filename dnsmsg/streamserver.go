@@ -76,20 +76,17 @@ type streamServer struct {
 	// buffers.
 	handles core.HandlePool
 
-	mu       sync.Mutex
-	conns    map[*streamConn]struct{} // guarded by mu
-	closed   bool                     // guarded by mu
-	draining bool                     // Shutdown started; guarded by mu
-	// stopping mirrors draining for the readers, which look at it before
-	// each delivery: no request read after Shutdown began is delivered,
-	// even before its connection's own drain has begun.
+	mu     sync.Mutex
+	conns  map[*streamConn]struct{} // guarded by mu
+	closed bool                     // guarded by mu
+	drain  connDrain[*streamConn]   // guarded by mu
+	// stopping mirrors drain.draining for the readers, which look at it
+	// before each delivery: no request read after Shutdown began is
+	// delivered, even before its connection's own drain has begun.
 	stopping atomic.Bool
-	// drained is closed, once draining, when the last connection has
-	// ended; made by the first Shutdown. Guarded by mu.
-	drained chan struct{}
-	refs    int // the listener and each connection not yet ended; guarded by mu
-	untrack func()
-	undrain func()
+	refs     int // the listener and each connection not yet ended; guarded by mu
+	untrack  func()
+	undrain  func()
 }
 
 func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config, cfg ServerConfig) (*Listener, error) {
@@ -134,19 +131,9 @@ func (s *streamServer) shutdown(ctx context.Context) (err error) {
 		s.mu.Unlock()
 		return nil
 	}
-	first := !s.draining
+	first, drained, conns := s.drain.begin(s.conns)
 	if first {
-		s.draining = true
 		s.stopping.Store(true)
-		s.drained = make(chan struct{})
-		if len(s.conns) == 0 {
-			close(s.drained)
-		}
-	}
-	drained := s.drained
-	conns := make([]*streamConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
 	}
 	s.mu.Unlock()
 	if first {
@@ -214,7 +201,7 @@ func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) streamhook.C
 	c.asm.init(MaxSize, &s.buffered)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.draining {
+	if s.closed || s.drain.draining {
 		return nil
 	}
 	s.conns[c] = struct{}{}
@@ -423,9 +410,7 @@ func (c *streamConn) Final(err error) {
 	c.stopExpiry()
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
-	if c.s.draining && len(c.s.conns) == 0 {
-		close(c.s.drained)
-	}
+	c.s.drain.gone(c.s.conns)
 	c.s.mu.Unlock()
 	c.h.Detach()
 	c.s.unref()
