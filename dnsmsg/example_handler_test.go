@@ -119,3 +119,37 @@ func ExampleMiekgHandler() {
 	// served over udp
 	// served over tcp
 }
+
+// Per-listener statistics: each listener counts on its own, under the name
+// its configuration gives, with the latency of its replies.
+func ExampleServerConfig_name() {
+	ctx := context.Background()
+	m, _ := nm.New(nm.Config{})
+	defer m.Close()
+	auth, err := dnsmsg.ListenUDP(ctx, m, "127.0.0.1:0", dnsmsg.ServerConfig{Name: "auth"})
+	if err != nil {
+		panic(err)
+	}
+	go dnsmsg.Serve(ctx, auth.Requests(), dnsmsg.HandlerFunc(func(r *dnsmsg.Request) {
+		q, _ := r.Msg()
+		r.Reply(new(dns.Msg).SetReply(q))
+	}), dnsmsg.ServeConfig{})
+
+	c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	for range 3 {
+		q := new(dns.Msg).SetQuestion("example.org.", dns.TypeSOA)
+		if _, _, err := c.Exchange(q, auth.Addr().String()); err != nil {
+			panic(err)
+		}
+	}
+	// A reply counts as sent once its write returns, which can be just
+	// after the client has it.
+	for deadline := time.Now().Add(5 * time.Second); auth.Stats().Sent < 3 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	for _, e := range m.Endpoints() {
+		fmt.Println(e.Transport, e.Role, e.Name, e.Received, e.Sent, e.Latency.Count())
+	}
+	// Output:
+	// udp listener auth 3 3 3
+}
