@@ -63,7 +63,10 @@ func newPipe(m *core.Manager, h nm.Handle, kind core.Transport, maxInFlight int)
 		done:    make(chan struct{}),
 		waiters: make(map[uint16]*waiter),
 	}
-	if err := m.Go(p.read); err != nil {
+	// Reading starts before any query can go on the pipe: a handle
+	// closed before its first Read would end with no event at all.
+	events := h.Read()
+	if err := m.Go(func() { p.read(events) }); err != nil {
 		h.Detach()
 		return nil, err
 	}
@@ -186,10 +189,10 @@ func (p *pipe) final() error {
 }
 
 // read is the pipe's reader goroutine: it ends with the connection.
-func (p *pipe) read() {
+func (p *pipe) read(events <-chan nm.Event) {
 	a := newAssembler(MaxSize)
 	var final error
-	for ev := range p.h.Read() {
+	for ev := range events {
 		if ev.Err != nil {
 			final = ev.Err
 			break
@@ -248,7 +251,11 @@ func (p *pipe) deliver(msg []byte) bool {
 // end fails every query still waiting with the reason the connection
 // ended, mapped to a sentinel of nm.
 func (p *pipe) end(final error) {
-	if final == nil || errors.Is(final, nm.ErrCanceled) && !p.closed.Load() && !p.m.Closing() {
+	local := p.closed.Load() || p.m.Closing()
+	switch {
+	case final == nil && local:
+		final = fmt.Errorf("%w: the connection was closed", nm.ErrCanceled)
+	case final == nil || errors.Is(final, nm.ErrCanceled) && !local:
 		// Closed neither by the Client nor by the manager: a write
 		// failed and closed it.
 		final = fmt.Errorf("%w: the connection failed", nm.ErrConnReset)
