@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rainbowduck/netmgr/internal/core"
+	"github.com/rainbowduck/netmgr/internal/transport"
 
 	"github.com/rainbowduck/netmgr/nm"
 )
@@ -299,17 +300,29 @@ func (c *conn) writeRawOut(w *writeState, wait bool) error {
 // wire is the net.Conn under a stream connection's tls.Conn. Until the
 // connection is ready (through the handshake) writes go straight to the
 // socket; from then on they go to the connection's output (appendRaw), so
-// that writing a TLS record never waits for the peer.
+// that writing a TLS record never waits for the peer. Reads, and writes
+// to the socket, are raw system calls (see transport.RawIO).
 type wire struct {
 	*net.TCPConn
 	out atomic.Pointer[conn] // nil: write to the socket
+	io  transport.RawIO
 }
+
+func newWire(tc *net.TCPConn) (*wire, error) {
+	w := &wire{TCPConn: tc}
+	if err := w.io.Init(tc); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *wire) Read(b []byte) (int, error) { return w.io.Read(b) }
 
 func (w *wire) Write(b []byte) (int, error) {
 	if c := w.out.Load(); c != nil {
 		return c.appendRaw(b)
 	}
-	return w.TCPConn.Write(b)
+	return w.io.Write(b)
 }
 
 // Output copies come in size classes, so that a queued reply holds at

@@ -112,7 +112,12 @@ func dialConn(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Co
 	if conf.ClientSessionCache == nil {
 		conf.ClientSessionCache = sessionCache
 	}
-	tlsConn := tls.Client(&wire{TCPConn: tc}, conf)
+	w, err := newWire(tc)
+	if err != nil {
+		tc.Close()
+		return nil, nil, err
+	}
+	tlsConn := tls.Client(w, conf)
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
 		tc.Close()
 		stats.RecvFailed.Add(1)

@@ -271,10 +271,17 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 		return
 	}
 	var tlsConn *tls.Conn
+	var err error
 	if conf := l.tls.Load(); conf != nil {
-		tlsConn = tls.Server(&wire{TCPConn: tc}, conf)
+		var w *wire
+		if w, err = newWire(tc); err == nil {
+			tlsConn = tls.Server(w, conf)
+		}
 	}
-	c, err := newConn(l.m, shard, l.meter, stats, tc, tlsConn, &l.cfg, l.hooks.Consume != nil)
+	var c *conn
+	if err == nil {
+		c, err = newConn(l.m, shard, l.meter, stats, tc, tlsConn, &l.cfg, l.hooks.Consume != nil)
+	}
 	if err != nil {
 		stats.Dropped.Add(1)
 		tc.Close()

@@ -32,15 +32,20 @@ func (l *Listener) serve(shard *core.Shard, tc *net.TCPConn, key netip.Prefix) {
 		stats.RecvFailed.Add(1)
 		return
 	}
+	w, err := newWire(tc) // raw system calls, under TLS or not
+	if err != nil {
+		stats.RecvFailed.Add(1)
+		return
+	}
 	var tlsConn *tls.Conn
 	if conf := l.tls.Load(); conf != nil {
-		tlsConn = tls.Server(tc, conf)
+		tlsConn = tls.Server(w, conf)
 	}
 	hdr, err := l.admit(tc, tlsConn, born, stats)
 	if err != nil {
 		return
 	}
-	c := &streamhook.ServedConn{Conn: tc, Shard: shard, RealLocal: transport.AddrPort(tc.LocalAddr()), RealPeer: transport.AddrPort(tc.RemoteAddr()), Proxy: hdr}
+	c := &streamhook.ServedConn{Conn: w, Shard: shard, RealLocal: transport.AddrPort(tc.LocalAddr()), RealPeer: transport.AddrPort(tc.RemoteAddr()), Proxy: hdr}
 	if tlsConn != nil {
 		c.Conn = tlsConn
 	}

@@ -5,8 +5,8 @@ package stream
 import (
 	"os"
 	"syscall"
-	"unsafe"
 
+	"github.com/rainbowduck/netmgr/internal/transport"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,7 +56,7 @@ func (s *sysWriter) write(c *conn, w *writeState, wait bool) (int, error) {
 
 func (s *sysWriter) writeFD(fd uintptr) bool {
 	for {
-		n, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(len(s.iov)))
+		n, e := transport.RawWritev(fd, s.iov)
 		switch e {
 		case 0:
 			s.n = int(n)

@@ -107,7 +107,7 @@ func (b *Batch) Read() (int, error) {
 
 func (b *Batch) doRead(fd uintptr) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])),
 			uintptr(len(b.Msgs)), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
@@ -161,7 +161,7 @@ func (b *Batch) Write(n int) error {
 
 func (b *Batch) doWrite(fd uintptr) bool {
 	for b.off < b.count {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.off])),
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[b.off])),
 			uintptr(b.count-b.off), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:

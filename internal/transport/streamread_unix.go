@@ -33,9 +33,9 @@ func (rr *rawReader) readFD(r *StreamReader, fd uintptr) bool {
 		rr.buf = r.get()
 	}
 	for {
-		n, err := unix.Read(int(fd), *rr.buf)
+		n, err := RawRead(fd, *rr.buf)
 		switch err {
-		case nil:
+		case 0:
 			rr.n, rr.err = n, nil
 			return true
 		case unix.EINTR:

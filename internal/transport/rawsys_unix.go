@@ -1,0 +1,166 @@
+//go:build unix
+
+package transport
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Raw system calls on non-blocking sockets.
+//
+// Every socket of this package is non-blocking: Go's poller waits for it,
+// and the calls below return at once, data or EAGAIN. They are made raw,
+// without the runtime's bookkeeping for a call that may block: that
+// bookkeeping wakes the runtime's monitor thread (sysmon) when it sleeps,
+// and a server that goes idle and busy again thousands of times a second
+// then pays a futex wake, a context switch and the monitor's 20 µs naps
+// for nearly every call. A raw call holds its P for its duration, which
+// for these calls is the kernel's work on the bytes and nothing more.
+// (Measured on a 2-CPU VM with page-table isolation, UDP at 25% of one
+// CPU: 32k queries/s with ordinary calls, 43k raw.)
+
+// RawRead is read(2) on the non-blocking fd.
+func RawRead(fd uintptr, b []byte) (int, unix.Errno) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(p), uintptr(len(b)))
+	return int(n), e
+}
+
+// RawWrite is write(2) on the non-blocking fd.
+func RawWrite(fd uintptr, b []byte) (int, unix.Errno) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(p), uintptr(len(b)))
+	return int(n), e
+}
+
+// RawWritev is writev(2) of iov on the non-blocking fd.
+func RawWritev(fd uintptr, iov []unix.Iovec) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(unsafe.SliceData(iov))), uintptr(len(iov)))
+	return int(n), e
+}
+
+// RawIO reads and writes a TCP socket with raw system calls, waiting in
+// Go's poller as net.TCPConn does (deadlines included). Its results and
+// errors are those of net.TCPConn's Read and Write. One goroutine may read
+// while another writes.
+type RawIO struct {
+	conn *net.TCPConn
+	rc   syscall.RawConn
+	rd   rawOp // guarded by the caller's reads being sequential
+	wr   rawOp // the same for writes
+}
+
+// rawOp is one direction's call in progress.
+type rawOp struct {
+	fn    func(fd uintptr) bool // bound once so calls allocate nothing
+	b     []byte
+	n     int
+	errno unix.Errno
+}
+
+// Init makes r the reader and writer of c.
+func (r *RawIO) Init(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	r.conn, r.rc = c, rc
+	r.rd.fn = r.readFD
+	r.wr.fn = r.writeFD
+	return nil
+}
+
+// Read reads into b, as net.TCPConn.Read does.
+func (r *RawIO) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.rd.b, r.rd.n, r.rd.errno = b, 0, 0
+	err := r.rc.Read(r.rd.fn)
+	n, errno := r.rd.n, r.rd.errno
+	r.rd.b = nil
+	switch {
+	case err != nil:
+		return 0, r.opError("read", unwrapOp(err))
+	case errno != 0:
+		return 0, r.opError("read", os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *RawIO) readFD(fd uintptr) bool {
+	for {
+		n, e := RawRead(fd, r.rd.b)
+		switch e {
+		case 0:
+			r.rd.n = n
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			r.rd.errno = e
+			return true
+		}
+	}
+}
+
+// Write writes all of b, as net.TCPConn.Write does.
+func (r *RawIO) Write(b []byte) (int, error) {
+	r.wr.b, r.wr.n, r.wr.errno = b, 0, 0
+	err := r.rc.Write(r.wr.fn)
+	n, errno := r.wr.n, r.wr.errno
+	r.wr.b = nil
+	switch {
+	case err != nil:
+		return n, r.opError("write", unwrapOp(err))
+	case errno != 0:
+		return n, r.opError("write", os.NewSyscallError("write", errno))
+	}
+	return n, nil
+}
+
+func (r *RawIO) writeFD(fd uintptr) bool {
+	for r.wr.n < len(r.wr.b) {
+		n, e := RawWrite(fd, r.wr.b[r.wr.n:])
+		switch e {
+		case 0:
+			r.wr.n += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			r.wr.errno = e
+			return true
+		}
+	}
+	return true
+}
+
+func (r *RawIO) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: err}
+}
+
+// unwrapOp returns the cause of a RawConn's *net.OpError (a deadline, the
+// socket closed), so that it is not wrapped twice.
+func unwrapOp(err error) error {
+	if op, ok := err.(*net.OpError); ok {
+		return op.Err
+	}
+	return err
+}
