@@ -3,12 +3,15 @@
 # Go heap+stacks, divided by the number of connections. The kernel's socket
 # memory is not in RSS.
 #
-# usage: bench/idle.sh [tcp|tls|dns-tcp|dot] [connections] [idle|echo]
+# usage: bench/idle.sh [tcp|tls|dns-tcp|dot] [connections] [idle|echo|query]
 #   tcp and tls load nmecho's raw echo listeners (a consumer goroutine per
-#   connection); dns-tcp and dot its DNS listeners (idle mode only).
+#   connection); dns-tcp and dot its DNS listeners (idle mode, or query:
+#   each connection has one query answered before it idles; not with
+#   SERVER=plain, which answers nothing).
 #   SERVER=plain measures bench/plainserver instead (dns-tcp and dot): a
 #   goroutine per connection blocked in Read, the floor of Go's runtime,
-#   net and crypto/tls.
+#   net and crypto/tls. SERVER=ref measures bench/refserver, the same DNS
+#   server on github.com/miekg/dns (dns-tcp and dot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-tcp}
@@ -20,6 +23,7 @@ trap 'kill $pid 2>/dev/null || true; exec 3>&- 2>/dev/null || true; rm -rf "$tmp
 go build -o "$tmp/nmecho" ./cmd/nmecho
 go build -o "$tmp/idleclient" ./bench/idleclient
 go build -o "$tmp/plainserver" ./bench/plainserver
+go build -o "$tmp/refserver" ./bench/refserver
 flag=-echo; tlsflag=
 case "$kind" in
 tls) flag=-tls-echo; tlsflag=-tls ;;
@@ -28,9 +32,17 @@ dot) flag=-dot; tlsflag=-tls ;;
 esac
 echoflag=
 [ "$mode" = echo ] && echoflag=-echo
+[ "$mode" = query ] && echoflag=-query
 server=${SERVER:-nmecho}
 if [ "$server" = plain ]; then
 	GOMAXPROCS=1 "$tmp/plainserver" -addr 127.0.0.1:5301 $tlsflag >"$tmp/nmecho.out" &
+elif [ "$server" = ref ]; then
+	if [ -n "$tlsflag" ]; then
+		set -- -udp "" -tcp "" -dot 127.0.0.1:5301 -doh ""
+	else
+		set -- -udp "" -tcp 127.0.0.1:5301 -dot "" -doh ""
+	fi
+	GOMAXPROCS=1 "$tmp/refserver" "$@" >"$tmp/nmecho.out" 2>&1 &
 else
 	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" 2>&1 &
 fi

@@ -290,3 +290,33 @@ func TestExchangeRetriesTruncatedOverTCP(t *testing.T) {
 		t.Errorf("UDP saw %d, TCP %d; want 1 each", len(u.Data), len(tc.Data))
 	}
 }
+
+// TestStreamSilentConnections: a connection that has sent nothing yet
+// (over TCP the server keeps no state of its own for it, only the socket
+// and a goroutine waiting) is served once it speaks, whenever that is,
+// and one that never speaks ends with the listener's Close.
+func TestStreamSilentConnections(t *testing.T) {
+	forServers(t, func(t *testing.T, k skind) {
+		m := newManager(t, 1)
+		l := k.listen(t, m, dnsmsg.ServerConfig{})
+		wait := echoServer(t, l, asReply)
+		silent := k.raw(t, l)
+		late := k.raw(t, l)
+		// Another client is answered while both wait.
+		c := k.dial(t, m, l, dnsmsg.ClientConfig{})
+		if _, err := c.Exchange(context.Background(), query("first.example")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := late.Write(frame(queryID(t, "late.example", 7))); err != nil {
+			t.Fatal(err)
+		}
+		if r := readFrame(t, late); dnsmsg.ID(r) != 7 || !dnsmsg.IsResponse(r) {
+			t.Fatalf("late speaker: got %x; want the reply to its query (ID 7)", r)
+		}
+		l.Close()
+		expectClosed(t, silent)
+		if r := wait(); len(r.Data) != 2 || !errors.Is(r.Final, nm.ErrCanceled) {
+			t.Errorf("server: %d requests, final %v; want 2, nm.ErrCanceled", len(r.Data), r.Final)
+		}
+	})
+}

@@ -152,8 +152,9 @@ func (l *Listener) SetTLSConfig(c *tls.Config) {
 }
 
 // Close stops accepting, and closes the whole connections given to a
-// server of them (DNS over HTTPS). It does not wait; the final event
-// follows on Conns.
+// server of them (DNS over HTTPS) and those not yet handed to their
+// consumer (DNS over TCP before its first byte). It does not wait; the
+// final event follows on Conns.
 func (l *Listener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
@@ -270,6 +271,80 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 		}
 		return
 	}
+	stats.Active.Add(1)
+	l.refs.Add(1)
+	if l.hooks.Consume != nil {
+		// Tracked until the consumer has it, so that Close ends it while
+		// it is silent, in its handshake or before its PROXY header.
+		if !l.track(tc) {
+			l.abandon(tc, key, stats)
+			return
+		}
+		if l.tls.Load() == nil {
+			// Nothing is made for the connection before its first byte:
+			// one that sends nothing costs its socket and goroutine.
+			born := time.Now()
+			if l.m.Go(func() { l.await(shard, tc, key, born) }) != nil {
+				l.forget(tc)
+				l.abandon(tc, key, stats)
+			}
+			return
+		}
+	}
+	c := l.open(shard, tc, key, time.Now(), stats)
+	if c == nil {
+		return
+	}
+	if err := l.m.Go(c.run); err != nil {
+		l.forget(tc)
+		l.unref()
+		c.end()
+	}
+}
+
+// await runs on the goroutine of a connection a consumer takes: it waits
+// for the first byte, the peer's close, or the initial timeout (which the
+// connection then reports as its own) before the connection's state is
+// made; the connection then runs on this goroutine. One the listener
+// closed meanwhile ends here.
+func (l *Listener) await(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, born time.Time) {
+	if !l.awaitFirst(tc, born) {
+		l.forget(tc)
+		l.abandon(tc, key, l.meter.On(shard))
+		return
+	}
+	if c := l.open(shard, tc, key, born, l.meter.On(shard)); c != nil {
+		c.run()
+	}
+}
+
+// awaitFirst waits for tc's first byte, its peer's close or the initial
+// timeout; false if the socket was closed meanwhile. Its frame and those
+// it waits under are small: the deadline's setting, which needs a deep
+// stack, is done before, so that the goroutine's stack can shrink back
+// to its least while it waits.
+func (l *Listener) awaitFirst(tc *net.TCPConn, born time.Time) bool {
+	if initial := l.cfg.timeouts().Initial; initial > 0 {
+		tc.SetReadDeadline(born.Add(initial))
+	}
+	err := transport.AwaitReadable(tc)
+	tc.SetReadDeadline(time.Time{})
+	return !transport.IsClosed(err)
+}
+
+// abandon ends a connection accepted and counted active, for which no
+// state was made.
+func (l *Listener) abandon(tc *net.TCPConn, key netip.Prefix, stats *core.Counters) {
+	tc.Close()
+	l.leave(key)
+	stats.Closed.Add(1)
+	stats.Active.Add(-1)
+	l.unref()
+}
+
+// open makes the state of a connection accepted at born and counted
+// active; nil if that failed (the connection is then closed and counted).
+func (l *Listener) open(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, born time.Time, stats *core.Counters) *conn {
 	var tlsConn *tls.Conn
 	var err error
 	if conf := l.tls.Load(); conf != nil {
@@ -284,23 +359,18 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 	}
 	if err != nil {
 		stats.Dropped.Add(1)
-		tc.Close()
-		l.leave(key)
-		return
+		l.forget(tc)
+		l.abandon(tc, key, stats)
+		return nil
 	}
-	c.server, c.l = true, l
+	c.server, c.l, c.born = true, l, born
 	switch {
 	case l.adm != nil:
 		c.quota = func() { l.leave(key) }
 	case l.quota != nil:
 		c.quota = l.release // no key to keep: a smaller closure
 	}
-	stats.Active.Add(1)
-	l.refs.Add(1)
-	if err := l.m.Go(c.run); err != nil {
-		l.refs.Add(-1)
-		c.end()
-	}
+	return c
 }
 
 // admitClient applies the per-client limits to a connection just
@@ -346,6 +416,9 @@ func (l *Listener) release() {
 // consumer. It returns false if the connection did not make it.
 func (l *Listener) deliver(c *conn) bool {
 	defer l.unref()
+	if l.hooks.Consume != nil {
+		defer l.forget(c.tcp) // tracked since accepted
+	}
 	hdr, err := l.admit(c.tcp, c.tls, c.born, c.stats)
 	if err != nil {
 		c.h.Detach()

@@ -168,7 +168,8 @@ func (l *Listener) forget(tc *net.TCPConn) {
 	l.smu.Unlock()
 }
 
-// closeServed closes every connection handed to a Server.
+// closeServed closes every connection handed to a Server, and those a
+// consumer is to take that have not sent their first byte.
 func (l *Listener) closeServed() {
 	l.smu.Lock()
 	l.sclosed = true

@@ -164,3 +164,30 @@ func unwrapOp(err error) error {
 	}
 	return err
 }
+
+// AwaitReadable waits in Go's poller until c has bytes to read, its peer
+// has closed or reset it, or its read deadline has passed; it reads
+// nothing. It returns nil when c is readable, else the error of the wait
+// (a deadline, net.ErrClosed). It keeps little on the goroutine's stack
+// while it waits, so that a stack grown meanwhile can shrink back.
+func AwaitReadable(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Read(peek)
+}
+
+// peekByte is where peek's MSG_PEEK copies a byte nobody reads.
+var peekByte [1]byte
+
+// peek reports whether fd is readable (or failed), without reading.
+func peek(fd uintptr) bool {
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&peekByte[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return e != unix.EAGAIN
+		}
+	}
+}
