@@ -39,12 +39,17 @@ compare:
 saturated:
 	bench/saturated.sh $(COMPARE_ARGS)
 
-# Memory per idle connection: nmecho, then the plain-Go floor.
+# Memory per idle connection: nmecho, the plain-Go floor and miekg/dns;
+# silent connections, then (DNS over TCP) connections answered once.
 idle:
 	bench/idle.sh dns-tcp 10000
 	SERVER=plain bench/idle.sh dns-tcp 10000
+	SERVER=ref bench/idle.sh dns-tcp 10000
+	bench/idle.sh dns-tcp 10000 query
+	SERVER=ref bench/idle.sh dns-tcp 10000 query
 	bench/idle.sh dot 1000
 	SERVER=plain bench/idle.sh dot 1000
+	SERVER=ref bench/idle.sh dot 1000
 
 # One shard against two: at saturation, then at a fixed 150k queries/s;
 # then with GOMAXPROCS=2 in both runs, so that only the shards differ.

@@ -275,7 +275,11 @@
 // message that a read cut off is kept, in a pooled buffer that grows by
 // size class with the bytes that arrive, never to the length a prefix
 // announces, so a connection costs about what it sent; an idle connection
-// holds no buffer.
+// holds no buffer. A DNS-over-TCP connection that has sent nothing yet
+// holds nothing of this package's or of package stream's: its goroutine
+// waits for the first byte (within the initial timeout) before the
+// connection's state is made, so a flood of silent connections costs the
+// sockets and goroutines plain Go would spend on them.
 //
 // A DoH connection takes at most HTTPConfig.MaxStreams (100) concurrent
 // streams and delivers at most HTTPConfig.MaxInFlight requests not yet
