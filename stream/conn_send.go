@@ -286,6 +286,12 @@ func (c *conn) writeFailed(err error, msgs int) {
 		return
 	}
 	c.breakOutput(err)
+	if c.m.Closing() {
+		// As for reads (readFailed): when the whole manager closes, the
+		// peer's reset (ours, from the other end) is part of it, and the
+		// final event says so.
+		err = nil
+	}
 	c.shutdown(err)
 }
 

@@ -284,7 +284,12 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 			// Nothing is made for the connection before its first byte:
 			// one that sends nothing costs its socket and goroutine.
 			born := time.Now()
-			if l.m.Go(func() { l.await(shard, tc, key, born) }) != nil {
+			run := func() {
+				if c := l.await(shard, tc, key, born); c != nil {
+					c.run() // with await's frame gone from the stack
+				}
+			}
+			if l.m.Go(run) != nil {
 				l.forget(tc)
 				l.abandon(tc, key, stats)
 			}
@@ -304,18 +309,16 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 
 // await runs on the goroutine of a connection a consumer takes: it waits
 // for the first byte, the peer's close, or the initial timeout (which the
-// connection then reports as its own) before the connection's state is
-// made; the connection then runs on this goroutine. One the listener
-// closed meanwhile ends here.
-func (l *Listener) await(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, born time.Time) {
+// connection then reports as its own) before it makes the connection's
+// state, which it returns for the goroutine to run; nil if the listener
+// closed meanwhile or the state could not be made.
+func (l *Listener) await(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, born time.Time) *conn {
 	if !l.awaitFirst(tc, born) {
 		l.forget(tc)
 		l.abandon(tc, key, l.meter.On(shard))
-		return
+		return nil
 	}
-	if c := l.open(shard, tc, key, born, l.meter.On(shard)); c != nil {
-		c.run()
-	}
+	return l.open(shard, tc, key, born, l.meter.On(shard))
 }
 
 // awaitFirst waits for tc's first byte, its peer's close or the initial
