@@ -44,7 +44,7 @@ elif [ "$server" = ref ]; then
 	fi
 	GOMAXPROCS=1 "$tmp/refserver" "$@" >"$tmp/nmecho.out" 2>&1 &
 else
-	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" 2>&1 &
+	GOMAXPROCS=1 "$tmp/nmecho" -workers 1 -udp "" -tcp "" -dot "" -doh "" -doq "" $flag 127.0.0.1:5301 >"$tmp/nmecho.out" 2>&1 &
 fi
 pid=$!
 sleep 0.5

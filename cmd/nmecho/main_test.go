@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +42,11 @@ func start(t *testing.T, bin string, args ...string) (*exec.Cmd, *bufio.Scanner,
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
+	if !slices.Contains(args, "-doq") {
+		// Off, rather than its fixed default port, which anything else
+		// on the machine may hold.
+		args = append(args, "-doq", "")
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	lines, addrs := startCmd(t, cmd)
 	return cmd, lines, addrs
