@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -28,6 +29,11 @@ var errClientClosed = fmt.Errorf("dnsmsg: client closed: %w", nm.ErrClosed)
 // query goes out from a socket of its own (a fresh source port) with a
 // random ID; a truncated reply is asked again over TCP. An upstream that
 // keeps failing is marked down for a while (see ClientConfig.MaxFailures).
+// A Client keeps what it knows of an upstream (connections, health,
+// statistics) while it is used; once it knows more than 16 upstreams, it
+// forgets, when it meets a new one, those unused for a minute with no
+// failure to remember, so that its memory follows the upstreams in use
+// rather than all those ever named.
 //
 // Every wait of a call (dial, a place among the queries in flight, the
 // write, the reply) ends with its context, or with ReadTimeout. The zero
@@ -96,6 +102,7 @@ func (c *Client) ExchangeWire(ctx context.Context, upstream string, q []byte) ([
 	if err != nil {
 		return nil, err
 	}
+	defer u.release()
 	probe, err := u.health.admit(upstream)
 	if err != nil {
 		return nil, err
@@ -140,7 +147,14 @@ func outcomeOf(ctx context.Context, err error) outcome {
 	return failed
 }
 
-// upstream returns the state of the upstream named s, made on first use.
+// keptUpstreams is how many upstreams a Client knows before it looks for
+// some to forget; upstreamIdle is how long one must have gone unused.
+const keptUpstreams = 16
+
+var upstreamIdle = time.Minute
+
+// upstream returns the state of the upstream named s, made on first use,
+// for a call that releases it when it is done.
 func (c *Client) upstream(s string) (*upstream, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -148,7 +162,11 @@ func (c *Client) upstream(s string) (*upstream, error) {
 		return nil, errClientClosed
 	}
 	if u := c.upstreams[s]; u != nil {
+		u.users.Add(1)
 		return u, nil
+	}
+	if len(c.upstreams) >= keptUpstreams {
+		c.forget(core.Now())
 	}
 	t, err := parseUpstream(s)
 	if err != nil {
@@ -170,7 +188,20 @@ func (c *Client) upstream(s string) (*upstream, error) {
 		u.pool = newPool(c.cfg.MaxConns, u.dialHTTPS)
 	}
 	c.upstreams[s] = u
+	u.users.Add(1)
 	return u, nil
+}
+
+// forget closes and drops the upstreams unused for upstreamIdle that have
+// no failure to remember. Called with mu held: a call takes an upstream
+// under mu, so one in use or just taken is never dropped.
+func (c *Client) forget(now int64) {
+	for s, u := range c.upstreams {
+		if u.users.Load() == 0 && now-u.last.Load() >= int64(upstreamIdle) && u.health.clean() {
+			delete(c.upstreams, s)
+			u.close()
+		}
+	}
 }
 
 // tlsConfig returns the configured TLS settings with alpn unless set.
@@ -203,6 +234,16 @@ type upstream struct {
 	// meter counts the upstream's queries and connections; tcpMeter, for
 	// UDP, its TCP connections.
 	meter, tcpMeter *core.Meter
+	// users counts the calls using the upstream (taken under the Client's
+	// mu); last is when the last one ended (core.Now).
+	users atomic.Int32
+	last  atomic.Int64
+}
+
+// release ends a call's use of u.
+func (u *upstream) release() {
+	u.last.Store(core.Now())
+	u.users.Add(-1)
 }
 
 // withStreamMeter returns ctx carrying the meter the upstream's TCP and

@@ -75,6 +75,14 @@ func (h *health) admit(name string) (probe bool, err error) {
 	return true, nil
 }
 
+// clean reports whether the upstream has no failure to remember: it may
+// be forgotten without losing its health.
+func (h *health) clean() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fails == 0 && !h.probing
+}
+
 // done records a query's outcome.
 func (h *health) done(probe bool, o outcome) {
 	if h.maxFails < 0 || o == neutral && !probe {

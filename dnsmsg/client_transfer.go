@@ -55,6 +55,7 @@ func (c *Client) Transfer(ctx context.Context, upstream string, q *dns.Msg) (<-c
 	if err != nil {
 		return nil, err
 	}
+	defer u.release() // the connection keeps counting on u's meter
 	if u.t.kind == upHTTPS {
 		return nil, fmt.Errorf("dnsmsg: transfer over DoH: %w", nm.ErrNotSupported)
 	}
