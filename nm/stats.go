@@ -92,6 +92,9 @@ func statsOf(cs core.Stats) Stats {
 // Endpoint is the statistics of one listener, or of one upstream of a
 // client (dnsmsg.Client), next to the per-transport totals of Stats.
 type Endpoint struct {
+	// ID tells endpoints apart: unique within the manager, and never
+	// given to another endpoint once this one has closed.
+	ID        uint64
 	Transport Transport
 	Role      string // "listener" or "client"
 	// Name is the name given in the listener's or client's configuration;
@@ -112,12 +115,12 @@ func (m *Manager) Endpoints() []Endpoint {
 	es := m.core().Endpoints()
 	out := make([]Endpoint, len(es))
 	for i, e := range es {
-		out[i] = Endpoint{Transport: Transport(e.Transport), Role: e.Role.String(), Name: e.Name, Addr: e.Addr,
+		out[i] = Endpoint{ID: e.ID, Transport: Transport(e.Transport), Role: e.Role.String(), Name: e.Name, Addr: e.Addr,
 			Totals: Totals(e.Totals), Latency: Histogram(e.Latency)}
 	}
 	slices.SortFunc(out, func(a, b Endpoint) int {
 		return cmp.Or(cmp.Compare(a.Transport, b.Transport), cmp.Compare(a.Role, b.Role),
-			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Addr, b.Addr))
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Addr, b.Addr), cmp.Compare(a.ID, b.ID))
 	})
 	return out
 }

@@ -35,6 +35,7 @@ func (r Role) String() string {
 // no count is lost.
 type Meter struct {
 	m     *Manager
+	id    uint64 // unique in the manager, never reused
 	t     Transport
 	role  Role
 	name  string
@@ -65,6 +66,8 @@ func (m *Manager) NewMeter(t Transport, role Role, name, addr string) *Meter {
 	}
 	mt := &Meter{m: m, t: t, role: role, name: name, addr: addr, cells: make([]meterCell, len(m.shards))}
 	m.meterMu.Lock()
+	m.lastID++
+	mt.id = m.lastID
 	m.meters[mt] = struct{}{}
 	m.foldQuiet()
 	m.meterMu.Unlock()
@@ -131,6 +134,7 @@ func (mt *Meter) totals() Totals {
 
 // EndpointStats is a snapshot of one meter.
 type EndpointStats struct {
+	ID         uint64
 	Transport  Transport
 	Role       Role
 	Name, Addr string
@@ -144,7 +148,7 @@ func (m *Manager) Endpoints() []EndpointStats {
 	defer m.meterMu.Unlock()
 	out := make([]EndpointStats, 0, len(m.meters))
 	for mt := range m.meters {
-		out = append(out, EndpointStats{Transport: mt.t, Role: mt.role, Name: mt.name, Addr: mt.addr,
+		out = append(out, EndpointStats{ID: mt.id, Transport: mt.t, Role: mt.role, Name: mt.name, Addr: mt.addr,
 			Totals: mt.totals(), Latency: mt.latency()})
 	}
 	return out
@@ -325,6 +329,7 @@ type meterReg struct {
 	meterMu sync.Mutex
 	meters  map[*Meter]struct{} // not closed; guarded by meterMu
 	retired []*Meter            // closed, not yet folded; guarded by meterMu
+	lastID  uint64              // the ID of the meter made last; guarded by meterMu
 }
 
 type meterKey struct{}

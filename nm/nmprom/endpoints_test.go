@@ -304,7 +304,8 @@ func TestCollectorEndpointLabels(t *testing.T) {
 	waitReplies(t, replied, 5)
 	waitSent(t, m, 10)
 
-	mfs := scrape(t, nmprom.NewCollector(m, nmprom.Options{}))
+	col := nmprom.NewCollector(m, nmprom.Options{})
+	mfs := scrape(t, col)
 	labels := map[string]string{"transport": "udp", "role": "client", "name": "fwd", "addr": up}
 	if v := series(t, mfs, "netmgr_endpoint_messages_received_total", labels).GetCounter().GetValue(); v != 5 {
 		t.Errorf("netmgr_endpoint_messages_received_total%v = %g, want 5", labels, v)
@@ -328,8 +329,30 @@ func TestCollectorEndpointLabels(t *testing.T) {
 		t.Errorf("NoEndpoints: udp client latencies %d, want 5", n)
 	}
 
+	// The sum never goes down when one of them closes: what c1 counted
+	// stays in it while c2 is open; with c2 closed too, the series go.
+	labels = map[string]string{"transport": "udp", "role": "client", "name": "fwd", "addr": up}
 	c1.Close()
+	mfs = scrape(t, col)
+	if v := series(t, mfs, "netmgr_endpoint_messages_received_total", labels).GetCounter().GetValue(); v != 5 {
+		t.Errorf("after one Client closed: netmgr_endpoint_messages_received_total%v = %g, want still 5", labels, v)
+	}
+	if n := series(t, mfs, "netmgr_endpoint_request_duration_seconds", labels).GetHistogram().GetSampleCount(); n != 5 {
+		t.Errorf("after one Client closed: netmgr_endpoint_request_duration_seconds%v counts %d, want still 5", labels, n)
+	}
+	exchange(t, c2, up, 1)
+	waitReplies(t, replied, 1)
+	if v := series(t, scrape(t, col), "netmgr_endpoint_messages_received_total", labels).GetCounter().GetValue(); v != 6 {
+		t.Errorf("after one more query: netmgr_endpoint_messages_received_total%v = %g, want 6", labels, v)
+	}
 	c2.Close()
+	for _, mt := range scrape(t, col)["netmgr_endpoint_messages_received_total"].GetMetric() {
+		for _, lp := range mt.GetLabel() {
+			if lp.GetName() == "name" && lp.GetValue() == "fwd" {
+				t.Errorf("a series of the closed Clients is still scraped: %v", mt.GetLabel())
+			}
+		}
+	}
 	l.Close()
 	wait()
 }

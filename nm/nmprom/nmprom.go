@@ -28,11 +28,15 @@
 // histogram netmgr_endpoint_request_duration_seconds. They are families of
 // their own, so the per-transport series still add up the whole manager.
 // An endpoint's series go when it closes (its counts stay in the
-// per-transport series).
+// per-transport series). Endpoints that carry the same labels (two
+// Clients of one name asking one upstream) share series, which add them
+// up; while one of them stays open, what the closed ones counted up to the
+// last scrape stays in the sum, so that it never goes down.
 package nmprom
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rainbowduck/netmgr/nm"
@@ -73,6 +77,10 @@ type Collector struct {
 	epOpen    *prometheus.Desc
 	epCutoffs *prometheus.Desc
 	epLatency *prometheus.Desc
+
+	mu      sync.Mutex                   // scrapes may run at once
+	seen    map[uint64]seenEndpoint      // the endpoints of the last scrape, by ID; guarded by mu
+	retired map[endpointKey]*nm.Endpoint // what closed endpoints counted, by labels still in use; guarded by mu
 }
 
 // counterDesc is one counter of nm.Totals and its series.
@@ -91,7 +99,7 @@ func NewCollector(m *nm.Manager, o Options) *Collector {
 		return prometheus.NewDesc(prometheus.BuildFQName(ns, "", name), help,
 			append([]string{"transport"}, labels...), o.ConstLabels)
 	}
-	c := &Collector{m: m, perShard: o.PerShard, endpoints: !o.NoEndpoints}
+	c := &Collector{m: m, perShard: o.PerShard, endpoints: !o.NoEndpoints, retired: make(map[endpointKey]*nm.Endpoint)}
 	for _, d := range []struct {
 		name, help string
 		value      func(t *nm.Totals) int64
@@ -212,26 +220,49 @@ type endpointKey struct{ transport, role, name, addr string }
 
 // collectEndpoints sends the series of every endpoint open. Endpoints
 // with the same labels (two Clients of one name asking one upstream, say)
-// are added up: a scrape must not carry a series twice.
+// are added up: a scrape must not carry a series twice. So that such a sum
+// never goes down when one of them closes (Prometheus would read a counter
+// reset), what a closed endpoint had counted at the last scrape stays in
+// the sum for as long as endpoints with its labels remain.
 func (c *Collector) collectEndpoints(ch chan<- prometheus.Metric) {
 	var (
 		keys []endpointKey
 		eps  = make(map[endpointKey]*nm.Endpoint)
+		seen = make(map[uint64]seenEndpoint)
 	)
 	for _, e := range c.m.Endpoints() {
 		// Label values must be UTF-8, or the whole scrape fails.
 		k := endpointKey{e.Transport.String(), e.Role, strings.ToValidUTF8(e.Name, "\uFFFD"), strings.ToValidUTF8(e.Addr, "\uFFFD")}
+		seen[e.ID] = seenEndpoint{k, e}
 		if sum := eps[k]; sum != nil {
-			addTotals(&sum.Totals, &e.Totals)
-			for i, n := range e.Latency.Counts {
-				sum.Latency.Counts[i] += n
-			}
-			sum.Latency.Sum += e.Latency.Sum
+			addEndpoint(sum, &e)
 			continue
 		}
 		keys = append(keys, k)
 		eps[k] = &e
 	}
+	c.mu.Lock()
+	for id, s := range c.seen {
+		if _, open := seen[id]; open || eps[s.key] == nil {
+			continue
+		}
+		gone := s.e
+		gone.Active = 0 // a gauge: its sockets are closed
+		if r := c.retired[s.key]; r != nil {
+			addEndpoint(r, &gone)
+		} else {
+			c.retired[s.key] = &gone
+		}
+	}
+	for k, r := range c.retired {
+		if eps[k] == nil {
+			delete(c.retired, k) // no endpoint left: its series go
+			continue
+		}
+		addEndpoint(eps[k], r)
+	}
+	c.seen = seen
+	c.mu.Unlock()
 	for _, k := range keys {
 		e := eps[k]
 		labels := []string{k.transport, k.role, k.name, k.addr}
@@ -244,6 +275,21 @@ func (c *Collector) collectEndpoints(ch chan<- prometheus.Metric) {
 		}
 		ch <- histogram(c.epLatency, e.Latency, labels...)
 	}
+}
+
+// seenEndpoint is an endpoint of the last scrape, with its labels.
+type seenEndpoint struct {
+	key endpointKey
+	e   nm.Endpoint
+}
+
+// addEndpoint adds b's counts into a.
+func addEndpoint(a, b *nm.Endpoint) {
+	addTotals(&a.Totals, &b.Totals)
+	for i, n := range b.Latency.Counts {
+		a.Latency.Counts[i] += n
+	}
+	a.Latency.Sum += b.Latency.Sum
 }
 
 // addTotals adds the counters the endpoint series show of b into a.
