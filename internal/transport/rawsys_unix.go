@@ -26,23 +26,28 @@ import (
 // CPU: 32k queries/s with ordinary calls, 43k raw.)
 
 // RawRead is read(2) on the non-blocking fd.
-func RawRead(fd uintptr, b []byte) (int, unix.Errno) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(p), uintptr(len(b)))
-	return int(n), e
-}
+func RawRead(fd uintptr, b []byte) (int, unix.Errno) { return rawBuf(unix.SYS_READ, fd, b) }
 
 // RawWrite is write(2) on the non-blocking fd.
-func RawWrite(fd uintptr, b []byte) (int, unix.Errno) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
+func RawWrite(fd uintptr, b []byte) (int, unix.Errno) { return rawBuf(unix.SYS_WRITE, fd, b) }
+
+// rawBuf makes the system call trap(fd, b, len(b)): 0 bytes on an error.
+func rawBuf(trap, fd uintptr, b []byte) (int, unix.Errno) {
+	n, _, e := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(p), uintptr(len(b)))
-	return int(n), e
+	return int(n), 0
+}
+
+// readNow is RawRead made again while interrupted (EINTR); ready is false
+// when it would wait (EAGAIN).
+func readNow(fd uintptr, b []byte) (n int, e unix.Errno, ready bool) {
+	for {
+		if n, e = RawRead(fd, b); e != unix.EINTR {
+			return n, e, e != unix.EAGAIN
+		}
+	}
 }
 
 // RawWritev is writev(2) of iov on the non-blocking fd.
@@ -88,49 +93,38 @@ func (r *RawIO) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	r.rd.b, r.rd.n, r.rd.errno = b, 0, 0
-	err := r.rc.Read(r.rd.fn)
-	n, errno := r.rd.n, r.rd.errno
+	err := r.rc.Read(r.rd.fn) // before rd's results are looked at
+	n, err := r.outcome("read", r.rd.n, err, r.rd.errno)
 	r.rd.b = nil
-	switch {
-	case err != nil:
-		return 0, r.opError("read", unwrapOp(err))
-	case errno != 0:
-		return 0, r.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 func (r *RawIO) readFD(fd uintptr) bool {
-	for {
-		n, e := RawRead(fd, r.rd.b)
-		switch e {
-		case 0:
-			r.rd.n = n
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.rd.errno = e
-			return true
-		}
-	}
+	var ready bool
+	r.rd.n, r.rd.errno, ready = readNow(fd, r.rd.b)
+	return ready
 }
 
 // Write writes all of b, as net.TCPConn.Write does.
 func (r *RawIO) Write(b []byte) (int, error) {
 	r.wr.b, r.wr.n, r.wr.errno = b, 0, 0
-	err := r.rc.Write(r.wr.fn)
-	n, errno := r.wr.n, r.wr.errno
+	err := r.rc.Write(r.wr.fn) // before wr's results are looked at
+	n, err := r.outcome("write", r.wr.n, err, r.wr.errno)
 	r.wr.b = nil
+	return n, err
+}
+
+// outcome gives a call's results as net.TCPConn's: n, and the error of
+// the poller's wait (err) or of the system call (errno), if any.
+func (r *RawIO) outcome(op string, n int, err error, errno unix.Errno) (int, error) {
 	switch {
 	case err != nil:
-		return n, r.opError("write", unwrapOp(err))
+		return n, r.opError(op, unwrapOp(err))
 	case errno != 0:
-		return n, r.opError("write", os.NewSyscallError("write", errno))
+		return n, r.opError(op, os.NewSyscallError(op, errno))
 	}
 	return n, nil
 }

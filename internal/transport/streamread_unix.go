@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 type rawReader struct {
@@ -32,24 +30,19 @@ func (rr *rawReader) readFD(r *StreamReader, fd uintptr) bool {
 	if rr.buf == nil {
 		rr.buf = r.get()
 	}
-	for {
-		n, err := RawRead(fd, *rr.buf)
-		switch err {
-		case 0:
-			rr.n, rr.err = n, nil
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			// Nothing to read: give the buffer back while waiting.
-			r.put(rr.buf)
-			rr.buf = nil
-			return false
-		default:
-			rr.n, rr.err = 0, err
-			return true
-		}
+	n, e, ready := readNow(fd, *rr.buf)
+	switch {
+	case !ready:
+		// Nothing to read: give the buffer back while waiting.
+		r.put(rr.buf)
+		rr.buf = nil
+		return false
+	case e != 0:
+		rr.n, rr.err = 0, e
+	default:
+		rr.n, rr.err = n, nil
 	}
+	return true
 }
 
 func (rr *rawReader) read(r *StreamReader) (*[]byte, int, error) {
