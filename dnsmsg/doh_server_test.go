@@ -330,7 +330,7 @@ func TestDoHCleartextAndHTTP1(t *testing.T) {
 }
 
 // TestDoHTLSHTTP1: over TLS, HTTP/1.1 is served when enabled and the client
-// asks for it with ALPN.
+// asks for it with ALPN; its reads and writes are counted, as HTTP/2's.
 func TestDoHTLSHTTP1(t *testing.T) {
 	m := newManager(t, 1)
 	l := hkinds[0].listen(t, m, dnsmsg.HTTPConfig{HTTP1: true})
@@ -349,6 +349,9 @@ func TestDoHTLSHTTP1(t *testing.T) {
 		if resp.ProtoMajor != 1 || dnsmsg.ID(body) != 6 {
 			t.Errorf("%s reply %x; want HTTP/1.1 and the reply", resp.Proto, body)
 		}
+	}
+	if st := m.Stats().Of(nm.HTTP); st.Reads < 2 || st.Writes < 2 {
+		t.Errorf("HTTP/1.1: %d reads and %d writes counted for 2 requests answered; want at least 2 of each", st.Reads, st.Writes)
 	}
 	h1c.CloseIdleConnections()
 	l.Close()

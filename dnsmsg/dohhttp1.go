@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"sync"
+
+	"github.com/rainbowduck/netmgr/internal/core"
 )
 
 // HTTP/1.1 for DoH listeners with HTTPConfig.HTTP1: net/http serves the
@@ -55,10 +57,12 @@ func (l chanListener) Close() error {
 func (l chanListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.s.sl.Addr()) }
 
 // h1Conn is a connection served with HTTP/1.1: first holds the bytes read
-// while looking for the HTTP/2 preface, read again before the socket.
+// while looking for the HTTP/2 preface, read again before the socket. Its
+// reads and writes are counted (Reads, Writes) as HTTP/2's are.
 type h1Conn struct {
 	net.Conn
 	hc     *httpConn
+	stats  *core.Counters
 	first  []byte
 	once   sync.Once
 	closed chan struct{} // closed by Close
@@ -70,7 +74,16 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 		c.first = c.first[n:]
 		return n, nil
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.stats.Reads.Add(1)
+	}
+	return n, err
+}
+
+func (c *h1Conn) Write(b []byte) (int, error) {
+	c.stats.Writes.Add(1)
+	return c.Conn.Write(b)
 }
 
 func (c *h1Conn) Close() error {

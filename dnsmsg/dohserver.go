@@ -399,7 +399,7 @@ func (s *httpServer) ServeConn(c *streamhook.ServedConn) {
 	case h2:
 		s.serveH2(hc, nc, isTLS, sniffed)
 	case s.cfg.HTTP1:
-		s.handOff(&h1Conn{Conn: nc, hc: hc, first: first, closed: make(chan struct{})})
+		s.handOff(&h1Conn{Conn: nc, hc: hc, stats: s.meter.On(hc.shard), first: first, closed: make(chan struct{})})
 	}
 }
 
