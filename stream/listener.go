@@ -322,10 +322,10 @@ func (l *Listener) await(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, b
 }
 
 // awaitFirst waits for tc's first byte, its peer's close or the initial
-// timeout; false if the socket was closed meanwhile. Its frame and those
-// it waits under are small: the deadline's setting, which needs a deep
-// stack, is done before, so that the goroutine's stack can shrink back
-// to its least while it waits.
+// timeout; false if the socket was closed meanwhile. The frames under the
+// wait are kept small, so that with the deadline's setting (deep in the
+// runtime's timers) the goroutine's stack stays at its least, 2 KiB: a
+// stack that grew does not shrink back while its goroutine waits.
 func (l *Listener) awaitFirst(tc *net.TCPConn, born time.Time) bool {
 	if initial := l.cfg.timeouts().Initial; initial > 0 {
 		tc.SetReadDeadline(born.Add(initial))
