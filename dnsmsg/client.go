@@ -226,9 +226,9 @@ func (c *Conn) Read() <-chan nm.Event { return c.h.Read() }
 // waits for the next Read.
 func (c *Conn) ReadStop() { c.h.ReadStop() }
 
-// SetReadTimeout sets the timeout of later reads, as
-// ClientConfig.ReadTimeout does: zero means DefaultReadTimeout, a negative
-// value (nm.NoTimeout) none.
+// SetReadTimeout sets the read timeout, as ClientConfig.ReadTimeout does:
+// zero means DefaultReadTimeout, a negative value (nm.NoTimeout) none. A
+// read armed now times out d from now; later reads, d after each Read.
 func (c *Conn) SetReadTimeout(d time.Duration) {
 	d = (&ClientConfig{ReadTimeout: d}).readTimeout()
 	c.mu.Lock()

@@ -405,3 +405,41 @@ func TestStreamPauseHoldsRequests(t *testing.T) {
 		ev.Handle.Detach()
 	})
 }
+
+// TestSetReadTimeoutAppliesToTheArmedRead: a read armed with a long
+// timeout times out at the shorter one set while it waits, on UDP and
+// stream Conns alike.
+func TestSetReadTimeoutAppliesToTheArmedRead(t *testing.T) {
+	m := newManager(t, 1)
+	long := dnsmsg.ClientConfig{ReadTimeout: time.Hour}
+	check := func(t *testing.T, c *dnsmsg.Conn) {
+		defer c.Close()
+		if err := c.Send(queryID(t, "unanswered.example", 3)); err != nil {
+			t.Fatal(err)
+		}
+		ch := c.Read()
+		select {
+		case ev := <-ch:
+			t.Fatalf("an event before any reply or timeout: %v", ev.Err)
+		case <-time.After(quiet):
+		}
+		c.SetReadTimeout(10 * time.Millisecond)
+		nmtest.NextErr(t, ch, nm.ErrTimedOut)
+	}
+	t.Run("udp", func(t *testing.T) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		c, err := dnsmsg.DialUDP(context.Background(), m, pc.LocalAddr().String(), long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, c)
+	})
+	forStreams(t, func(t *testing.T, k skind) {
+		l := k.listen(t, m, dnsmsg.ServerConfig{}) // nobody answers its requests
+		check(t, k.dial(t, m, l, long))
+	})
+}

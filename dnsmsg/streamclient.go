@@ -202,7 +202,18 @@ func (c *streamClient) ReadStop(h core.Handle) {
 func (c *streamClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
+	armed := c.armed
+	if armed {
+		// The armed read times out d from now, as on streams.
+		c.deadline = time.Time{}
+		if d > 0 {
+			c.deadline = time.Now().Add(d)
+		}
+	}
 	c.mu.Unlock()
+	if armed {
+		c.signal()
+	}
 }
 
 // SetTimeouts sets the read timeout from t.Read: zero keeps the one in

@@ -84,7 +84,7 @@ type streamServer struct {
 	// before each delivery: no request read after Shutdown began is
 	// delivered, even before its connection's own drain has begun.
 	stopping atomic.Bool
-	refs     int // the listener and each connection not yet ended; guarded by mu
+	refs     int // the listener, its stream listener until it has ended, and each connection not yet ended; guarded by mu
 	untrack  func()
 	undrain  func()
 }
@@ -97,7 +97,7 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 		ch:             make(chan nm.Event, cfg.queue(m)),
 		handles:        core.HandlePool{Max: cfg.queue(m)},
 		conns:          make(map[*streamConn]struct{}),
-		refs:           1,
+		refs:           2, // the listener, and the stream listener's end
 	}
 	s.buffered.max = int64(cfg.maxBuffered())
 	s.shed = cfg.shed()
@@ -109,7 +109,7 @@ func listenStream(ctx context.Context, m *core.Manager, addr string, tlsConf *tl
 		sc.Proxy = cfg.Proxy
 	}
 	var err error
-	if s.sl, err = listenStreamOrTLS(streamhook.With(ctx, streamhook.Hooks{Consume: s.consume}), m, addr, tlsConf, sc); err != nil {
+	if s.sl, err = listenStreamOrTLS(streamhook.With(ctx, streamhook.Hooks{Consume: s.consume, Ended: s.unref}), m, addr, tlsConf, sc); err != nil {
 		return nil, err
 	}
 	s.undrain = m.TrackDrain(s.shutdown) // before Track: close may run from then on

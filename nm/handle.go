@@ -185,7 +185,8 @@ func (h Handle) SetTimeouts(t Timeouts) {
 	}
 }
 
-// SetReadTimeout sets the timeout of each read on client handles. Zero
+// SetReadTimeout sets the timeout of each read on client handles: a read
+// armed now times out d from now, later ones d after they are armed. Zero
 // means the handle's default, which for nm's own UDP clients is none;
 // NoTimeout means none. Other handles ignore it.
 func (h Handle) SetReadTimeout(d time.Duration) {

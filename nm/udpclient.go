@@ -173,6 +173,14 @@ func (c *udpClient) ReadStop(h core.Handle) {
 func (c *udpClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
+	if c.armed {
+		// The armed read times out d from now, as on streams.
+		c.deadline = time.Time{}
+		if d > 0 {
+			c.deadline = time.Now().Add(d)
+		}
+		c.poke()
+	}
 	c.mu.Unlock()
 }
 

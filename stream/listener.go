@@ -180,6 +180,9 @@ func (l *Listener) unref() {
 		l.untrack()
 		l.closeMeter()
 		core.Finalize(l.ch, nm.Event{Err: nm.ErrCanceled}, detachRequest)
+		if l.hooks.Ended != nil {
+			l.hooks.Ended()
+		}
 	}
 }
 

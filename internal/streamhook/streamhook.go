@@ -75,6 +75,10 @@ type Hooks struct {
 	// net.Conn, to Serve.ServeConn instead of delivering it on Conns;
 	// Consume is then ignored.
 	Serve Server
+	// Ended, if set, is called once when the listener has ended: it was
+	// closed, its accept loops and the connections not yet handed over
+	// are gone, and its statistics are closed.
+	Ended func()
 }
 
 type hooksKey struct{}
