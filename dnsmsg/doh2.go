@@ -107,6 +107,7 @@ type h2stream struct {
 // nil for Send) gets its outcome once it is written.
 type h2done struct {
 	done chan<- error
+	end  int // where the reply ends in the output it was queued in
 }
 
 // h2conn is one HTTP/2 connection of a DoH listener.
@@ -147,9 +148,10 @@ type h2conn struct {
 	// the timers). Receiver: the writer. One slot is enough: the writer
 	// takes all the output queued by the time it runs.
 	wake chan struct{}
-	// quit is closed by end, once the reader stops: the writer fails what
-	// is left and returns.
-	quit chan struct{}
+	// quit is closed by end, once the reader stops: the writer writes (or
+	// fails) what is left and returns, closing writerDone, which end waits
+	// for so that the connection's last counts are in before it is gone.
+	quit, writerDone chan struct{}
 	// ready[readyAt:] holds the complete requests waiting for an in-flight
 	// place, oldest first; the reader appends and takes (skipping those
 	// closed meanwhile), readyN counts them for the others.
@@ -370,7 +372,7 @@ func (c *h2conn) serve(sawPreface bool) {
 
 func (s *httpServer) newH2Conn(hc *httpConn, nc net.Conn, isTLS bool) *h2conn {
 	c := &h2conn{s: s, hc: hc, nc: nc, isTLS: isTLS, streams: make(map[uint32]*h2stream),
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), maxOut: s.cfg.maxOutput()}
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), writerDone: make(chan struct{}), maxOut: s.cfg.maxOutput()}
 	c.br = bufio.NewReaderSize((*h2reader)(c), h2ReadBuffer)
 	c.rfr = http2.NewFramer(nil, c.br)
 	c.rfr.SetReuseFrames()
@@ -409,6 +411,7 @@ func (c *h2conn) end() {
 	}
 	c.mu.Unlock()
 	close(c.quit)
+	<-c.writerDone
 	c.detachClosed()
 	for _, d := range completions {
 		c.complete(d, err)
@@ -1056,7 +1059,7 @@ func (c *h2conn) closeLocked(st *h2stream, err error) (h2done, bool) {
 		c.detachAfter = append(c.detachAfter, st)
 	}
 	if st.state == stSending && st.replied && st.pending != nil { // not all framed: it fails
-		d, ok = h2done{st.done}, st.done != nil
+		d, ok = h2done{done: st.done}, st.done != nil
 		c.stats.SendFailed.Add(1)
 	}
 	c.releaseSlotLocked(st)
@@ -1118,6 +1121,7 @@ func (c *h2conn) pushLocked(st *h2stream) {
 		st.pending = st.pending[n:]
 	}
 	c.cuts = append(c.cuts, len(c.out))
+	end := len(c.out)
 	if st.remoteOpen {
 		// Complete response, incomplete request: the client may stop
 		// sending (RFC 9113 8.1). In a record of its own: curl takes a
@@ -1127,7 +1131,7 @@ func (c *h2conn) pushLocked(st *h2stream) {
 		c.cuts = append(c.cuts, len(c.out))
 	}
 	if st.replied {
-		c.dones = append(c.dones, h2done{st.done})
+		c.dones = append(c.dones, h2done{st.done, end})
 	}
 	c.holdLocked(st, 0)
 	st.pending, st.done = nil, nil

@@ -45,6 +45,7 @@ func (c *h2conn) kick() {
 // time it is woken, until the reader ends (quit); then it fails what is
 // left and returns.
 func (c *h2conn) writer() {
+	defer close(c.writerDone)
 	for {
 		select {
 		case <-c.wake:
@@ -76,11 +77,11 @@ func (c *h2conn) flush() {
 		broken := c.broken
 		c.mu.Unlock()
 
-		err := broken
+		written, err := 0, broken
 		if err == nil {
-			err = c.writeOut(out, cuts)
+			written, err = c.writeOut(out, cuts)
 		}
-		c.wrote(dones, err, broken == nil)
+		c.wrote(dones, written, err, broken == nil)
 		c.mu.Lock()
 		c.inWrite = 0
 		if err != nil && c.broken == nil {
@@ -94,22 +95,27 @@ func (c *h2conn) flush() {
 	}
 }
 
-// wrote reports the outcome of a write to the replies it carried; a
-// failed write ends the connection (first: it was this write that failed).
-func (c *h2conn) wrote(dones []h2done, err error, first bool) {
-	if err != nil {
-		c.stats.SendFailed.Add(int64(len(dones)))
-		if first {
-			if errors.Is(err, nm.ErrTimedOut) {
-				c.stats.WriteTimeouts.Add(1)
-			}
-			c.abort() // the reader stops
-		}
-	} else {
-		c.stats.Sent.Add(int64(len(dones)))
-	}
+// wrote reports the outcome of a write to the replies it carried: those
+// wholly in the first written bytes went out, even if what followed them
+// failed. A failed write ends the connection (first: it was this write
+// that failed).
+func (c *h2conn) wrote(dones []h2done, written int, err error, first bool) {
+	sent := 0
 	for _, d := range dones {
-		c.complete(d, err)
+		derr := err
+		if d.end <= written {
+			derr = nil
+			sent++
+		}
+		c.complete(d, derr)
+	}
+	c.stats.Sent.Add(int64(sent))
+	c.stats.SendFailed.Add(int64(len(dones) - sent))
+	if err != nil && first {
+		if errors.Is(err, nm.ErrTimedOut) {
+			c.stats.WriteTimeouts.Add(1)
+		}
+		c.abort() // the reader stops
 	}
 	clear(dones)
 }
@@ -125,8 +131,9 @@ func (c *h2conn) abort() {
 }
 
 // writeOut writes out with the write timeout; over TLS, each stream's end
-// ends a record (see ServeConn).
-func (c *h2conn) writeOut(out []byte, cuts []int) error {
+// ends a record (see ServeConn). It returns how many of out's first bytes
+// were surely written (all of them, unless err).
+func (c *h2conn) writeOut(out []byte, cuts []int) (int, error) {
 	nc := c.nc
 	if c.write > 0 {
 		nc.SetWriteDeadline(time.Now().Add(c.write))
@@ -135,24 +142,21 @@ func (c *h2conn) writeOut(out []byte, cuts []int) error {
 		return c.writeChunk(out)
 	}
 	start := 0
-	for _, end := range cuts {
+	for _, end := range append(cuts, len(out)) {
 		if end > start {
-			if err := c.writeChunk(out[start:end]); err != nil {
-				return err
+			if _, err := c.writeChunk(out[start:end]); err != nil {
+				return start, err // records before this one went out
 			}
 			start = end
 		}
 	}
-	if start < len(out) {
-		return c.writeChunk(out[start:])
-	}
-	return nil
+	return len(out), nil
 }
 
-func (c *h2conn) writeChunk(b []byte) error {
+func (c *h2conn) writeChunk(b []byte) (int, error) {
 	c.stats.Writes.Add(1)
-	_, err := c.nc.Write(b)
-	return mapWriteErr(err)
+	n, err := c.nc.Write(b)
+	return n, mapWriteErr(err)
 }
 
 func mapWriteErr(err error) error {
