@@ -55,19 +55,14 @@ func (s *sysWriter) write(c *conn, w *writeState, wait bool) (int, error) {
 }
 
 func (s *sysWriter) writeFD(fd uintptr) bool {
-	for {
-		n, e := transport.RawWritev(fd, s.iov)
-		switch e {
-		case 0:
-			s.n = int(n)
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return !s.wait
-		default:
-			s.err = os.NewSyscallError("writev", syscall.Errno(e))
-			return true
-		}
+	n, e, ready := transport.WritevNow(fd, s.iov)
+	switch {
+	case !ready:
+		return !s.wait
+	case e != 0:
+		s.err = os.NewSyscallError("writev", syscall.Errno(e))
+	default:
+		s.n = n
 	}
+	return true
 }
