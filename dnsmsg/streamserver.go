@@ -194,9 +194,9 @@ func (s *streamServer) consume(h core.Handle, stop <-chan struct{}) streamhook.C
 	if _, ok := stream.TLSState(nm.Handle(h)); ok {
 		kind = core.TLS
 	}
-	c := &streamConn{s: s, h: h, stop: stop, stats: h.Shard().Counters(kind)}
+	c := &streamConn{s: s, h: h, stop: stop, stats: countersOf(h, kind)}
 	if mt := h.Meter(); mt != nil { // the stream listener's
-		c.stats, c.lat = mt.On(h.Shard()), mt.Latency(h.Shard())
+		c.lat = mt.Latency(h.Shard())
 	}
 	c.asm.init(MaxSize, &s.buffered)
 	s.mu.Lock()
@@ -520,10 +520,7 @@ func listenStreamOrTLS(ctx context.Context, m *core.Manager, addr string, tlsCon
 // countersOf returns the counters h counts on: its meter's, or its
 // shard's of transport t.
 func countersOf(h core.Handle, t core.Transport) *core.Counters {
-	if mt := h.Meter(); mt != nil {
-		return mt.On(h.Shard())
-	}
-	return h.Shard().Counters(t)
+	return core.CountersOf(h.Meter(), h.Shard(), t)
 }
 
 // detachRequest releases the reference a request event carries, for the

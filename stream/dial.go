@@ -48,10 +48,7 @@ func dial(ctx context.Context, m *core.Manager, addr string, tlsConf *tls.Config
 	}
 	shard := m.NextShard()
 	meter := core.MeterFrom(ctx)
-	stats := shard.Counters(kind)
-	if meter != nil {
-		stats = meter.On(shard)
-	}
+	stats := core.CountersOf(meter, shard, kind)
 	tc, tlsConn, err := dialConn(ctx, m, addr, tlsConf, &cfg, stats)
 	if err != nil {
 		return core.Handle{}, err

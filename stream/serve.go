@@ -196,10 +196,7 @@ func DialConn(ctx context.Context, m *nm.Manager, addr string, tlsConf *tls.Conf
 	if tlsConf != nil {
 		kind = core.TLS
 	}
-	stats := shard.Counters(kind)
-	if mt := core.MeterFrom(ctx); mt != nil {
-		stats = mt.On(shard)
-	}
+	stats := core.CountersOf(core.MeterFrom(ctx), shard, kind)
 	tc, tlsConn, err := dialConn(ctx, shard.Manager(), addr, tlsConf, &cfg, stats)
 	if err != nil {
 		return nil, err

@@ -88,6 +88,15 @@ func (mt *Meter) SetAddr(addr string) {
 // On returns the meter's live counters on shard s.
 func (mt *Meter) On(s *Shard) *Counters { return &mt.cells[s.id].Counters }
 
+// CountersOf returns the counters of shard s to count on: meter mt's,
+// or, when mt is nil, the shard's own of transport t.
+func CountersOf(mt *Meter, s *Shard, t Transport) *Counters {
+	if mt != nil {
+		return mt.On(s)
+	}
+	return s.Counters(t)
+}
+
 // Latency returns the meter's latency histogram on shard s.
 func (mt *Meter) Latency(s *Shard) *Latency { return &mt.cells[s.id].lat }
 
