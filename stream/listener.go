@@ -293,7 +293,6 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 				}
 			}
 			if l.m.Go(run) != nil {
-				l.forget(tc)
 				l.abandon(tc, key, stats)
 			}
 			return
@@ -316,12 +315,12 @@ func (l *Listener) accepted(shard *core.Shard, tc *net.TCPConn) {
 // state, which it returns for the goroutine to run; nil if the listener
 // closed meanwhile or the state could not be made.
 func (l *Listener) await(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, born time.Time) *conn {
+	stats := l.meter.On(shard)
 	if !l.awaitFirst(tc, born) {
-		l.forget(tc)
-		l.abandon(tc, key, l.meter.On(shard))
+		l.abandon(tc, key, stats)
 		return nil
 	}
-	return l.open(shard, tc, key, born, l.meter.On(shard))
+	return l.open(shard, tc, key, born, stats)
 }
 
 // awaitFirst waits for tc's first byte, its peer's close or the initial
@@ -339,8 +338,9 @@ func (l *Listener) awaitFirst(tc *net.TCPConn, born time.Time) bool {
 }
 
 // abandon ends a connection accepted and counted active, for which no
-// state was made.
+// state was made; it is tracked no more, if it was.
 func (l *Listener) abandon(tc *net.TCPConn, key netip.Prefix, stats *core.Counters) {
+	l.forget(tc)
 	tc.Close()
 	l.leave(key)
 	stats.Closed.Add(1)
@@ -365,7 +365,6 @@ func (l *Listener) open(shard *core.Shard, tc *net.TCPConn, key netip.Prefix, bo
 	}
 	if err != nil {
 		stats.Dropped.Add(1)
-		l.forget(tc)
 		l.abandon(tc, key, stats)
 		return nil
 	}
