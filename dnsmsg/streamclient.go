@@ -180,10 +180,7 @@ func (c *streamClient) Read(h core.Handle) <-chan nm.Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
-		c.deadline = time.Time{}
-		if c.timeout > 0 {
-			c.deadline = time.Now().Add(c.timeout)
-		}
+		c.arm()
 		c.signal()
 	}
 	c.mu.Unlock()
@@ -204,15 +201,20 @@ func (c *streamClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.timeout = d
 	armed := c.armed
 	if armed {
-		// The armed read times out d from now, as on streams.
-		c.deadline = time.Time{}
-		if d > 0 {
-			c.deadline = time.Now().Add(d)
-		}
+		c.arm() // the armed read times out d from now, as on streams
 	}
 	c.mu.Unlock()
 	if armed {
 		c.signal()
+	}
+}
+
+// arm sets the armed read's deadline: the read timeout from now, or none.
+// Called with mu held.
+func (c *streamClient) arm() {
+	c.deadline = time.Time{}
+	if c.timeout > 0 {
+		c.deadline = time.Now().Add(c.timeout)
 	}
 }
 

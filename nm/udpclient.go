@@ -148,10 +148,7 @@ func (c *udpClient) Read(h core.Handle) <-chan Event {
 	c.mu.Lock()
 	if !c.armed && !c.closing {
 		c.started, c.armed = true, true
-		c.deadline = time.Time{}
-		if c.timeout > 0 {
-			c.deadline = time.Now().Add(c.timeout)
-		}
+		c.arm()
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -174,14 +171,19 @@ func (c *udpClient) SetReadTimeout(h core.Handle, d time.Duration) {
 	c.mu.Lock()
 	c.timeout = d
 	if c.armed {
-		// The armed read times out d from now, as on streams.
-		c.deadline = time.Time{}
-		if d > 0 {
-			c.deadline = time.Now().Add(d)
-		}
+		c.arm() // the armed read times out d from now, as on streams
 		c.poke()
 	}
 	c.mu.Unlock()
+}
+
+// arm sets the armed read's deadline: the read timeout from now, or none.
+// Called with mu held.
+func (c *udpClient) arm() {
+	c.deadline = time.Time{}
+	if c.timeout > 0 {
+		c.deadline = time.Now().Add(c.timeout)
+	}
 }
 
 func (c *udpClient) Close(h core.Handle) { c.shutdown() }
